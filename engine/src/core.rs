@@ -1,0 +1,535 @@
+//! The metadata service of one executor. It owns the index of the partitions assigned to its
+//! core and the core's metadata log. Requests arrive over a bounded channel; writes are
+//! validated in arrival order, appended to the log in group-committed batches, and applied
+//! to the index (and answered) only after the batch is on stable storage on a write quorum.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::engine::{Engine, ListItem, ListPage, PutCondition, UploadSummary};
+use crate::error::{EngineError, Result};
+use crate::io::{remove_file, DriveFile, OpenMode};
+use crate::meta::{ObjectMeta, PartMeta, UploadMeta};
+use crate::wal::{encode_record, wal_path, Record, BUCKET_PARTITION};
+
+/// Data files replaced or deleted are removed after this delay, so that readers that already
+/// hold the old metadata can finish. A crash before removal leaves them to the start-up sweep.
+const DATA_GC_DELAY: Duration = Duration::from_secs(5);
+/// At most this many log bytes go into one group commit.
+const BATCH_BYTES_MAX: usize = 16 << 20;
+
+pub type Reply<T> = flume::Sender<Result<T>>;
+pub type ObjectKey = (String, String);
+pub type UploadKey = (String, String, String);
+
+pub enum MetaReq {
+    Get {
+        bucket: String,
+        key: String,
+        reply: Reply<Option<ObjectMeta>>,
+    },
+    GetUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        reply: Reply<Option<UploadMeta>>,
+    },
+    List {
+        bucket: String,
+        prefix: String,
+        delimiter: Option<String>,
+        start_after: String,
+        limit: usize,
+        reply: Reply<ListPage>,
+    },
+    ListUploads {
+        bucket: String,
+        prefix: String,
+        key_marker: String,
+        upload_id_marker: String,
+        limit: usize,
+        reply: Reply<Vec<UploadSummary>>,
+    },
+    HasData {
+        bucket: String,
+        reply: Reply<bool>,
+    },
+    Write {
+        partition: u16,
+        op: WriteOp,
+        reply: Reply<()>,
+    },
+}
+
+pub enum WriteOp {
+    Put {
+        bucket: String,
+        key: String,
+        meta: ObjectMeta,
+        inline: Option<Vec<u8>>,
+        cond: Option<PutCondition>,
+    },
+    Delete {
+        bucket: String,
+        key: String,
+    },
+    SetTags {
+        bucket: String,
+        key: String,
+        tags: Vec<(String, String)>,
+    },
+    CreateUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        upload: UploadMeta,
+    },
+    PutPart {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        part_number: u32,
+        part: PartMeta,
+    },
+    Complete {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        meta: ObjectMeta,
+        parts_used: Vec<(u32, u128)>,
+        cond: Option<PutCondition>,
+    },
+    Abort {
+        bucket: String,
+        key: String,
+        upload_id: String,
+    },
+    CreateBucket {
+        name: String,
+        created_ms: i64,
+    },
+    DeleteBucket {
+        name: String,
+    },
+}
+
+/// What start-up hands to each core.
+pub struct CoreBoot {
+    pub core: usize,
+    pub rx: flume::Receiver<MetaReq>,
+    pub objects: BTreeMap<ObjectKey, ObjectMeta>,
+    pub uploads: BTreeMap<UploadKey, UploadMeta>,
+    pub seqs: HashMap<u16, u64>,
+    pub wal_end: u64,
+}
+
+struct CoreState {
+    objects: BTreeMap<ObjectKey, ObjectMeta>,
+    uploads: BTreeMap<UploadKey, UploadMeta>,
+    seqs: HashMap<u16, u64>,
+    wal_end: u64,
+    pending: Vec<(u16, WriteOp, Reply<()>)>,
+}
+
+/// The effect of one validated write, applied after its batch is durable.
+enum Effect {
+    None,
+    SetObject(ObjectKey, ObjectMeta),
+    RemoveObject(ObjectKey),
+    SetUpload(UploadKey, UploadMeta),
+    RemoveUpload(UploadKey),
+    CompleteUpload(UploadKey, ObjectKey, ObjectMeta),
+    Bucket(String, Option<i64>),
+}
+
+/// Validation sees the index as it will be after the writes queued before it in the batch.
+#[derive(Default)]
+struct Overlay {
+    objects: HashMap<ObjectKey, Option<ObjectMeta>>,
+    uploads: HashMap<UploadKey, Option<UploadMeta>>,
+}
+
+impl CoreState {
+    fn object(&self, overlay: &Overlay, key: &ObjectKey) -> Option<ObjectMeta> {
+        match overlay.objects.get(key) {
+            Some(v) => v.clone(),
+            None => self.objects.get(key).cloned(),
+        }
+    }
+    fn upload(&self, overlay: &Overlay, key: &UploadKey) -> Option<UploadMeta> {
+        match overlay.uploads.get(key) {
+            Some(v) => v.clone(),
+            None => self.uploads.get(key).cloned(),
+        }
+    }
+
+    /// Checks one write against the current state; returns its log record (if any), its
+    /// effect and the data files it makes garbage.
+    fn prepare(&self, overlay: &mut Overlay, op: WriteOp) -> Result<(Option<Record>, Effect, Vec<u128>)> {
+        match op {
+            WriteOp::Put { bucket, key, meta, inline, cond } => {
+                let okey = (bucket.clone(), key.clone());
+                let old = self.object(overlay, &okey);
+                check_condition(cond.as_ref(), old.as_ref())?;
+                let garbage = old.map(|o| o.file_ids()).unwrap_or_default();
+                overlay.objects.insert(okey.clone(), Some(meta.clone()));
+                let record = Record::Put { bucket, key, meta: meta.clone(), inline, completes_upload: None };
+                Ok((Some(record), Effect::SetObject(okey, meta), garbage))
+            }
+            WriteOp::Delete { bucket, key } => {
+                let okey = (bucket.clone(), key.clone());
+                let Some(old) = self.object(overlay, &okey) else {
+                    return Ok((None, Effect::None, Vec::new()));
+                };
+                overlay.objects.insert(okey.clone(), None);
+                Ok((Some(Record::Delete { bucket, key }), Effect::RemoveObject(okey), old.file_ids()))
+            }
+            WriteOp::SetTags { bucket, key, tags } => {
+                let okey = (bucket.clone(), key.clone());
+                let Some(mut meta) = self.object(overlay, &okey) else {
+                    return Err(EngineError::NoSuchKey);
+                };
+                meta.tags = tags;
+                overlay.objects.insert(okey.clone(), Some(meta.clone()));
+                let record = Record::Put { bucket, key, meta: meta.clone(), inline: None, completes_upload: None };
+                Ok((Some(record), Effect::SetObject(okey, meta), Vec::new()))
+            }
+            WriteOp::CreateUpload { bucket, key, upload_id, upload } => {
+                let ukey = (bucket.clone(), key.clone(), upload_id.clone());
+                overlay.uploads.insert(ukey.clone(), Some(upload.clone()));
+                let record = Record::UploadCreate { bucket, key, upload_id, upload: upload.clone() };
+                Ok((Some(record), Effect::SetUpload(ukey, upload), Vec::new()))
+            }
+            WriteOp::PutPart { bucket, key, upload_id, part_number, part } => {
+                let ukey = (bucket.clone(), key.clone(), upload_id.clone());
+                let Some(mut upload) = self.upload(overlay, &ukey) else {
+                    return Err(EngineError::NoSuchUpload);
+                };
+                let garbage =
+                    upload.parts.insert(part_number, part.clone()).map(|p| vec![p.file_id]).unwrap_or_default();
+                overlay.uploads.insert(ukey.clone(), Some(upload.clone()));
+                let record = Record::UploadPart { bucket, key, upload_id, part_number, part };
+                Ok((Some(record), Effect::SetUpload(ukey, upload), garbage))
+            }
+            WriteOp::Complete { bucket, key, upload_id, meta, parts_used, cond } => {
+                let ukey = (bucket.clone(), key.clone(), upload_id.clone());
+                let okey = (bucket.clone(), key.clone());
+                let Some(upload) = self.upload(overlay, &ukey) else {
+                    return Err(EngineError::NoSuchUpload);
+                };
+                for (number, file_id) in &parts_used {
+                    if upload.parts.get(number).map(|p| p.file_id) != Some(*file_id) {
+                        return Err(EngineError::InvalidPart(format!("part {number} changed while completing")));
+                    }
+                }
+                let old = self.object(overlay, &okey);
+                check_condition(cond.as_ref(), old.as_ref())?;
+                let mut garbage = old.map(|o| o.file_ids()).unwrap_or_default();
+                let used: Vec<u128> = parts_used.iter().map(|(_, id)| *id).collect();
+                garbage.extend(upload.parts.values().map(|p| p.file_id).filter(|id| !used.contains(id)));
+                overlay.uploads.insert(ukey.clone(), None);
+                overlay.objects.insert(okey.clone(), Some(meta.clone()));
+                let record =
+                    Record::Put { bucket, key, meta: meta.clone(), inline: None, completes_upload: Some(upload_id) };
+                Ok((Some(record), Effect::CompleteUpload(ukey, okey, meta), garbage))
+            }
+            WriteOp::Abort { bucket, key, upload_id } => {
+                let ukey = (bucket.clone(), key.clone(), upload_id.clone());
+                let Some(upload) = self.upload(overlay, &ukey) else {
+                    return Err(EngineError::NoSuchUpload);
+                };
+                overlay.uploads.insert(ukey.clone(), None);
+                let garbage = upload.parts.values().map(|p| p.file_id).collect();
+                Ok((Some(Record::UploadAbort { bucket, key, upload_id }), Effect::RemoveUpload(ukey), garbage))
+            }
+            WriteOp::CreateBucket { name, created_ms } => Ok((
+                Some(Record::BucketCreate { name: name.clone(), created_ms }),
+                Effect::Bucket(name, Some(created_ms)),
+                Vec::new(),
+            )),
+            WriteOp::DeleteBucket { name } => {
+                Ok((Some(Record::BucketDelete { name: name.clone() }), Effect::Bucket(name, None), Vec::new()))
+            }
+        }
+    }
+
+    fn apply(&mut self, engine: &Engine, effect: Effect) {
+        match effect {
+            Effect::None => {}
+            Effect::SetObject(k, m) => {
+                self.objects.insert(k, m);
+            }
+            Effect::RemoveObject(k) => {
+                self.objects.remove(&k);
+            }
+            Effect::SetUpload(k, u) => {
+                self.uploads.insert(k, u);
+            }
+            Effect::RemoveUpload(k) => {
+                self.uploads.remove(&k);
+            }
+            Effect::CompleteUpload(u, k, m) => {
+                self.uploads.remove(&u);
+                self.objects.insert(k, m);
+            }
+            Effect::Bucket(name, created) => engine.set_bucket(name, created),
+        }
+    }
+
+    fn list(&self, bucket: &str, prefix: &str, delimiter: Option<&str>, start_after: &str, limit: usize) -> ListPage {
+        let mut items = Vec::new();
+        let mut start: String = if start_after > prefix { start_after.to_owned() } else { prefix.to_owned() };
+        let mut inclusive = start_after <= prefix;
+        // A marker that is itself a rolled-up prefix skips every key under it.
+        if let Some(d) = delimiter {
+            if !start_after.is_empty()
+                && start_after.ends_with(d)
+                && start_after.starts_with(prefix)
+                && start_after.len() > prefix.len()
+            {
+                start = format!("{start_after}\u{10FFFF}");
+                inclusive = false;
+            }
+        }
+        loop {
+            let lower = (bucket.to_owned(), start.clone());
+            let lower = if inclusive { Bound::Included(lower) } else { Bound::Excluded(lower) };
+            let mut jumped = false;
+            for ((b, key), meta) in self.objects.range((lower, Bound::Unbounded)) {
+                if b != bucket || !key.starts_with(prefix) {
+                    return ListPage { items, truncated: false };
+                }
+                if items.len() == limit {
+                    return ListPage { items, truncated: true };
+                }
+                let rest = &key[prefix.len()..];
+                if let Some(pos) = delimiter.filter(|d| !d.is_empty()).and_then(|d| rest.find(d).map(|p| p + d.len())) {
+                    let common = key[..prefix.len() + pos].to_owned();
+                    start = format!("{common}\u{10FFFF}");
+                    inclusive = false;
+                    items.push(ListItem::Prefix(common));
+                    jumped = true;
+                    break;
+                }
+                items.push(ListItem::Object(key.clone(), meta.size, meta.etag.clone(), meta.mtime_ms));
+            }
+            if !jumped {
+                return ListPage { items, truncated: false };
+            }
+        }
+    }
+}
+
+fn check_condition(cond: Option<&PutCondition>, current: Option<&ObjectMeta>) -> Result<()> {
+    match (cond, current) {
+        (None, _) => Ok(()),
+        (Some(PutCondition::IfNoneMatchAny), None) => Ok(()),
+        (Some(PutCondition::IfNoneMatchAny), Some(_)) => Err(EngineError::PreconditionFailed),
+        (Some(PutCondition::IfMatch(etag)), Some(meta)) if meta.etag == *etag => Ok(()),
+        (Some(PutCondition::IfMatch(_)), Some(_)) => Err(EngineError::PreconditionFailed),
+        (Some(PutCondition::IfMatch(_)), None) => Err(EngineError::NoSuchKey),
+    }
+}
+
+/// Runs the metadata service of this core until the engine's senders are dropped.
+pub async fn serve(engine: Engine, boot: CoreBoot) {
+    let core = boot.core;
+    let state = Rc::new(RefCell::new(CoreState {
+        objects: boot.objects,
+        uploads: boot.uploads,
+        seqs: boot.seqs,
+        wal_end: boot.wal_end,
+        pending: Vec::new(),
+    }));
+    let wal_files = Rc::new(open_wal_files(&engine, core).await);
+    let (kick_tx, kick_rx) = flume::bounded::<()>(1);
+    monoio::spawn(commit_loop(engine.clone(), core, state.clone(), wal_files, kick_rx));
+    while let Ok(req) = boot.rx.recv_async().await {
+        let st = state.borrow();
+        match req {
+            MetaReq::Get { bucket, key, reply } => {
+                let _ = reply.send(Ok(st.objects.get(&(bucket, key)).cloned()));
+            }
+            MetaReq::GetUpload { bucket, key, upload_id, reply } => {
+                let _ = reply.send(Ok(st.uploads.get(&(bucket, key, upload_id)).cloned()));
+            }
+            MetaReq::List { bucket, prefix, delimiter, start_after, limit, reply } => {
+                let _ = reply.send(Ok(st.list(&bucket, &prefix, delimiter.as_deref(), &start_after, limit)));
+            }
+            MetaReq::ListUploads { bucket, prefix, key_marker, upload_id_marker, limit, reply } => {
+                let lower = (bucket.clone(), key_marker.clone(), upload_id_marker.clone());
+                let items = st
+                    .uploads
+                    .range((Bound::Excluded(lower), Bound::Unbounded))
+                    .take_while(|((b, _, _), _)| *b == bucket)
+                    .filter(|((_, k, _), _)| k.starts_with(&prefix))
+                    .take(limit)
+                    .map(|((_, k, id), u)| UploadSummary {
+                        key: k.clone(),
+                        upload_id: id.clone(),
+                        initiated_ms: u.initiated_ms,
+                    })
+                    .collect();
+                let _ = reply.send(Ok(items));
+            }
+            MetaReq::HasData { bucket, reply } => {
+                let lower = (bucket.clone(), String::new());
+                let objects = st.objects.range(lower..).next().is_some_and(|((b, _), _)| *b == bucket);
+                let uploads = st
+                    .uploads
+                    .range((bucket.clone(), String::new(), String::new())..)
+                    .next()
+                    .is_some_and(|((b, _, _), _)| *b == bucket);
+                let _ = reply.send(Ok(objects || uploads));
+            }
+            MetaReq::Write { partition, op, reply } => {
+                drop(st);
+                state.borrow_mut().pending.push((partition, op, reply));
+                let _ = kick_tx.try_send(());
+            }
+        }
+    }
+}
+
+async fn open_wal_files(engine: &Engine, core: usize) -> Vec<Option<Rc<DriveFile>>> {
+    let mut files = Vec::new();
+    for (drive, path) in engine.drive_paths().iter().enumerate() {
+        if !engine.drive_online(drive) {
+            files.push(None);
+            continue;
+        }
+        match DriveFile::open(wal_path(path, core as u16), OpenMode::ReadWriteBuffered).await {
+            Ok(file) => files.push(Some(Rc::new(file))),
+            Err(err) => {
+                eprintln!("ferrite: drive {}: cannot open metadata log: {err}; writing without it", path.display());
+                files.push(None);
+            }
+        }
+    }
+    files
+}
+
+async fn commit_loop(
+    engine: Engine,
+    core: usize,
+    state: Rc<RefCell<CoreState>>,
+    wal_files: Rc<Vec<Option<Rc<DriveFile>>>>,
+    kick: flume::Receiver<()>,
+) {
+    while kick.recv_async().await.is_ok() {
+        loop {
+            let batch = take_batch(core, &state);
+            let Some((bytes, base, entries)) = batch else { break };
+            let result = if bytes.is_empty() { Ok(()) } else { append_durably(&engine, &wal_files, bytes, base).await };
+            let mut st = state.borrow_mut();
+            for (effect, garbage, partition, reply) in entries {
+                match &result {
+                    Ok(()) => {
+                        st.apply(&engine, effect);
+                        schedule_gc(&engine, partition, garbage);
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err((ok, needed)) => {
+                        let _ = reply.send(Err(EngineError::WriteQuorum { ok: *ok, needed: *needed }));
+                    }
+                }
+            }
+        }
+    }
+}
+
+type BatchEntry = (Effect, Vec<u128>, u16, Reply<()>);
+
+/// Validates the queued writes in order and encodes their records into one log batch.
+fn take_batch(core: usize, state: &Rc<RefCell<CoreState>>) -> Option<(Vec<u8>, u64, Vec<BatchEntry>)> {
+    let mut st = state.borrow_mut();
+    if st.pending.is_empty() {
+        return None;
+    }
+    let mut overlay = Overlay::default();
+    let mut bytes = Vec::new();
+    let mut entries = Vec::new();
+    let base = st.wal_end;
+    let mut pending = std::mem::take(&mut st.pending).into_iter();
+    for (partition, op, reply) in pending.by_ref() {
+        match st.prepare(&mut overlay, op) {
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
+            Ok((record, mut effect, garbage)) => {
+                if let Some(record) = record {
+                    let seq = {
+                        let seq = st.seqs.entry(partition).or_insert(0);
+                        *seq += 1;
+                        *seq
+                    };
+                    let loc = encode_record(&mut bytes, base, core as u16, partition, seq, &record);
+                    if let (Some(loc), Effect::SetObject(_, meta)) = (loc, &mut effect) {
+                        meta.data = loc;
+                    }
+                }
+                entries.push((effect, garbage, partition, reply));
+            }
+        }
+        if bytes.len() >= BATCH_BYTES_MAX {
+            break;
+        }
+    }
+    st.pending = pending.collect();
+    st.wal_end += bytes.len() as u64;
+    Some((bytes, base, entries))
+}
+
+/// Writes the batch at `base` on every drive with an open log, fdatasyncs, and succeeds when
+/// a write quorum of drives has it.
+async fn append_durably(
+    engine: &Engine,
+    files: &Rc<Vec<Option<Rc<DriveFile>>>>,
+    bytes: Vec<u8>,
+    base: u64,
+) -> Result<(), (usize, usize)> {
+    let mut tasks = Vec::new();
+    for file in files.iter().flatten() {
+        let file = file.clone();
+        let copy = bytes.clone();
+        tasks.push(monoio::spawn(async move {
+            file.write_all_at(copy, base).await?;
+            file.sync_data().await
+        }));
+    }
+    let mut ok = 0;
+    let mut last_err = None;
+    for task in tasks {
+        match task.await {
+            Ok(()) => ok += 1,
+            Err(err) => last_err = Some(err),
+        }
+    }
+    let needed = engine.write_quorum();
+    if ok >= needed {
+        Ok(())
+    } else {
+        if let Some(err) = last_err {
+            eprintln!("ferrite: metadata log write failed: {err}");
+        }
+        Err((ok, needed))
+    }
+}
+
+fn schedule_gc(engine: &Engine, partition: u16, garbage: Vec<u128>) {
+    if garbage.is_empty() || partition == BUCKET_PARTITION {
+        return;
+    }
+    let engine = engine.clone();
+    monoio::spawn(async move {
+        monoio::time::sleep(DATA_GC_DELAY).await;
+        for file_id in garbage {
+            for path in engine.data_file_paths(partition, file_id) {
+                let _ = remove_file(path).await;
+            }
+        }
+    });
+}

@@ -1,0 +1,331 @@
+//! The data path, run by the core that accepted the request. Writing: bytes are gathered
+//! into blocks, each block is erasure coded into sealed frames (see erasure.rs) and the
+//! frames are written with O_DIRECT to one file per drive, all drives at once; `finish`
+//! fdatasyncs every file and its directory before the metadata commit. Reading: a block's
+//! data shards are read and verified; a missing or corrupt shard is replaced by parity.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::aligned::AlignedBuf;
+use crate::engine::{Engine, INLINE_BYTES_MAX};
+use crate::erasure::{frame_is_valid, Coder};
+use crate::error::{EngineError, Result};
+use crate::io::{sync_dir, DriveFile, OpenMode};
+use crate::meta::{DataLoc, PartLoc};
+use crate::wal::{verify_record, wal_path};
+
+thread_local! {
+    static CODER: RefCell<Option<Coder>> = const { RefCell::new(None) };
+}
+
+fn with_coder<T>(engine: &Engine, job: impl FnOnce(&mut Coder) -> T) -> T {
+    CODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let layout = engine.layout();
+        let coder = match slot.as_mut() {
+            Some(coder) if coder.layout() == layout => coder,
+            _ => slot.insert(Coder::new(layout)),
+        };
+        job(coder)
+    })
+}
+
+fn new_file_id() -> u128 {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = (crate::engine::now_ms() as u128 ^ ((std::process::id() as u128) << 64)).to_le_bytes();
+    }
+    u128::from_le_bytes(bytes)
+}
+
+/// The result of writing an object's (or a part's) bytes.
+pub enum Finished {
+    Inline(Vec<u8>),
+    Part(PartLoc),
+}
+
+pub struct DataWriter {
+    engine: Engine,
+    partition: u16,
+    file_id: u128,
+    inline_allowed: bool,
+    block: Vec<u8>,
+    /// One slot per drive: None once the drive failed for this object (or is offline).
+    files: Vec<Option<Rc<DriveFile>>>,
+    created: bool,
+    blocks_written: u64,
+    size: u64,
+}
+
+impl DataWriter {
+    pub(crate) fn new(engine: Engine, partition: u16, inline_allowed: bool) -> Self {
+        let block_size = engine.block_size();
+        Self {
+            engine,
+            partition,
+            file_id: new_file_id(),
+            inline_allowed,
+            block: Vec::with_capacity(block_size),
+            files: Vec::new(),
+            created: false,
+            blocks_written: 0,
+            size: 0,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        let block_size = self.engine.block_size();
+        while !data.is_empty() {
+            let take = (block_size - self.block.len()).min(data.len());
+            self.block.extend_from_slice(&data[..take]);
+            self.size += take as u64;
+            data = &data[take..];
+            if self.block.len() == block_size {
+                self.flush_block().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_files(&mut self) -> Result<()> {
+        let paths = self.engine.data_file_paths(self.partition, self.file_id);
+        for (drive, path) in paths.into_iter().enumerate() {
+            let file = if self.engine.drive_online(drive) {
+                DriveFile::open(path, OpenMode::CreateDirect).await.ok().map(Rc::new)
+            } else {
+                None
+            };
+            self.files.push(file);
+        }
+        self.created = true;
+        self.check_quorum()
+    }
+
+    fn check_quorum(&self) -> Result<()> {
+        let ok = self.files.iter().filter(|f| f.is_some()).count();
+        let needed = self.engine.write_quorum();
+        if ok < needed {
+            return Err(EngineError::WriteQuorum { ok, needed });
+        }
+        Ok(())
+    }
+
+    async fn flush_block(&mut self) -> Result<()> {
+        if !self.created {
+            self.create_files().await?;
+        }
+        let layout = self.engine.layout();
+        let frames = with_coder(&self.engine, |coder| coder.encode(&self.block))?;
+        let offset = self.blocks_written * layout.frame_size(self.engine.block_size()) as u64;
+        let rotation = (self.file_id % layout.total() as u128) as usize;
+        let mut tasks = Vec::with_capacity(frames.len());
+        for (shard, frame) in frames.into_iter().enumerate() {
+            let drive = layout.drive_of(shard, rotation);
+            let Some(file) = self.files[drive].clone() else { continue };
+            tasks.push((drive, monoio::spawn(async move { file.write_all_at(frame, offset).await.map(drop) })));
+        }
+        for (drive, task) in tasks {
+            if let Err(err) = task.await {
+                eprintln!("ferrite: drive {}: write failed: {err}", self.engine.drive_paths()[drive].display());
+                self.files[drive] = None;
+            }
+        }
+        self.check_quorum()?;
+        self.block.clear();
+        self.blocks_written += 1;
+        Ok(())
+    }
+
+    /// Makes the data durable on a write quorum of drives (or keeps it for inlining).
+    pub async fn finish(mut self) -> Result<Finished> {
+        if !self.created && self.inline_allowed && self.block.len() <= INLINE_BYTES_MAX {
+            return Ok(Finished::Inline(std::mem::take(&mut self.block)));
+        }
+        if !self.block.is_empty() || !self.created {
+            if self.block.is_empty() {
+                self.create_files().await?;
+            } else {
+                self.flush_block().await?;
+            }
+        }
+        let mut tasks = Vec::new();
+        for (drive, file) in self.files.iter().enumerate() {
+            let Some(file) = file.clone() else { continue };
+            let dir =
+                self.engine.drive_paths()[drive].join("data").join(crate::format::partition_dir_name(self.partition));
+            tasks.push((
+                drive,
+                monoio::spawn(async move {
+                    file.sync_data().await?;
+                    sync_dir(dir).await
+                }),
+            ));
+        }
+        for (drive, task) in tasks {
+            if let Err(err) = task.await {
+                eprintln!("ferrite: drive {}: sync failed: {err}", self.engine.drive_paths()[drive].display());
+                self.files[drive] = None;
+            }
+        }
+        self.check_quorum()?;
+        Ok(Finished::Part(PartLoc { file_id: self.file_id, size: self.size }))
+    }
+
+    /// Removes what an abandoned write left (best effort; the start-up sweep catches the rest).
+    pub async fn discard(self) {
+        if self.created {
+            for path in self.engine.data_file_paths(self.partition, self.file_id) {
+                let _ = crate::io::remove_file(path).await;
+            }
+        }
+    }
+}
+
+/// Reads an object's bytes [start, end) in chunks of at most one block.
+pub struct ObjectReader {
+    engine: Engine,
+    partition: u16,
+    data: DataLoc,
+    pos: u64,
+    end: u64,
+    files: Vec<Option<Option<Rc<DriveFile>>>>,
+    files_of: Option<u128>,
+}
+
+impl ObjectReader {
+    pub(crate) fn new(engine: Engine, partition: u16, data: DataLoc, start: u64, end: u64) -> Self {
+        Self { engine, partition, data, pos: start, end, files: Vec::new(), files_of: None }
+    }
+
+    /// The next chunk, or None at the end of the range.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let chunk = match self.data.clone() {
+            DataLoc::Inline { wal, rec_off, rec_len, data_off, data_len } => {
+                let record = read_inline_record(&self.engine, wal, rec_off, rec_len).await?;
+                let data = &record[data_off as usize..(data_off + data_len) as usize];
+                let end = self.end.min(data.len() as u64);
+                data[self.pos as usize..end as usize].to_vec()
+            }
+            DataLoc::Parts(parts) => {
+                let mut part_start = 0u64;
+                let mut found = None;
+                for part in &parts {
+                    if self.pos < part_start + part.size {
+                        found = Some(part.clone());
+                        break;
+                    }
+                    part_start += part.size;
+                }
+                let Some(part) = found else {
+                    return Err(EngineError::Corrupt("range beyond the object's parts".into()));
+                };
+                let block_size = self.engine.block_size() as u64;
+                let in_part = self.pos - part_start;
+                let block_index = in_part / block_size;
+                let block = self.read_block(&part, block_index).await?;
+                let from = (in_part - block_index * block_size) as usize;
+                let to = (block.len() as u64).min(self.end - part_start - block_index * block_size) as usize;
+                block[from..to].to_vec()
+            }
+        };
+        if chunk.is_empty() {
+            return Err(EngineError::Corrupt("empty read inside an object".into()));
+        }
+        self.pos += chunk.len() as u64;
+        Ok(Some(chunk))
+    }
+
+    async fn file(&mut self, file_id: u128, drive: usize) -> Option<Rc<DriveFile>> {
+        if self.files_of != Some(file_id) {
+            self.files = vec![None; self.engine.drive_paths().len()];
+            self.files_of = Some(file_id);
+        }
+        if let Some(slot) = &self.files[drive] {
+            return slot.clone();
+        }
+        let opened = if self.engine.drive_online(drive) {
+            let path = self.engine.data_file_paths(self.partition, file_id).swap_remove(drive);
+            DriveFile::open(path, OpenMode::ReadDirect).await.ok().map(Rc::new)
+        } else {
+            None
+        };
+        self.files[drive] = Some(opened.clone());
+        opened
+    }
+
+    async fn read_block(&mut self, part: &PartLoc, block_index: u64) -> Result<Vec<u8>> {
+        let layout = self.engine.layout();
+        let block_size = self.engine.block_size() as u64;
+        let block_len = (part.size - block_index * block_size).min(block_size) as usize;
+        let frame_size = layout.frame_size(block_len);
+        let shard_size = layout.shard_size(block_len);
+        let offset = block_index * layout.frame_size(block_size as usize) as u64;
+        let rotation = (part.file_id % layout.total() as u128) as usize;
+        let mut shards: Vec<Option<AlignedBuf>> = (0..layout.total()).map(|_| None).collect();
+        let mut next = 0;
+        let mut good = 0;
+        // Read the data shards first, all at once; each failure pulls in one parity shard.
+        while good < layout.data && next < layout.total() {
+            let want = layout.data - good;
+            let mut tasks = Vec::new();
+            while tasks.len() < want && next < layout.total() {
+                let shard = next;
+                next += 1;
+                let drive = layout.drive_of(shard, rotation);
+                let Some(file) = self.file(part.file_id, drive).await else { continue };
+                tasks.push((
+                    shard,
+                    drive,
+                    monoio::spawn(async move { file.read_exact_at(AlignedBuf::zeroed(frame_size), offset).await }),
+                ));
+            }
+            for (shard, drive, task) in tasks {
+                match task.await {
+                    Ok(frame) if frame_is_valid(frame.as_slice(), shard_size) => {
+                        shards[shard] = Some(frame);
+                        good += 1;
+                    }
+                    Ok(_) => eprintln!(
+                        "ferrite: drive {}: block {block_index} of {:032x} failed its checksum; rebuilt from parity",
+                        self.engine.drive_paths()[drive].display(),
+                        part.file_id
+                    ),
+                    Err(_) => {
+                        // A missing file or short read: the shard is unavailable on this drive.
+                        self.files[drive] = Some(None);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        with_coder(&self.engine, |coder| coder.decode(&shards, block_len, &mut out))?;
+        Ok(out)
+    }
+}
+
+/// Reads and verifies an inline object's log record from the first drive that has it intact.
+async fn read_inline_record(engine: &Engine, wal: u16, rec_off: u64, rec_len: u32) -> Result<Vec<u8>> {
+    use monoio::buf::IoBufMut;
+    for (drive, path) in engine.drive_paths().iter().enumerate() {
+        if !engine.drive_online(drive) {
+            continue;
+        }
+        let Ok(file) = DriveFile::open(wal_path(path, wal), OpenMode::ReadBuffered).await else { continue };
+        let buf = Vec::with_capacity(rec_len as usize).slice_mut(0..rec_len as usize);
+        let Ok(buf) = file.read_exact_at(buf, rec_off).await else { continue };
+        let record = buf.into_inner();
+        if verify_record(&record).is_some() {
+            return Ok(record);
+        }
+        eprintln!("ferrite: drive {}: metadata record at {rec_off} failed its checksum", path.display());
+    }
+    Err(EngineError::ReadQuorum("no drive has an intact copy of the inline object".into()))
+}

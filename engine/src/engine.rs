@@ -1,0 +1,476 @@
+//! The engine handle: start-up (drives, log replay), and the operations the S3 layer calls.
+//! Metadata operations are messages to the core that owns the key's partition; data is
+//! written and read by the calling core itself (see data.rs), so object bytes never cross
+//! cores.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::core::{CoreBoot, MetaReq, ObjectKey, Reply, UploadKey, WriteOp};
+use crate::data::{DataWriter, Finished, ObjectReader};
+use crate::erasure::Layout;
+use crate::error::{EngineError, Result};
+use crate::format::{open_drives, partition_dir_name, random_id, DriveSet};
+use crate::meta::{DataLoc, ObjectMeta, PartMeta, UploadMeta};
+use crate::wal::{list_wals, replay, Record, BUCKET_PARTITION};
+
+/// Objects up to this size are stored inside their metadata record (no data files).
+pub const INLINE_BYTES_MAX: usize = 128 << 10;
+/// Each core's metadata channel holds at most this many requests (back-pressure beyond).
+const META_QUEUE_DEPTH: usize = 4096;
+
+pub struct EngineConfig {
+    pub drives: Vec<PathBuf>,
+    pub parity: Option<usize>,
+    pub cores: usize,
+}
+
+#[derive(Clone, Debug)]
+pub enum PutCondition {
+    /// `If-None-Match: *`: only create.
+    IfNoneMatchAny,
+    /// `If-Match: etag` (unquoted).
+    IfMatch(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListItem {
+    /// key, size, etag, mtime_ms
+    Object(String, u64, String, i64),
+    Prefix(String),
+}
+
+impl ListItem {
+    pub fn name(&self) -> &str {
+        match self {
+            ListItem::Object(key, ..) => key,
+            ListItem::Prefix(prefix) => prefix,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ListPage {
+    pub items: Vec<ListItem>,
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct UploadSummary {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated_ms: i64,
+}
+
+struct Shared {
+    drives: DriveSet,
+    layout: Layout,
+    block_size: usize,
+    partitions: u16,
+    senders: Vec<flume::Sender<MetaReq>>,
+    /// Bucket name -> creation time. Written only by bucket create/delete (rare); read on
+    /// every request. A known exception to "no locks on the hot path" (ARCHITECTURE.md).
+    buckets: RwLock<BTreeMap<String, i64>>,
+}
+
+#[derive(Clone)]
+pub struct Engine(Arc<Shared>);
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+async fn ask<T>(tx: &flume::Sender<MetaReq>, make: impl FnOnce(Reply<T>) -> MetaReq) -> Result<T> {
+    let (reply, rx) = flume::bounded(1);
+    tx.send_async(make(reply)).await.map_err(|_| EngineError::ShuttingDown)?;
+    rx.recv_async().await.map_err(|_| EngineError::ShuttingDown)?
+}
+
+impl Engine {
+    /// Opens the drives, replays the metadata logs and returns the handle and one boot
+    /// package per core (start each with `core::serve` on that core's runtime).
+    pub fn open(config: EngineConfig) -> Result<(Engine, Vec<CoreBoot>)> {
+        let drives = open_drives(&config.drives, config.parity)?;
+        let cores = config.cores.max(1);
+        let online_paths: Vec<PathBuf> =
+            drives.paths.iter().zip(&drives.online).filter(|(_, on)| **on).map(|(p, _)| p.clone()).collect();
+        let mut replayed = Vec::new();
+        let mut wal_ends: HashMap<u16, u64> = HashMap::new();
+        for wal in list_wals(&online_paths) {
+            let (records, end) = replay(&online_paths, wal)?;
+            wal_ends.insert(wal, end);
+            replayed.extend(records);
+        }
+        replayed.sort_by_key(|r| (r.partition, r.seq));
+        let mut objects: BTreeMap<ObjectKey, ObjectMeta> = BTreeMap::new();
+        let mut uploads: BTreeMap<UploadKey, UploadMeta> = BTreeMap::new();
+        let mut buckets = BTreeMap::new();
+        let mut seqs: HashMap<u16, u64> = HashMap::new();
+        for r in replayed {
+            seqs.insert(r.partition, r.seq);
+            match r.record {
+                Record::Put { bucket, key, meta, completes_upload, .. } => {
+                    if let Some(id) = completes_upload {
+                        uploads.remove(&(bucket.clone(), key.clone(), id));
+                    }
+                    objects.insert((bucket, key), meta);
+                }
+                Record::Delete { bucket, key } => {
+                    objects.remove(&(bucket, key));
+                }
+                Record::UploadCreate { bucket, key, upload_id, upload } => {
+                    uploads.insert((bucket, key, upload_id), upload);
+                }
+                Record::UploadPart { bucket, key, upload_id, part_number, part } => {
+                    if let Some(upload) = uploads.get_mut(&(bucket, key, upload_id)) {
+                        upload.parts.insert(part_number, part);
+                    }
+                }
+                Record::UploadAbort { bucket, key, upload_id } => {
+                    uploads.remove(&(bucket, key, upload_id));
+                }
+                Record::BucketCreate { name, created_ms } => {
+                    buckets.insert(name, created_ms);
+                }
+                Record::BucketDelete { name } => {
+                    buckets.remove(&name);
+                }
+            }
+        }
+        let partitions = drives.format.partition_count;
+        let layout = Layout { data: drives.format.data_shards, parity: drives.format.parity_shards };
+        let block_size = drives.format.block_size as usize;
+        let mut senders = Vec::new();
+        let mut boots: Vec<CoreBoot> = (0..cores)
+            .map(|core| {
+                let (tx, rx) = flume::bounded(META_QUEUE_DEPTH);
+                senders.push(tx);
+                CoreBoot {
+                    core,
+                    rx,
+                    objects: BTreeMap::new(),
+                    uploads: BTreeMap::new(),
+                    seqs: HashMap::new(),
+                    wal_end: wal_ends.get(&(core as u16)).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        let engine =
+            Engine(Arc::new(Shared { drives, layout, block_size, partitions, senders, buckets: RwLock::new(buckets) }));
+        for (partition, seq) in seqs {
+            boots[engine.owner_of(partition)].seqs.insert(partition, seq);
+        }
+        for (key, meta) in objects {
+            let core = engine.owner_of(engine.partition_of(&key.0, &key.1));
+            boots[core].objects.insert(key, meta);
+        }
+        for (key, upload) in uploads {
+            let core = engine.owner_of(engine.partition_of(&key.0, &key.1));
+            boots[core].uploads.insert(key, upload);
+        }
+        Ok((engine, boots))
+    }
+
+    pub fn drives(&self) -> &DriveSet {
+        &self.0.drives
+    }
+    pub fn drive_paths(&self) -> &[PathBuf] {
+        &self.0.drives.paths
+    }
+    pub fn drive_online(&self, drive: usize) -> bool {
+        self.0.drives.online[drive]
+    }
+    pub fn layout(&self) -> Layout {
+        self.0.layout
+    }
+    pub fn block_size(&self) -> usize {
+        self.0.block_size
+    }
+    pub fn write_quorum(&self) -> usize {
+        self.0.drives.write_quorum()
+    }
+    pub fn cores(&self) -> usize {
+        self.0.senders.len()
+    }
+
+    pub fn partition_of(&self, bucket: &str, key: &str) -> u16 {
+        let mut buf = Vec::with_capacity(bucket.len() + key.len() + 1);
+        buf.extend_from_slice(bucket.as_bytes());
+        buf.push(b'/');
+        buf.extend_from_slice(key.as_bytes());
+        (xxh3_64(&buf) % self.0.partitions as u64) as u16
+    }
+
+    fn owner_of(&self, partition: u16) -> usize {
+        if partition == BUCKET_PARTITION {
+            return 0;
+        }
+        partition as usize % self.0.senders.len()
+    }
+
+    fn owner_tx(&self, bucket: &str, key: &str) -> (u16, &flume::Sender<MetaReq>) {
+        let partition = self.partition_of(bucket, key);
+        (partition, &self.0.senders[self.owner_of(partition)])
+    }
+
+    pub fn data_file_paths(&self, partition: u16, file_id: u128) -> Vec<PathBuf> {
+        let dir = partition_dir_name(partition);
+        let name = format!("{file_id:032x}");
+        self.0.drives.paths.iter().map(|p| p.join("data").join(&dir).join(&name)).collect()
+    }
+
+    // ----- buckets -----
+
+    pub(crate) fn set_bucket(&self, name: String, created_ms: Option<i64>) {
+        let mut buckets = match self.0.buckets.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match created_ms {
+            Some(ms) => buckets.insert(name, ms),
+            None => buckets.remove(&name),
+        };
+    }
+
+    pub fn bucket_created_ms(&self, name: &str) -> Option<i64> {
+        let buckets = match self.0.buckets.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        buckets.get(name).copied()
+    }
+
+    pub fn list_buckets(&self) -> Vec<(String, i64)> {
+        let buckets = match self.0.buckets.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        buckets.iter().map(|(n, t)| (n.clone(), *t)).collect()
+    }
+
+    fn require_bucket(&self, bucket: &str) -> Result<()> {
+        self.bucket_created_ms(bucket).map(|_| ()).ok_or(EngineError::NoSuchBucket)
+    }
+
+    pub async fn create_bucket(&self, name: &str) -> Result<()> {
+        if self.bucket_created_ms(name).is_some() {
+            return Err(EngineError::BucketExists);
+        }
+        let op = WriteOp::CreateBucket { name: name.to_owned(), created_ms: now_ms() };
+        ask(&self.0.senders[0], |reply| MetaReq::Write { partition: BUCKET_PARTITION, op, reply }).await
+    }
+
+    pub async fn delete_bucket(&self, name: &str) -> Result<()> {
+        self.require_bucket(name)?;
+        for tx in &self.0.senders {
+            if ask(tx, |reply| MetaReq::HasData { bucket: name.to_owned(), reply }).await? {
+                return Err(EngineError::BucketNotEmpty);
+            }
+        }
+        let op = WriteOp::DeleteBucket { name: name.to_owned() };
+        ask(&self.0.senders[0], |reply| MetaReq::Write { partition: BUCKET_PARTITION, op, reply }).await
+    }
+
+    // ----- objects -----
+
+    /// Starts writing object data on the calling core. `inline_allowed`: small results may
+    /// be kept in the metadata record instead of data files.
+    pub fn writer(&self, bucket: &str, key: &str, inline_allowed: bool) -> Result<DataWriter> {
+        self.require_bucket(bucket)?;
+        let partition = self.partition_of(bucket, key);
+        Ok(DataWriter::new(self.clone(), partition, inline_allowed))
+    }
+
+    /// Commits an object whose data was written with `writer`. `meta.data` is replaced.
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut meta: ObjectMeta,
+        data: Finished,
+        cond: Option<PutCondition>,
+    ) -> Result<()> {
+        self.require_bucket(bucket)?;
+        let inline = match data {
+            Finished::Inline(bytes) => Some(bytes),
+            Finished::Part(part) => {
+                meta.data = DataLoc::Parts(vec![part]);
+                None
+            }
+        };
+        let (partition, tx) = self.owner_tx(bucket, key);
+        let op = WriteOp::Put { bucket: bucket.to_owned(), key: key.to_owned(), meta, inline, cond };
+        ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
+    }
+
+    pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectMeta> {
+        self.require_bucket(bucket)?;
+        let (_, tx) = self.owner_tx(bucket, key);
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        ask(tx, |reply| MetaReq::Get { bucket, key, reply }).await?.ok_or(EngineError::NoSuchKey)
+    }
+
+    /// Reads bytes [start, end) of an object, block by block, on the calling core.
+    pub fn reader(&self, bucket: &str, key: &str, meta: &ObjectMeta, start: u64, end: u64) -> ObjectReader {
+        ObjectReader::new(self.clone(), self.partition_of(bucket, key), meta.data.clone(), start, end)
+    }
+
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<()> {
+        self.require_bucket(bucket)?;
+        let (partition, tx) = self.owner_tx(bucket, key);
+        let op = WriteOp::Delete { bucket: bucket.to_owned(), key: key.to_owned() };
+        ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
+    }
+
+    pub async fn set_tags(&self, bucket: &str, key: &str, tags: Vec<(String, String)>) -> Result<()> {
+        self.require_bucket(bucket)?;
+        let (partition, tx) = self.owner_tx(bucket, key);
+        let op = WriteOp::SetTags { bucket: bucket.to_owned(), key: key.to_owned(), tags };
+        ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
+    }
+
+    /// Lists keys and common prefixes in key order after `start_after`, merging every core.
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<ListPage> {
+        self.require_bucket(bucket)?;
+        let mut merged: Vec<ListItem> = Vec::new();
+        let mut truncated = false;
+        for tx in &self.0.senders {
+            let page = ask(tx, |reply| MetaReq::List {
+                bucket: bucket.to_owned(),
+                prefix: prefix.to_owned(),
+                delimiter: delimiter.map(str::to_owned),
+                start_after: start_after.to_owned(),
+                limit,
+                reply,
+            })
+            .await?;
+            truncated |= page.truncated;
+            merged.extend(page.items);
+        }
+        merged.sort_by(|a, b| a.name().cmp(b.name()));
+        merged.dedup_by(|a, b| matches!((&*a, &*b), (ListItem::Prefix(x), ListItem::Prefix(y)) if x == y));
+        if merged.len() > limit {
+            merged.truncate(limit);
+            truncated = true;
+        }
+        Ok(ListPage { items: merged, truncated })
+    }
+
+    // ----- multipart -----
+
+    pub async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        headers: Vec<(String, String)>,
+        checksum_algorithm: Option<String>,
+    ) -> Result<String> {
+        self.require_bucket(bucket)?;
+        let upload_id = random_id();
+        let upload = UploadMeta { initiated_ms: now_ms(), headers, checksum_algorithm, parts: BTreeMap::new() };
+        let (partition, tx) = self.owner_tx(bucket, key);
+        let op = WriteOp::CreateUpload {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            upload_id: upload_id.clone(),
+            upload,
+        };
+        ask(tx, |reply| MetaReq::Write { partition, op, reply }).await?;
+        Ok(upload_id)
+    }
+
+    pub async fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<UploadMeta> {
+        self.require_bucket(bucket)?;
+        let (_, tx) = self.owner_tx(bucket, key);
+        let (b, k, u) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+        ask(tx, |reply| MetaReq::GetUpload { bucket: b, key: k, upload_id: u, reply })
+            .await?
+            .ok_or(EngineError::NoSuchUpload)
+    }
+
+    pub async fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        part: PartMeta,
+    ) -> Result<()> {
+        let (partition, tx) = self.owner_tx(bucket, key);
+        let op = WriteOp::PutPart {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            upload_id: upload_id.to_owned(),
+            part_number,
+            part,
+        };
+        ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
+    }
+
+    pub async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        meta: ObjectMeta,
+        parts_used: Vec<(u32, u128)>,
+        cond: Option<PutCondition>,
+    ) -> Result<()> {
+        let (partition, tx) = self.owner_tx(bucket, key);
+        let op = WriteOp::Complete {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            upload_id: upload_id.to_owned(),
+            meta,
+            parts_used,
+            cond,
+        };
+        ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
+    }
+
+    pub async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+        self.require_bucket(bucket)?;
+        let (partition, tx) = self.owner_tx(bucket, key);
+        let op = WriteOp::Abort { bucket: bucket.to_owned(), key: key.to_owned(), upload_id: upload_id.to_owned() };
+        ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
+    }
+
+    /// Uploads in (key, upload id) order after the markers, merged from every core.
+    pub async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        key_marker: &str,
+        upload_id_marker: &str,
+        limit: usize,
+    ) -> Result<Vec<UploadSummary>> {
+        self.require_bucket(bucket)?;
+        let mut all = Vec::new();
+        for tx in &self.0.senders {
+            all.extend(
+                ask(tx, |reply| MetaReq::ListUploads {
+                    bucket: bucket.to_owned(),
+                    prefix: prefix.to_owned(),
+                    key_marker: key_marker.to_owned(),
+                    upload_id_marker: upload_id_marker.to_owned(),
+                    limit,
+                    reply,
+                })
+                .await?,
+            );
+        }
+        all.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        all.truncate(limit.saturating_add(1));
+        Ok(all)
+    }
+}

@@ -1,0 +1,21 @@
+//! Ferrite's storage engine: drives, erasure coding, the metadata log and index, and the
+//! per-core metadata service. It knows nothing of HTTP or S3 XML.
+
+pub mod aligned;
+pub mod core;
+pub mod data;
+pub mod engine;
+pub mod erasure;
+pub mod error;
+pub mod format;
+pub mod io;
+pub mod meta;
+pub mod wal;
+
+pub use crate::core::{serve, CoreBoot};
+pub use crate::data::{DataWriter, Finished, ObjectReader};
+pub use crate::engine::{
+    now_ms, Engine, EngineConfig, ListItem, ListPage, PutCondition, UploadSummary, INLINE_BYTES_MAX,
+};
+pub use crate::error::{EngineError, Result};
+pub use crate::meta::{DataLoc, ObjectMeta, PartLoc, PartMeta, UploadMeta};

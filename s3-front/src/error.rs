@@ -1,0 +1,174 @@
+//! S3 error codes with their HTTP statuses, and the mapping from engine errors.
+
+use ferrite_engine::EngineError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    AccessDenied,
+    BadDigest,
+    BucketAlreadyOwnedByYou,
+    BucketNotEmpty,
+    EntityTooLarge,
+    EntityTooSmall,
+    IncompleteBody,
+    InternalError,
+    InvalidAccessKeyId,
+    InvalidArgument,
+    InvalidBucketName,
+    InvalidDigest,
+    InvalidPart,
+    InvalidPartOrder,
+    InvalidRange,
+    InvalidRequest,
+    KeyTooLongError,
+    MalformedXML,
+    MethodNotAllowed,
+    MissingContentLength,
+    NoSuchBucket,
+    NoSuchKey,
+    NoSuchUpload,
+    NotImplemented,
+    NotModified,
+    PreconditionFailed,
+    RequestHeaderSectionTooLarge,
+    RequestTimeTooSkewed,
+    RequestTimeout,
+    SignatureDoesNotMatch,
+    SlowDown,
+    AuthorizationHeaderMalformed,
+    XAmzContentSHA256Mismatch,
+    InvalidTag,
+    MetadataTooLarge,
+}
+
+impl Code {
+    pub fn status(self) -> u16 {
+        use Code::*;
+        match self {
+            NotModified => 304,
+            AccessDenied | InvalidAccessKeyId | SignatureDoesNotMatch | RequestTimeTooSkewed => 403,
+            NoSuchBucket | NoSuchKey | NoSuchUpload => 404,
+            MethodNotAllowed => 405,
+            BucketAlreadyOwnedByYou | BucketNotEmpty => 409,
+            MissingContentLength => 411,
+            PreconditionFailed => 412,
+            InvalidRange => 416,
+            InternalError => 500,
+            NotImplemented => 501,
+            SlowDown => 503,
+            RequestTimeout => 400,
+            _ => 400,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        use Code::*;
+        match self {
+            AccessDenied => "AccessDenied",
+            BadDigest => "BadDigest",
+            BucketAlreadyOwnedByYou => "BucketAlreadyOwnedByYou",
+            BucketNotEmpty => "BucketNotEmpty",
+            EntityTooLarge => "EntityTooLarge",
+            EntityTooSmall => "EntityTooSmall",
+            IncompleteBody => "IncompleteBody",
+            InternalError => "InternalError",
+            InvalidAccessKeyId => "InvalidAccessKeyId",
+            InvalidArgument => "InvalidArgument",
+            InvalidBucketName => "InvalidBucketName",
+            InvalidDigest => "InvalidDigest",
+            InvalidPart => "InvalidPart",
+            InvalidPartOrder => "InvalidPartOrder",
+            InvalidRange => "InvalidRange",
+            InvalidRequest => "InvalidRequest",
+            KeyTooLongError => "KeyTooLongError",
+            MalformedXML => "MalformedXML",
+            MethodNotAllowed => "MethodNotAllowed",
+            MissingContentLength => "MissingContentLength",
+            NoSuchBucket => "NoSuchBucket",
+            NoSuchKey => "NoSuchKey",
+            NoSuchUpload => "NoSuchUpload",
+            NotImplemented => "NotImplemented",
+            NotModified => "NotModified",
+            PreconditionFailed => "PreconditionFailed",
+            RequestHeaderSectionTooLarge => "RequestHeaderSectionTooLarge",
+            RequestTimeTooSkewed => "RequestTimeTooSkewed",
+            RequestTimeout => "RequestTimeout",
+            SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            SlowDown => "SlowDown",
+            AuthorizationHeaderMalformed => "AuthorizationHeaderMalformed",
+            XAmzContentSHA256Mismatch => "XAmzContentSHA256Mismatch",
+            InvalidTag => "InvalidTag",
+            MetadataTooLarge => "MetadataTooLarge",
+        }
+    }
+}
+
+/// An S3 error response: code, message, and whether the connection must close after it
+/// (the request body could not be consumed).
+#[derive(Debug)]
+pub struct S3Error {
+    pub code: Code,
+    pub message: String,
+    pub close: bool,
+}
+
+impl S3Error {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), close: false }
+    }
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+}
+
+pub type S3Result<T> = Result<T, S3Error>;
+
+pub fn err<T>(code: Code, message: impl Into<String>) -> S3Result<T> {
+    Err(S3Error::new(code, message))
+}
+
+impl From<EngineError> for S3Error {
+    fn from(e: EngineError) -> Self {
+        let (code, message) = match &e {
+            EngineError::NoSuchBucket => (Code::NoSuchBucket, "The specified bucket does not exist".into()),
+            EngineError::BucketExists => {
+                (Code::BucketAlreadyOwnedByYou, "Your previous request to create the named bucket succeeded and you already own it.".into())
+            }
+            EngineError::BucketNotEmpty => (Code::BucketNotEmpty, "The bucket you tried to delete is not empty".into()),
+            EngineError::NoSuchKey => (Code::NoSuchKey, "The specified key does not exist.".into()),
+            EngineError::NoSuchUpload => (
+                Code::NoSuchUpload,
+                "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+                    .into(),
+            ),
+            EngineError::PreconditionFailed => {
+                (Code::PreconditionFailed, "At least one of the pre-conditions you specified did not hold".into())
+            }
+            EngineError::InvalidPart(m) => (Code::InvalidPart, m.clone()),
+            EngineError::WriteQuorum { .. } | EngineError::ReadQuorum(_) => (Code::SlowDown, e.to_string()),
+            _ => (Code::InternalError, e.to_string()),
+        };
+        if code == Code::InternalError {
+            eprintln!("ferrite: internal error: {e}");
+        }
+        S3Error::new(code, message)
+    }
+}
+
+/// Short conversions that keep handlers readable.
+pub trait OrBadRequest<T> {
+    fn or_invalid(self, message: &str) -> S3Result<T>;
+}
+
+impl<T, E> OrBadRequest<T> for Result<T, E> {
+    fn or_invalid(self, message: &str) -> S3Result<T> {
+        self.map_err(|_| S3Error::new(Code::InvalidArgument, message))
+    }
+}
+
+impl<T> OrBadRequest<T> for Option<T> {
+    fn or_invalid(self, message: &str) -> S3Result<T> {
+        self.ok_or_else(|| S3Error::new(Code::InvalidArgument, message))
+    }
+}

@@ -1,0 +1,13 @@
+//! Ferrite's S3 front: HTTP/1.1, SigV4, aws-chunked bodies, S3 XML and the S3 operations,
+//! on top of the engine.
+
+pub mod body;
+pub mod checksum;
+pub mod error;
+pub mod http;
+pub mod ops;
+pub mod server;
+pub mod sigv4;
+pub mod xml;
+
+pub use server::{serve_connection, Config, Ctx};

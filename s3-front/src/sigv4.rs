@@ -1,0 +1,414 @@
+//! AWS Signature Version 4: the Authorization header, presigned URLs, and the per-chunk
+//! signatures of aws-chunked streaming uploads.
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::error::{err, Code, S3Error, S3Result};
+
+type HmacSha256 = Hmac<Sha256>;
+
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+pub const STREAMING_SIGNED: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+pub const STREAMING_SIGNED_TRAILER: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER";
+pub const STREAMING_UNSIGNED_TRAILER: &str = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
+/// Requests signed further than this from the server's clock are refused.
+pub const CLOCK_SKEW_SECS_MAX: i64 = 15 * 60;
+/// Presigned URLs may live at most 7 days, as on AWS.
+pub const PRESIGN_EXPIRES_SECS_MAX: i64 = 7 * 24 * 3600;
+pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let Ok(mut mac) = HmacSha256::new_from_slice(key) else { unreachable!("HMAC accepts keys of any length") };
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// S3's URI encoding: unreserved characters stay, everything else is %XX (upper case).
+pub fn uri_encode(input: &str, encode_slash: bool) -> String {
+    let mut out = String::with_capacity(input.len());
+    for &b in input.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'/' if !encode_slash => out.push('/'),
+            _ => {
+                out.push('%');
+                out.push_str(&format!("{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// What a signature covers, taken from the parsed request.
+pub struct SignedRequest<'a> {
+    pub method: &'a str,
+    /// The decoded path ("/bucket/key").
+    pub path: &'a str,
+    /// Decoded query parameters in request order.
+    pub query: &'a [(String, String)],
+    /// Lower-case header names with their values.
+    pub headers: &'a [(String, String)],
+}
+
+impl SignedRequest<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The credential scope and signing key of one request.
+#[derive(Clone)]
+pub struct Scope {
+    pub access_key: String,
+    pub date: String,
+    pub region: String,
+    pub amz_date: String,
+    pub key: [u8; 32],
+}
+
+impl Scope {
+    pub fn scope_string(&self) -> String {
+        format!("{}/{}/s3/aws4_request", self.date, self.region)
+    }
+}
+
+pub fn signing_key(secret: &str, date: &str, region: &str) -> [u8; 32] {
+    let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k_region = hmac(&k_date, region.as_bytes());
+    let k_service = hmac(&k_region, b"s3");
+    hmac(&k_service, b"aws4_request")
+}
+
+fn canonical_request(
+    req: &SignedRequest,
+    signed_headers: &[&str],
+    payload_hash: &str,
+    skip_signature_param: bool,
+) -> S3Result<String> {
+    let mut query: Vec<(String, String)> = req
+        .query
+        .iter()
+        .filter(|(k, _)| !(skip_signature_param && k == "X-Amz-Signature"))
+        .map(|(k, v)| (uri_encode(k, true), uri_encode(v, true)))
+        .collect();
+    query.sort();
+    let query = query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+    let mut headers = String::new();
+    for name in signed_headers {
+        let values: Vec<&str> = req.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect();
+        if values.is_empty() {
+            return err(Code::SignatureDoesNotMatch, format!("signed header {name} is missing from the request"));
+        }
+        let joined =
+            values.iter().map(|v| v.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join(",");
+        headers.push_str(name);
+        headers.push(':');
+        headers.push_str(&joined);
+        headers.push('\n');
+    }
+    Ok(format!(
+        "{}\n{}\n{}\n{}\n{}\n{}",
+        req.method,
+        uri_encode(req.path, false),
+        query,
+        headers,
+        signed_headers.join(";"),
+        payload_hash
+    ))
+}
+
+fn string_to_sign(scope: &Scope, canonical: &str) -> String {
+    format!("AWS4-HMAC-SHA256\n{}\n{}\n{}", scope.amz_date, scope.scope_string(), sha256_hex(canonical.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Parses `YYYYMMDDTHHMMSSZ` into seconds since the epoch.
+pub fn parse_amz_date(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (h, mi, se) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// The outcome of authenticating a request.
+pub struct Auth {
+    pub scope: Scope,
+    /// The seed signature for aws-chunked chunk signatures.
+    pub signature: String,
+    /// x-amz-content-sha256 (or UNSIGNED-PAYLOAD for presigned URLs).
+    pub payload_hash: String,
+}
+
+/// Looks up the secret for an access key.
+pub trait Credentials {
+    fn secret_for(&self, access_key: &str) -> Option<String>;
+}
+
+fn parse_credential(cred: &str) -> S3Result<(String, String, String)> {
+    let parts: Vec<&str> = cred.split('/').collect();
+    if parts.len() != 5 || parts[3] != "s3" || parts[4] != "aws4_request" {
+        return err(Code::AuthorizationHeaderMalformed, format!("the credential '{cred}' is malformed"));
+    }
+    Ok((parts[0].to_owned(), parts[1].to_owned(), parts[2].to_owned()))
+}
+
+fn make_scope(
+    creds: &dyn Credentials,
+    access_key: String,
+    date: String,
+    region: String,
+    amz_date: &str,
+    now: i64,
+) -> S3Result<Scope> {
+    let Some(secret) = creds.secret_for(&access_key) else {
+        return err(Code::InvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records.");
+    };
+    if !amz_date.starts_with(&date) {
+        return err(Code::SignatureDoesNotMatch, "the credential date does not match X-Amz-Date");
+    }
+    let Some(_) = parse_amz_date(amz_date) else {
+        return err(Code::AccessDenied, "X-Amz-Date is not a valid date");
+    };
+    let _ = now;
+    let key = signing_key(&secret, &date, &region);
+    Ok(Scope { access_key, date, region, amz_date: amz_date.to_owned(), key })
+}
+
+/// Verifies a request signed in its Authorization header.
+pub fn verify_header(req: &SignedRequest, authorization: &str, creds: &dyn Credentials, now: i64) -> S3Result<Auth> {
+    let Some(rest) = authorization.strip_prefix("AWS4-HMAC-SHA256 ") else {
+        return err(Code::AuthorizationHeaderMalformed, "only AWS4-HMAC-SHA256 signatures are supported");
+    };
+    let (mut credential, mut signed, mut signature) = (None, None, None);
+    for field in rest.split(',') {
+        let field = field.trim();
+        if let Some(v) = field.strip_prefix("Credential=") {
+            credential = Some(v);
+        } else if let Some(v) = field.strip_prefix("SignedHeaders=") {
+            signed = Some(v);
+        } else if let Some(v) = field.strip_prefix("Signature=") {
+            signature = Some(v);
+        }
+    }
+    let (Some(credential), Some(signed), Some(signature)) = (credential, signed, signature) else {
+        return err(Code::AuthorizationHeaderMalformed, "the authorization header is malformed");
+    };
+    let (access_key, date, region) = parse_credential(credential)?;
+    let amz_date = req.header("x-amz-date").unwrap_or_default();
+    let Some(when) = parse_amz_date(amz_date) else {
+        return err(Code::AccessDenied, "AWS authentication requires a valid Date or x-amz-date header");
+    };
+    if (when - now).abs() > CLOCK_SKEW_SECS_MAX {
+        return err(
+            Code::RequestTimeTooSkewed,
+            "The difference between the request time and the server's time is too large.",
+        );
+    }
+    let scope = make_scope(creds, access_key, date, region, amz_date, now)?;
+    let payload_hash = req.header("x-amz-content-sha256").unwrap_or(UNSIGNED_PAYLOAD).to_owned();
+    let signed_headers: Vec<&str> = signed.split(';').collect();
+    if !signed_headers.contains(&"host") {
+        return err(Code::AuthorizationHeaderMalformed, "the host header must be signed");
+    }
+    let canonical = canonical_request(req, &signed_headers, &payload_hash, false)?;
+    let expected = hex(&hmac(&scope.key, string_to_sign(&scope, &canonical).as_bytes()));
+    if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
+        return Err(S3Error::new(
+            Code::SignatureDoesNotMatch,
+            "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+        ));
+    }
+    Ok(Auth { scope, signature: signature.to_owned(), payload_hash })
+}
+
+/// Verifies a presigned URL (X-Amz-* query parameters).
+pub fn verify_presigned(req: &SignedRequest, creds: &dyn Credentials, now: i64) -> S3Result<Auth> {
+    let q = |name: &str| req.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    if q("X-Amz-Algorithm") != Some("AWS4-HMAC-SHA256") {
+        return err(Code::AuthorizationHeaderMalformed, "X-Amz-Algorithm must be AWS4-HMAC-SHA256");
+    }
+    let (Some(credential), Some(amz_date), Some(expires), Some(signed), Some(signature)) =
+        (q("X-Amz-Credential"), q("X-Amz-Date"), q("X-Amz-Expires"), q("X-Amz-SignedHeaders"), q("X-Amz-Signature"))
+    else {
+        return err(Code::AuthorizationHeaderMalformed, "presigned URL is missing a required X-Amz-* parameter");
+    };
+    let Ok(expires) = expires.parse::<i64>() else {
+        return err(Code::AuthorizationHeaderMalformed, "X-Amz-Expires must be a number");
+    };
+    if !(1..=PRESIGN_EXPIRES_SECS_MAX).contains(&expires) {
+        return err(Code::AuthorizationHeaderMalformed, "X-Amz-Expires must be between 1 and 604800 seconds");
+    }
+    let Some(when) = parse_amz_date(amz_date) else {
+        return err(Code::AuthorizationHeaderMalformed, "X-Amz-Date is malformed");
+    };
+    if now > when + expires {
+        return err(Code::AccessDenied, "Request has expired");
+    }
+    if when - now > CLOCK_SKEW_SECS_MAX {
+        return err(
+            Code::RequestTimeTooSkewed,
+            "The difference between the request time and the server's time is too large.",
+        );
+    }
+    let (access_key, date, region) = parse_credential(credential)?;
+    let scope = make_scope(creds, access_key, date, region, amz_date, now)?;
+    let payload_hash =
+        q("X-Amz-Content-Sha256").or_else(|| req.header("x-amz-content-sha256")).unwrap_or(UNSIGNED_PAYLOAD).to_owned();
+    let signed_headers: Vec<&str> = signed.split(';').collect();
+    let canonical = canonical_request(req, &signed_headers, UNSIGNED_PAYLOAD, true)?;
+    let expected = hex(&hmac(&scope.key, string_to_sign(&scope, &canonical).as_bytes()));
+    if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
+        return err(
+            Code::SignatureDoesNotMatch,
+            "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+        );
+    }
+    Ok(Auth { scope, signature: signature.to_owned(), payload_hash })
+}
+
+/// The signature of one aws-chunked chunk, chained from the previous signature.
+pub fn chunk_signature(scope: &Scope, previous: &str, chunk_sha256_hex: &str) -> String {
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256-PAYLOAD\n{}\n{}\n{}\n{}\n{}",
+        scope.amz_date,
+        scope.scope_string(),
+        previous,
+        EMPTY_SHA256,
+        chunk_sha256_hex
+    );
+    hex(&hmac(&scope.key, to_sign.as_bytes()))
+}
+
+/// The signature over the trailing headers of a signed streaming upload.
+pub fn trailer_signature(scope: &Scope, previous: &str, trailer_bytes: &[u8]) -> String {
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256-TRAILER\n{}\n{}\n{}\n{}",
+        scope.amz_date,
+        scope.scope_string(),
+        previous,
+        sha256_hex(trailer_bytes)
+    );
+    hex(&hmac(&scope.key, to_sign.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct One;
+    impl Credentials for One {
+        fn secret_for(&self, access_key: &str) -> Option<String> {
+            (access_key == "AKIAIOSFODNN7EXAMPLE").then(|| "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_owned())
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    /// The "GET Object" example of the AWS SigV4 documentation for S3.
+    #[test]
+    fn aws_documented_get_object_example() {
+        let h = headers(&[
+            ("host", "examplebucket.s3.amazonaws.com"),
+            ("range", "bytes=0-9"),
+            ("x-amz-content-sha256", EMPTY_SHA256),
+            ("x-amz-date", "20130524T000000Z"),
+        ]);
+        let req = SignedRequest { method: "GET", path: "/test.txt", query: &[], headers: &h };
+        let auth = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41";
+        let now = parse_amz_date("20130524T000100Z").unwrap();
+        assert!(verify_header(&req, auth, &One, now).is_ok());
+        let tampered = auth.replace("f0e8", "f0e9");
+        assert_eq!(verify_header(&req, &tampered, &One, now).err().unwrap().code, Code::SignatureDoesNotMatch);
+        let late = now + 3600;
+        assert_eq!(verify_header(&req, auth, &One, late).err().unwrap().code, Code::RequestTimeTooSkewed);
+    }
+
+    /// The presigned URL example of the AWS documentation.
+    #[test]
+    fn aws_documented_presigned_example() {
+        let h = headers(&[("host", "examplebucket.s3.amazonaws.com")]);
+        let q: Vec<(String, String)> = [
+            ("X-Amz-Algorithm", "AWS4-HMAC-SHA256"),
+            ("X-Amz-Credential", "AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request"),
+            ("X-Amz-Date", "20130524T000000Z"),
+            ("X-Amz-Expires", "86400"),
+            ("X-Amz-SignedHeaders", "host"),
+            ("X-Amz-Signature", "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let req = SignedRequest { method: "GET", path: "/test.txt", query: &q, headers: &h };
+        let now = parse_amz_date("20130524T010000Z").unwrap();
+        assert!(verify_presigned(&req, &One, now).is_ok());
+        let expired = parse_amz_date("20130526T000000Z").unwrap();
+        assert_eq!(verify_presigned(&req, &One, expired).err().unwrap().code, Code::AccessDenied);
+    }
+
+    /// The streaming upload example of the AWS documentation: seed and first chunk signature.
+    #[test]
+    fn aws_documented_chunk_signature() {
+        let key = signing_key("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "20130524", "us-east-1");
+        let scope = Scope {
+            access_key: "AKIAIOSFODNN7EXAMPLE".into(),
+            date: "20130524".into(),
+            region: "us-east-1".into(),
+            amz_date: "20130524T000000Z".into(),
+            key,
+        };
+        let seed = "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9";
+        let chunk = vec![b'a'; 65536];
+        assert_eq!(
+            chunk_signature(&scope, seed, &sha256_hex(&chunk)),
+            "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648"
+        );
+    }
+
+    #[test]
+    fn uri_encoding_and_dates() {
+        assert_eq!(uri_encode("a b/c~d*", false), "a%20b/c~d%2A");
+        assert_eq!(uri_encode("a/b", true), "a%2Fb");
+        assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
+        assert_eq!(parse_amz_date("20000301T000000Z"), Some(951868800));
+        assert_eq!(parse_amz_date("garbage"), None);
+        assert_eq!(parse_amz_date("20001301T000000Z"), None);
+    }
+}

@@ -1,0 +1,186 @@
+//! S3 XML: a small writer for responses and readers for the request documents we accept.
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+use crate::error::{err, Code, S3Result};
+
+pub const XML_DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+pub const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\t' && c != '\n' && c != '\r' => {
+                out.push_str(&format!("&#x{:X};", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Builds an XML document; elements are closed in order by `end`.
+pub struct Xml {
+    out: String,
+    open: Vec<&'static str>,
+}
+
+impl Xml {
+    pub fn new(root: &'static str) -> Self {
+        let mut out = String::from(XML_DECL);
+        out.push_str(&format!("<{root} xmlns=\"{S3_NS}\">"));
+        Self { out, open: vec![root] }
+    }
+    pub fn start(&mut self, name: &'static str) -> &mut Self {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push('>');
+        self.open.push(name);
+        self
+    }
+    pub fn end(&mut self) -> &mut Self {
+        if let Some(name) = self.open.pop() {
+            self.out.push_str("</");
+            self.out.push_str(name);
+            self.out.push('>');
+        }
+        self
+    }
+    pub fn elem(&mut self, name: &str, value: &str) -> &mut Self {
+        self.out.push_str(&format!("<{name}>{}</{name}>", escape(value)));
+        self
+    }
+    pub fn finish(mut self) -> Vec<u8> {
+        while !self.open.is_empty() {
+            self.end();
+        }
+        self.out.into_bytes()
+    }
+}
+
+/// A parsed element tree, enough for the small request documents of S3.
+#[derive(Debug, Default)]
+pub struct Node {
+    pub name: String,
+    pub text: String,
+    pub children: Vec<Node>,
+}
+
+impl Node {
+    pub fn child(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+    pub fn text_of(&self, name: &str) -> Option<&str> {
+        self.child(name).map(|c| c.text.as_str())
+    }
+}
+
+const XML_DEPTH_MAX: usize = 16;
+const XML_NODES_MAX: usize = 100_000;
+
+/// Parses a document into a tree (namespaces dropped). Malformed input is MalformedXML.
+pub fn parse(body: &[u8]) -> S3Result<Node> {
+    let malformed = || {
+        err(
+            Code::MalformedXML,
+            "The XML you provided was not well-formed or did not validate against our published schema.",
+        )
+    };
+    let mut reader = Reader::from_reader(body);
+    reader.config_mut().trim_text(true);
+    let mut stack: Vec<Node> = Vec::new();
+    let mut root = None;
+    let mut nodes = 0usize;
+    let mut buf = Vec::new();
+    loop {
+        let event = match reader.read_event_into(&mut buf) {
+            Ok(event) => event,
+            Err(_) => return malformed(),
+        };
+        match event {
+            Event::Start(e) => {
+                nodes += 1;
+                if stack.len() >= XML_DEPTH_MAX || nodes > XML_NODES_MAX || root.is_some() {
+                    return malformed();
+                }
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                stack.push(Node { name, ..Default::default() });
+            }
+            Event::Empty(e) => {
+                nodes += 1;
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                let node = Node { name, ..Default::default() };
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(node),
+                    None if root.is_none() => root = Some(node),
+                    None => return malformed(),
+                }
+            }
+            Event::Text(t) => {
+                let Ok(text) = t.unescape() else { return malformed() };
+                match stack.last_mut() {
+                    Some(node) => node.text.push_str(&text),
+                    None => return malformed(),
+                }
+            }
+            Event::CData(t) => match stack.last_mut() {
+                Some(node) => node.text.push_str(&String::from_utf8_lossy(&t)),
+                None => return malformed(),
+            },
+            Event::End(_) => {
+                let Some(node) = stack.pop() else { return malformed() };
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(node),
+                    None => root = Some(node),
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    match (root, stack.is_empty()) {
+        (Some(root), true) => Ok(root),
+        _ => malformed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_complete_multipart_and_rejects_garbage() {
+        let doc = br#"<?xml version="1.0"?><CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+            <Part><PartNumber>1</PartNumber><ETag>"a&amp;b"</ETag></Part><Part><PartNumber>2</PartNumber><ETag>x</ETag></Part>
+            </CompleteMultipartUpload>"#;
+        let root = parse(doc).unwrap();
+        assert_eq!(root.name, "CompleteMultipartUpload");
+        let parts: Vec<_> = root.all("Part").collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].text_of("ETag"), Some("\"a&b\""));
+        for bad in [&b"<a><b></a>"[..], b"<a>", b"", b"<a></a><b></b>", b"text"] {
+            assert_eq!(parse(bad).unwrap_err().code, Code::MalformedXML, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn writer_escapes() {
+        let mut x = Xml::new("R");
+        x.start("A").elem("K", "a<b&\"c\"").end();
+        let s = String::from_utf8(x.finish()).unwrap();
+        assert!(s.ends_with(
+            "<R xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><A><K>a&lt;b&amp;&quot;c&quot;</K></A></R>"
+        ));
+    }
+}

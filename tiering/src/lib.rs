@@ -1,0 +1,1 @@
+//! Tiering to Azure Blob (issue 6): not built yet.

@@ -1,0 +1,198 @@
+//! The `ferrite` binary: wires the engine and the S3 front together, one executor per core.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ferrite_engine::{io::set_io_mode, CoreBoot, Engine, EngineConfig};
+use ferrite_s3::{serve_connection, Config, Ctx};
+
+const DEFAULT_ADDRESS: &str = "127.0.0.1:9000";
+const DEFAULT_ROOT: &str = "ferriteadmin";
+/// Threads for blocking disk I/O when io_uring is unavailable (per core).
+const BLOCKING_THREADS_PER_CORE: usize = 4;
+
+const USAGE: &str = "usage: ferrite server [--address HOST:PORT] [--parity N] [--domain DOMAIN] DRIVE...
+
+  DRIVE...          one directory = a single drive without parity; four or more are
+                    erasure coded. `/data/d{1...4}` expands to /data/d1 .. /data/d4.
+  --address         where to listen (default 127.0.0.1:9000; 0.0.0.0:9000 for all interfaces)
+  --parity N        parity drives (default: 0 for 1 drive, 1 for 2-3, 2 for 4-5, 3 for 6-7, 4 for 8+)
+  --domain DOMAIN   also accept virtual-host-style requests to BUCKET.DOMAIN
+  --certs-dir DIR   TLS with DIR/public.crt and DIR/private.key (not implemented yet)
+
+environment: FERRITE_ROOT_USER / FERRITE_ROOT_PASSWORD (default ferriteadmin / ferriteadmin),
+             FERRITE_IO=blocking forces the thread-pool disk I/O path instead of io_uring.";
+
+struct Args {
+    address: String,
+    parity: Option<usize>,
+    domain: Option<String>,
+    drives: Vec<PathBuf>,
+}
+
+/// Expands `prefix{1...4}suffix` into prefix1suffix .. prefix4suffix.
+fn expand(arg: &str) -> Result<Vec<String>, String> {
+    let (Some(open), Some(close)) = (arg.find('{'), arg.find('}')) else { return Ok(vec![arg.to_owned()]) };
+    let inner = &arg[open + 1..close];
+    let Some((a, b)) = inner.split_once("...") else { return Ok(vec![arg.to_owned()]) };
+    let (a, b): (u32, u32) = match (a.parse(), b.parse()) {
+        (Ok(a), Ok(b)) if a <= b && b - a < 1024 => (a, b),
+        _ => return Err(format!("bad drive range {{{inner}}}")),
+    };
+    Ok((a..=b).map(|i| format!("{}{i}{}", &arg[..open], &arg[close + 1..])).collect())
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    if args.next().as_deref() != Some("server") {
+        return Err(USAGE.to_owned());
+    }
+    let mut out = Args { address: DEFAULT_ADDRESS.to_owned(), parity: None, domain: None, drives: Vec::new() };
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n\n{USAGE}"));
+        match arg.as_str() {
+            "--address" => out.address = value("--address")?,
+            "--parity" => {
+                out.parity = Some(value("--parity")?.parse().map_err(|_| "--parity must be a number".to_owned())?)
+            }
+            "--domain" => out.domain = Some(value("--domain")?),
+            "--certs-dir" => {
+                return Err(
+                    "--certs-dir: TLS is not implemented yet; put a TLS-terminating proxy in front for now".into()
+                )
+            }
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}\n\n{USAGE}")),
+            drive => out.drives.extend(expand(drive)?.into_iter().map(PathBuf::from)),
+        }
+    }
+    if out.drives.is_empty() {
+        return Err(format!("no drives given\n\n{USAGE}"));
+    }
+    Ok(out)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ferrite: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let forced_blocking = std::env::var("FERRITE_IO").is_ok_and(|v| v == "blocking");
+    let uring = !forced_blocking && monoio::utils::detect_uring();
+    set_io_mode(uring);
+    if uring {
+        println!("ferrite: disk and network I/O: io_uring");
+    } else if forced_blocking {
+        println!("ferrite: disk I/O: blocking thread pool, network: epoll (FERRITE_IO=blocking)");
+    } else {
+        println!(
+            "ferrite: io_uring is not available (kernel.io_uring_disabled, or a seccomp profile that blocks it); \
+             using epoll for the network and a thread pool for disk I/O"
+        );
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let (engine, boots) = Engine::open(EngineConfig { drives: args.drives.clone(), parity: args.parity, cores })
+        .map_err(|e| e.to_string())?;
+    let drives = engine.drives();
+    for note in &drives.notes {
+        println!("ferrite: {note}");
+    }
+    for (i, path) in drives.paths.iter().enumerate() {
+        println!("ferrite: drive {} {} {}", i + 1, path.display(), if drives.online[i] { "online" } else { "MISSING" });
+    }
+    let layout = engine.layout();
+    println!(
+        "ferrite: erasure layout {}+{} (data+parity), write quorum {}, {} executors",
+        layout.data,
+        layout.parity,
+        engine.write_quorum(),
+        cores
+    );
+    let user = std::env::var("FERRITE_ROOT_USER").unwrap_or_else(|_| DEFAULT_ROOT.to_owned());
+    let password = std::env::var("FERRITE_ROOT_PASSWORD").unwrap_or_else(|_| DEFAULT_ROOT.to_owned());
+    if user == DEFAULT_ROOT && password == DEFAULT_ROOT {
+        println!("ferrite: root credentials are the development default {DEFAULT_ROOT} / {DEFAULT_ROOT}; set FERRITE_ROOT_USER and FERRITE_ROOT_PASSWORD");
+    }
+    let config =
+        Arc::new(Config { root_user: user, root_password: password, domain: args.domain, region: "us-east-1".into() });
+    let listener =
+        std::net::TcpListener::bind(&args.address).map_err(|e| format!("cannot listen on {}: {e}", args.address))?;
+    let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("ferrite: listening on http://{local}");
+    let mut threads = Vec::new();
+    for boot in boots {
+        let engine = engine.clone();
+        let config = config.clone();
+        let listener = listener.try_clone().map_err(|e| e.to_string())?;
+        let thread = std::thread::Builder::new()
+            .name(format!("ferrite-core-{}", boot.core))
+            .spawn(move || run_core(engine, config, boot, listener, uring))
+            .map_err(|e| e.to_string())?;
+        threads.push(thread);
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+    Ok(())
+}
+
+fn run_core(engine: Engine, config: Arc<Config>, boot: CoreBoot, listener: std::net::TcpListener, uring: bool) {
+    let core = boot.core;
+    if let Err(e) = monoio::utils::bind_to_cpu_set([core]) {
+        eprintln!("ferrite: core {core}: could not pin executor: {e:?}");
+    }
+    let pool = Box::new(monoio::blocking::DefaultThreadPool::new(BLOCKING_THREADS_PER_CORE));
+    let main = async move {
+        monoio::spawn(ferrite_engine::serve(engine.clone(), boot));
+        let listener = match monoio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("ferrite: core {core}: cannot use the listener: {e}");
+                return;
+            }
+        };
+        let ctx = Rc::new(Ctx { engine, config });
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    monoio::spawn(serve_connection(ctx.clone(), stream));
+                }
+                Err(e) => {
+                    eprintln!("ferrite: core {core}: accept failed: {e}");
+                    monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    };
+    if uring {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(1024)
+            .enable_timer()
+            .attach_thread_pool(pool)
+            .build()
+        {
+            Ok(mut rt) => rt.block_on(main),
+            Err(e) => eprintln!("ferrite: core {core}: cannot start io_uring runtime: {e}"),
+        }
+    } else {
+        match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().attach_thread_pool(pool).build() {
+            Ok(mut rt) => rt.block_on(main),
+            Err(e) => eprintln!("ferrite: core {core}: cannot start runtime: {e}"),
+        }
+    }
+}
