@@ -65,12 +65,10 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
     match method {
         "PUT" if call.has("tagging") => put_tagging(ctx, bucket, key, body).await,
         "PUT" if call.has("partNumber") && call.has("uploadId") => upload_part(ctx, call, bucket, key, body).await,
-        "PUT" if call.query.is_empty() && call.header("x-amz-copy-source").is_some() => {
+        "PUT" if plain_object_call(call) && call.header("x-amz-copy-source").is_some() => {
             copy_object(ctx, call, bucket, key).await
         }
-        "PUT" if call.query.iter().all(|(k, _)| k.starts_with("X-Amz-") || k == "x-id") => {
-            put_object(ctx, call, bucket, key, body).await
-        }
+        "PUT" if plain_object_call(call) => put_object(ctx, call, bucket, key, body).await,
         "GET" if call.has("tagging") => get_tagging(ctx, bucket, key).await,
         "GET" if call.has("uploadId") => list_parts(ctx, call, bucket, key).await,
         "GET" => get_object(ctx, call, bucket, key, false).await,
@@ -91,6 +89,11 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
         }
         _ => err(Code::NotImplemented, "A header or query you provided implies functionality that is not implemented."),
     }
+}
+
+/// True when the query carries no sub-resource (only presign parameters or the SDK's x-id).
+fn plain_object_call(call: &Call) -> bool {
+    call.query.iter().all(|(k, _)| k.starts_with("X-Amz-") || k == "x-id")
 }
 
 const LIST_PARAMS: [&str; 10] = [

@@ -1,0 +1,139 @@
+//! Starts the real `ferrite` binary on fresh drive directories and builds aws-sdk-s3 clients.
+
+#![allow(dead_code)] // Each test binary uses a different subset of these helpers.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+
+pub const USER: &str = "ferriteadmin";
+pub const PASSWORD: &str = "ferriteadmin";
+
+pub struct Server {
+    pub child: Child,
+    pub endpoint: String,
+    pub addr: String,
+    pub root: PathBuf,
+    pub drives: Vec<PathBuf>,
+}
+
+fn unique_dir() -> PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    std::env::temp_dir().join(format!("ferrite-it-{}-{nanos}", std::process::id()))
+}
+
+impl Server {
+    pub fn start(drive_count: usize) -> Server {
+        let root = unique_dir();
+        let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.join(format!("d{i}"))).collect();
+        Self::start_on(root, drives)
+    }
+
+    pub fn start_on(root: PathBuf, drives: Vec<PathBuf>) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+            .arg("server")
+            .arg("--address")
+            .arg("127.0.0.1:0")
+            .args(&drives)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ferrite");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines.next().expect("ferrite exited before listening").expect("read stdout");
+            if let Some(rest) = line.strip_prefix("ferrite: listening on http://") {
+                break rest.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, endpoint: format!("http://{addr}"), addr, root, drives }
+    }
+
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        client_with(&self.endpoint, USER, PASSWORD)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same drives.
+    pub fn restart(mut self) -> Server {
+        self.kill();
+        let root = std::mem::take(&mut self.root);
+        let drives = std::mem::take(&mut self.drives);
+        std::mem::forget(self);
+        Server::start_on(root, drives)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if !self.root.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+pub fn client_with(endpoint: &str, user: &str, password: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(user, password, None, None, "test"))
+        .force_path_style(true)
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_secs(60)).build(),
+        )
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// The S3 error code of a failed SDK call.
+pub fn code<E, R>(result: Result<R, aws_sdk_s3::error::SdkError<E>>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(r) => panic!("expected an error, got {r:?}"),
+        Err(e) => match e.as_service_error() {
+            Some(service) => service.code().unwrap_or("<no code>").to_owned(),
+            None => match e.raw_response() {
+                Some(raw) => format!("HTTP {}", raw.status().as_u16()),
+                None => format!("{e:?}"),
+            },
+        },
+    }
+}
+
+pub fn status<E, R>(result: Result<R, aws_sdk_s3::error::SdkError<E>>) -> u16
+where
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(r) => panic!("expected an error, got {r:?}"),
+        Err(e) => e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0),
+    }
+}
