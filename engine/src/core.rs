@@ -345,6 +345,7 @@ pub async fn serve(engine: Engine, boot: CoreBoot) {
         pending: Vec::new(),
     }));
     let wal_files = Rc::new(open_wal_files(&engine, core).await);
+    monoio::spawn(sweep_leftovers(engine.clone(), core, state.clone(), std::time::SystemTime::now()));
     let (kick_tx, kick_rx) = flume::bounded::<()>(1);
     monoio::spawn(commit_loop(engine.clone(), core, state.clone(), wal_files, kick_rx));
     while let Ok(req) = boot.rx.recv_async().await {
@@ -532,4 +533,47 @@ fn schedule_gc(engine: &Engine, partition: u16, garbage: Vec<u128>) {
             }
         }
     });
+}
+
+/// The sweep starts this long after start-up, so that it never competes with recovery.
+const SWEEP_DELAY: Duration = Duration::from_secs(2);
+
+/// Removes data files of this core's partitions that no object or upload references and
+/// that predate this start: what writes interrupted by a crash (or deletions interrupted
+/// before their GC delay ran out) left behind. Files written since start-up are never
+/// touched, so in-flight writes are safe.
+async fn sweep_leftovers(engine: Engine, core: usize, state: Rc<RefCell<CoreState>>, started: std::time::SystemTime) {
+    monoio::time::sleep(SWEEP_DELAY).await;
+    let cores = engine.cores();
+    let mut removed = 0usize;
+    // Files referenced now or later: later ones are newer than `started`, so never swept.
+    let referenced: std::collections::HashSet<u128> = {
+        let st = state.borrow();
+        let objects = st.objects.values().flat_map(|m| m.file_ids());
+        let parts = st.uploads.values().flat_map(|u| u.parts.values().map(|p| p.file_id));
+        objects.chain(parts).collect()
+    };
+    for partition in (0..engine.partition_count()).filter(|p| *p as usize % cores == core) {
+        for (drive, path) in engine.drive_paths().iter().enumerate() {
+            if !engine.drive_online(drive) {
+                continue;
+            }
+            let dir = path.join("data").join(crate::format::partition_dir_name(partition));
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let Some(id) = entry.file_name().to_str().and_then(|n| u128::from_str_radix(n, 16).ok()) else {
+                    continue;
+                };
+                let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < started);
+                if old && !referenced.contains(&id) && remove_file(entry.path()).await.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        // Yield between partitions so the sweep never holds the core for long.
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+    if removed > 0 {
+        println!("ferrite: core {core}: reclaimed {removed} leftover data files of interrupted writes");
+    }
 }

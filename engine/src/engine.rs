@@ -192,6 +192,9 @@ impl Engine {
     pub fn write_quorum(&self) -> usize {
         self.0.drives.write_quorum()
     }
+    pub fn partition_count(&self) -> u16 {
+        self.0.partitions
+    }
     pub fn cores(&self) -> usize {
         self.0.senders.len()
     }
