@@ -11,6 +11,7 @@ use ferrite_s3::{serve_connection, Config, Ctx};
 
 const DEFAULT_ADDRESS: &str = "127.0.0.1:9000";
 const DEFAULT_ROOT: &str = "ferriteadmin";
+const DEFAULT_DRIVES: &str = "./data/d{1...4}";
 /// Threads for blocking disk I/O when io_uring is unavailable (per core).
 const BLOCKING_THREADS_PER_CORE: usize = 4;
 
@@ -18,6 +19,7 @@ const USAGE: &str = "usage: ferrite server [--address HOST:PORT] [--parity N] [-
 
   DRIVE...          one directory = a single drive without parity; four or more are
                     erasure coded. `/data/d{1...4}` expands to /data/d1 .. /data/d4.
+                    Without drives: ./data/d{1...4} (2 data + 2 parity).
   --address         where to listen (default 127.0.0.1:9000; 0.0.0.0:9000 for all interfaces)
   --parity N        parity drives (default: 0 for 1 drive, 1 for 2-3, 2 for 4-5, 3 for 6-7, 4 for 8+)
   --domain DOMAIN   also accept virtual-host-style requests to BUCKET.DOMAIN
@@ -69,7 +71,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         }
     }
     if out.drives.is_empty() {
-        return Err(format!("no drives given\n\n{USAGE}"));
+        // The embedded default: four drive directories under ./data, so erasure coding is on.
+        out.drives = expand(DEFAULT_DRIVES)?.into_iter().map(PathBuf::from).collect();
     }
     Ok(out)
 }
