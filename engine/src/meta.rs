@@ -276,3 +276,46 @@ impl PartMeta {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ObjectMeta {
+        ObjectMeta {
+            size: 5,
+            etag: "0123456789abcdef0123456789abcdef".into(),
+            mtime_ms: 1,
+            headers: vec![("content-type".into(), "binary/octet-stream".into())],
+            checksum: Some(("CRC32".into(), "AAAAAA==".into())),
+            tags: vec![],
+            part_sizes: vec![],
+            data: DataLoc::Inline { wal: 0, rec_off: 9, rec_len: 100, data_off: 50, data_len: 5 },
+        }
+    }
+
+    #[test]
+    fn meta_round_trips_through_the_codec() {
+        let meta = ObjectMeta { data: DataLoc::Parts(vec![PartLoc { file_id: u128::MAX, size: 3 }]), ..sample() };
+        let mut enc = Enc::default();
+        meta.encode(&mut enc, false);
+        let (back, inline) = ObjectMeta::decode(&mut Dec::new(&enc.0)).unwrap();
+        assert_eq!(back, meta);
+        assert!(inline.is_none());
+        // Every truncation is an error, never a panic.
+        for cut in 0..enc.0.len() {
+            assert!(ObjectMeta::decode(&mut Dec::new(&enc.0[..cut])).is_err());
+        }
+    }
+
+    /// The fixed part of one index entry, for ARCHITECTURE.md's RAM-per-object figure.
+    #[test]
+    fn index_entry_size() {
+        let fixed = std::mem::size_of::<ObjectMeta>() + std::mem::size_of::<(String, String)>();
+        let m = sample();
+        let heap = m.etag.capacity() + m.headers.iter().map(|(a, b)| 48 + a.capacity() + b.capacity()).sum::<usize>()
+            + m.checksum.as_ref().map(|(a, b)| a.capacity() + b.capacity()).unwrap_or(0);
+        println!("ObjectMeta + key tuple: {fixed} bytes fixed, {heap} bytes heap for a typical small object");
+        assert!(fixed <= 256, "index entry grew to {fixed} bytes");
+    }
+}
