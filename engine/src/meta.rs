@@ -313,7 +313,8 @@ mod tests {
     fn index_entry_size() {
         let fixed = std::mem::size_of::<ObjectMeta>() + std::mem::size_of::<(String, String)>();
         let m = sample();
-        let heap = m.etag.capacity() + m.headers.iter().map(|(a, b)| 48 + a.capacity() + b.capacity()).sum::<usize>()
+        let heap = m.etag.capacity()
+            + m.headers.iter().map(|(a, b)| 48 + a.capacity() + b.capacity()).sum::<usize>()
             + m.checksum.as_ref().map(|(a, b)| a.capacity() + b.capacity()).unwrap_or(0);
         println!("ObjectMeta + key tuple: {fixed} bytes fixed, {heap} bytes heap for a typical small object");
         assert!(fixed <= 256, "index entry grew to {fixed} bytes");

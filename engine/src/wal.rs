@@ -333,7 +333,7 @@ mod tests {
         for d in &drives {
             fs::create_dir_all(d.join("meta")).unwrap();
         }
-        let records = vec![
+        let records = [
             Record::BucketCreate { name: "b".into(), created_ms: 1 },
             Record::Put {
                 bucket: "b".into(),
