@@ -93,6 +93,9 @@ impl Conn {
                 let mut parsed = httparse::Request::new(&mut headers);
                 match parsed.parse(self.available()) {
                     Ok(httparse::Status::Complete(used)) => {
+                        if used > HEAD_BYTES_MAX {
+                            return Err(head_too_large());
+                        }
                         let req = to_request(&parsed)?;
                         self.pos += used;
                         return Ok(Some(req));
@@ -108,11 +111,7 @@ impl Conn {
                     }
                 }
                 if self.available().len() >= HEAD_BYTES_MAX {
-                    return Err(S3Error::new(
-                        Code::RequestHeaderSectionTooLarge,
-                        "Your request header section exceeds the maximum allowed size.",
-                    )
-                    .closing());
+                    return Err(head_too_large());
                 }
             }
             let timeout = if first && self.available().is_empty() { IDLE_TIMEOUT } else { READ_TIMEOUT };
@@ -170,6 +169,11 @@ impl Conn {
             }
         }
     }
+}
+
+fn head_too_large() -> S3Error {
+    S3Error::new(Code::RequestHeaderSectionTooLarge, "Your request header section exceeds the maximum allowed size.")
+        .closing()
 }
 
 fn to_request(parsed: &httparse::Request) -> S3Result<Request> {

@@ -135,6 +135,8 @@ fn run(args: Args) -> Result<(), String> {
         Arc::new(Config { root_user: user, root_password: password, domain: args.domain, region: "us-east-1".into() });
     let listener =
         std::net::TcpListener::bind(&args.address).map_err(|e| format!("cannot listen on {}: {e}", args.address))?;
+    // The epoll driver needs a non-blocking socket (io_uring does not care).
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("ferrite: listening on http://{local}");
     let mut threads = Vec::new();

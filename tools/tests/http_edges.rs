@@ -250,6 +250,10 @@ fn streaming_put(server: &Server, key: &str, data: &[u8], chunk: usize, corrupt:
 
 /// A request head signed in its Authorization header with UNSIGNED-PAYLOAD.
 fn signed_head(server: &Server, method: &str, path: &str, query: &str, content_length: usize) -> String {
+    signed_head_for_host(&server.addr, method, path, query, content_length)
+}
+
+fn signed_head_for_host(host: &str, method: &str, path: &str, query: &str, content_length: usize) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let (y, m, d) = civil(now / 86400);
     let secs = now % 86400;
@@ -262,7 +266,6 @@ fn signed_head(server: &Server, method: &str, path: &str, query: &str, content_l
         amz_date: amz_date.clone(),
         key: signing_key(common::PASSWORD, &date, "us-east-1"),
     };
-    let host = &server.addr;
     let signed_headers = "host;x-amz-content-sha256;x-amz-date";
     let canonical = format!(
         "{method}\n{path}\n{query}\nhost:{host}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:{amz_date}\n\n{signed_headers}\nUNSIGNED-PAYLOAD"
@@ -271,7 +274,8 @@ fn signed_head(server: &Server, method: &str, path: &str, query: &str, content_l
         format!("AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}", scope.scope_string(), sha256_hex(canonical.as_bytes()));
     let signature = hmac_hex(&scope.key, to_sign.as_bytes());
     format!(
-        "{method} {path}?{query} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {content_length}\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nx-amz-date: {amz_date}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={}/{}, SignedHeaders={signed_headers}, Signature={signature}\r\n\r\n",
+        "{method} {path}{}{query} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {content_length}\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nx-amz-date: {amz_date}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={}/{}, SignedHeaders={signed_headers}, Signature={signature}\r\n\r\n",
+        if query.is_empty() { "" } else { "?" },
         common::USER,
         scope.scope_string()
     )
@@ -313,4 +317,27 @@ async fn aws_chunked_signatures_are_verified() {
     assert!(String::from_utf8_lossy(&body).contains("SignatureDoesNotMatch"));
     assert_eq!(code(server.client().head_object().bucket("edges").key("bad").send().await), "NotFound");
     still_serves(&server).await;
+}
+
+#[tokio::test]
+async fn virtual_host_style_addressing_with_domain() {
+    let server = Server::start_with(1, &["--domain", "s3.ferrite.test"], &[]);
+    server.client().create_bucket().bucket("vhost").send().await.unwrap();
+    server
+        .client()
+        .put_object()
+        .bucket("vhost")
+        .key("dir/file")
+        .body(ByteStream::from_static(b"virtual"))
+        .send()
+        .await
+        .unwrap();
+    let mut s = connect(&server);
+    s.write_all(signed_head_for_host("vhost.s3.ferrite.test", "GET", "/dir/file", "", 0).as_bytes()).unwrap();
+    let (status, _, body) = read_response(&mut s);
+    assert_eq!((status, body.as_slice()), (200, &b"virtual"[..]));
+    // Path style keeps working on the same server.
+    s.write_all(signed_head_for_host(&server.addr, "GET", "/vhost/dir/file", "", 0).as_bytes()).unwrap();
+    let (status, _, body) = read_response(&mut s);
+    assert_eq!((status, body.as_slice()), (200, &b"virtual"[..]));
 }

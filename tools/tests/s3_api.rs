@@ -475,3 +475,27 @@ async fn authentication_failures() {
     );
     assert_eq!(code(c.head_object().bucket("auth").key("k").send().await), "NotFound");
 }
+
+/// The disk path used where io_uring is unavailable (a blocking thread pool), forced here.
+#[tokio::test]
+async fn blocking_io_fallback_serves_the_same_api() {
+    let server = Server::start_with(4, &[], &[("FERRITE_IO", "blocking")]);
+    let c = server.client();
+    c.create_bucket().bucket("fallback").send().await.unwrap();
+    for (i, size) in [10usize, 3_000_000].into_iter().enumerate() {
+        let body = bytes(size, 40 + i as u64);
+        c.put_object()
+            .bucket("fallback")
+            .key(format!("k{i}"))
+            .body(ByteStream::from(body.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get_bytes(&c, "fallback", &format!("k{i}")).await, body);
+    }
+    let ranged = c.get_object().bucket("fallback").key("k1").range("bytes=1048575-1048576").send().await.unwrap();
+    assert_eq!(ranged.body.collect().await.unwrap().into_bytes().len(), 2);
+    let server = server.restart();
+    let c = server.client();
+    assert_eq!(get_bytes(&c, "fallback", "k0").await, bytes(10, 40));
+}

@@ -27,17 +27,28 @@ fn unique_dir() -> PathBuf {
 
 impl Server {
     pub fn start(drive_count: usize) -> Server {
+        Self::start_with(drive_count, &[], &[])
+    }
+
+    /// Starts with extra command-line arguments and environment variables.
+    pub fn start_with(drive_count: usize, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let root = unique_dir();
         let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.join(format!("d{i}"))).collect();
-        Self::start_on(root, drives)
+        Self::launch(root, drives, args, envs)
     }
 
     pub fn start_on(root: PathBuf, drives: Vec<PathBuf>) -> Server {
+        Self::launch(root, drives, &[], &[])
+    }
+
+    fn launch(root: PathBuf, drives: Vec<PathBuf>, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
             .arg("server")
             .arg("--address")
             .arg("127.0.0.1:0")
+            .args(args)
             .args(&drives)
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
