@@ -36,8 +36,31 @@ impl Request {
     }
 }
 
+/// A client connection: plain TCP or TLS over TCP.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<monoio_rustls::ServerTlsStream<TcpStream>>),
+}
+
+impl Stream {
+    async fn read<B: IoBufMut>(&mut self, buf: B) -> monoio::BufResult<usize, B> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn write_all(&mut self, buf: Vec<u8>) -> io::Result<()> {
+        let res = match self {
+            Stream::Plain(s) => s.write_all(buf).await.0,
+            Stream::Tls(s) => s.write_all(buf).await.0,
+        };
+        res.map(drop)
+    }
+}
+
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -50,8 +73,7 @@ enum RawState {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream) -> Self {
-        let _ = stream.set_nodelay(true);
+    pub fn new(stream: Stream) -> Self {
         Self { stream, buf: Vec::with_capacity(READ_CHUNK_BYTES), pos: 0 }
     }
 
@@ -129,8 +151,7 @@ impl Conn {
     }
 
     pub async fn write_all(&mut self, data: Vec<u8>) -> io::Result<()> {
-        let (res, _) = self.stream.write_all(data).await;
-        res.map(drop)
+        self.stream.write_all(data).await
     }
 
     /// Up to `max` bytes already received or read now; Err on EOF.

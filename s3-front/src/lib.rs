@@ -8,6 +8,8 @@ pub mod http;
 pub mod ops;
 pub mod server;
 pub mod sigv4;
+pub mod tls;
 pub mod xml;
 
+pub use monoio_rustls::TlsAcceptor;
 pub use server::{serve_connection, Config, Ctx};

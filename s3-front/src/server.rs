@@ -9,13 +9,14 @@ use monoio::net::TcpStream;
 
 use crate::body::{Body, Mode};
 use crate::error::{Code, S3Error, S3Result};
-use crate::http::{reason, Conn, RawBody, Request};
+use crate::http::{reason, Conn, RawBody, Request, Stream};
 use crate::sigv4::{self, Credentials, SignedRequest};
 use crate::xml::{escape, XML_DECL};
 
 /// A request body left unread after the response is drained up to this size so that the
 /// connection can be reused; beyond it the connection is closed.
 const DRAIN_BYTES_MAX: u64 = 1 << 20;
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct Config {
     pub root_user: String,
@@ -121,7 +122,17 @@ fn now_secs() -> i64 {
     ferrite_engine::now_ms() / 1000
 }
 
-pub async fn serve_connection(ctx: Rc<Ctx>, stream: TcpStream) {
+/// Serves one accepted connection; with `tls`, after the TLS handshake.
+pub async fn serve_connection(ctx: Rc<Ctx>, stream: TcpStream, tls: Option<Rc<monoio_rustls::TlsAcceptor>>) {
+    let _ = stream.set_nodelay(true);
+    let stream = match tls {
+        None => Stream::Plain(stream),
+        Some(acceptor) => match monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+            // A failed or stalled handshake has no HTTP to answer; drop the connection.
+            _ => return,
+        },
+    };
     let mut conn = Conn::new(stream);
     loop {
         let request_id = new_request_id();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ferrite_engine::{io::set_io_mode, CoreBoot, Engine, EngineConfig};
 use ferrite_s3::{serve_connection, Config, Ctx};
+use rustls as rustls_config;
 
 const DEFAULT_ADDRESS: &str = "127.0.0.1:9000";
 const DEFAULT_ROOT: &str = "ferriteadmin";
@@ -23,7 +24,7 @@ const USAGE: &str = "usage: ferrite server [--address HOST:PORT] [--parity N] [-
   --address         where to listen (default 127.0.0.1:9000; 0.0.0.0:9000 for all interfaces)
   --parity N        parity drives (default: 0 for 1 drive, 1 for 2-3, 2 for 4-5, 3 for 6-7, 4 for 8+)
   --domain DOMAIN   also accept virtual-host-style requests to BUCKET.DOMAIN
-  --certs-dir DIR   TLS with DIR/public.crt and DIR/private.key (not implemented yet)
+  --certs-dir DIR   serve HTTPS with DIR/public.crt (chain, PEM) and DIR/private.key (PEM)
 
 environment: FERRITE_ROOT_USER / FERRITE_ROOT_PASSWORD (default ferriteadmin / ferriteadmin),
              FERRITE_IO=blocking forces the thread-pool disk I/O path instead of io_uring.";
@@ -32,6 +33,7 @@ struct Args {
     address: String,
     parity: Option<usize>,
     domain: Option<String>,
+    certs_dir: Option<PathBuf>,
     drives: Vec<PathBuf>,
 }
 
@@ -51,7 +53,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     if args.next().as_deref() != Some("server") {
         return Err(USAGE.to_owned());
     }
-    let mut out = Args { address: DEFAULT_ADDRESS.to_owned(), parity: None, domain: None, drives: Vec::new() };
+    let mut out =
+        Args { address: DEFAULT_ADDRESS.to_owned(), parity: None, domain: None, certs_dir: None, drives: Vec::new() };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n\n{USAGE}"));
         match arg.as_str() {
@@ -60,11 +63,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 out.parity = Some(value("--parity")?.parse().map_err(|_| "--parity must be a number".to_owned())?)
             }
             "--domain" => out.domain = Some(value("--domain")?),
-            "--certs-dir" => {
-                return Err(
-                    "--certs-dir: TLS is not implemented yet; put a TLS-terminating proxy in front for now".into()
-                )
-            }
+            "--certs-dir" => out.certs_dir = Some(PathBuf::from(value("--certs-dir")?)),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}\n\n{USAGE}")),
             drive => out.drives.extend(expand(drive)?.into_iter().map(PathBuf::from)),
@@ -133,20 +132,26 @@ fn run(args: Args) -> Result<(), String> {
     }
     let config =
         Arc::new(Config { root_user: user, root_password: password, domain: args.domain, region: "us-east-1".into() });
+    let tls = match &args.certs_dir {
+        Some(dir) => Some(ferrite_s3::tls::load_server_config(dir)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener =
         std::net::TcpListener::bind(&args.address).map_err(|e| format!("cannot listen on {}: {e}", args.address))?;
     // The epoll driver needs a non-blocking socket (io_uring does not care).
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("ferrite: listening on http://{local}");
+    println!("ferrite: listening on {scheme}://{local}");
     let mut threads = Vec::new();
     for boot in boots {
         let engine = engine.clone();
         let config = config.clone();
         let listener = listener.try_clone().map_err(|e| e.to_string())?;
+        let tls = tls.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ferrite-core-{}", boot.core))
-            .spawn(move || run_core(engine, config, boot, listener, uring))
+            .spawn(move || run_core(engine, config, boot, listener, uring, tls))
             .map_err(|e| e.to_string())?;
         threads.push(thread);
     }
@@ -156,7 +161,14 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-fn run_core(engine: Engine, config: Arc<Config>, boot: CoreBoot, listener: std::net::TcpListener, uring: bool) {
+fn run_core(
+    engine: Engine,
+    config: Arc<Config>,
+    boot: CoreBoot,
+    listener: std::net::TcpListener,
+    uring: bool,
+    tls: Option<Arc<rustls_config::ServerConfig>>,
+) {
     let core = boot.core;
     if let Err(e) = monoio::utils::bind_to_cpu_set([core]) {
         eprintln!("ferrite: core {core}: could not pin executor: {e:?}");
@@ -172,10 +184,11 @@ fn run_core(engine: Engine, config: Arc<Config>, boot: CoreBoot, listener: std::
             }
         };
         let ctx = Rc::new(Ctx { engine, config });
+        let acceptor = tls.map(|config| Rc::new(ferrite_s3::TlsAcceptor::from(config)));
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    monoio::spawn(serve_connection(ctx.clone(), stream));
+                    monoio::spawn(serve_connection(ctx.clone(), stream, acceptor.clone()));
                 }
                 Err(e) => {
                     eprintln!("ferrite: core {core}: accept failed: {e}");

@@ -1,0 +1,74 @@
+"""TLS (--certs-dir) with a self-signed certificate made by the openssl CLI; boto3 verifies it."""
+import os
+import shutil
+import socket
+import subprocess
+
+import boto3
+import pytest
+from botocore.config import Config
+
+
+def _ferrite_bin():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.environ.get("FERRITE_BIN", os.path.join(root, "target", "debug", "ferrite"))
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl CLI is needed to make the test certificate")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(certs / "private.key"), "-out", str(certs / "public.crt"),
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [_ferrite_bin(), "server", "--address", "127.0.0.1:0", "--certs-dir", str(certs), str(tmp_path / "d1")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    endpoint = None
+    for line in proc.stdout:
+        if line.startswith("ferrite: listening on "):
+            endpoint = line.split()[-1]
+            break
+    assert endpoint and endpoint.startswith("https://"), f"server did not start with TLS: {endpoint}"
+    yield endpoint, str(certs / "public.crt")
+    proc.kill()
+    proc.wait()
+
+
+def _client(endpoint, verify):
+    return boto3.client("s3", endpoint_url=endpoint, verify=verify, region_name="us-east-1",
+                        aws_access_key_id="ferriteadmin", aws_secret_access_key="ferriteadmin",
+                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+
+def test_https_round_trip_and_plain_http_is_refused(tls_server):
+    endpoint, cert = tls_server
+    s3 = _client(endpoint, cert)
+    s3.create_bucket(Bucket="secure")
+    body = os.urandom(3_000_000)
+    s3.put_object(Bucket="secure", Key="k", Body=body)
+    assert s3.get_object(Bucket="secure", Key="k")["Body"].read() == body
+    # A plain-HTTP request to the TLS port gets no HTTP answer, and the server keeps serving.
+    host, port = endpoint.removeprefix("https://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            data = sock.recv(100)
+        except (ConnectionResetError, socket.timeout):
+            data = b""
+        assert not data.startswith(b"HTTP/")
+    assert s3.head_object(Bucket="secure", Key="k")["ContentLength"] == len(body)
+
+
+def test_bad_certs_dir_refuses_to_start(tmp_path):
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "public.crt").write_text("not a certificate")
+    (tmp_path / "certs" / "private.key").write_text("not a key")
+    out = subprocess.run([_ferrite_bin(), "server", "--address", "127.0.0.1:0", "--certs-dir",
+                          str(tmp_path / "certs"), str(tmp_path / "d1")], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "public.crt" in out.stderr
