@@ -307,6 +307,10 @@ impl<'c> RawBody<'c> {
             // The client is waiting for permission: it has sent nothing, so nothing to drain.
             return false;
         }
+        if matches!(self.state, RawState::Length(left) if left > limit) {
+            // Too much left to read for a connection worth keeping: answer and close.
+            return false;
+        }
         let mut seen = 0u64;
         while !self.is_done() {
             match self.next().await {

@@ -2,6 +2,7 @@
 //! on top of the engine.
 
 pub mod body;
+pub mod budget;
 pub mod checksum;
 pub mod error;
 pub mod http;

@@ -237,11 +237,13 @@ struct Streamed {
 /// Streams the body into `writer`, hashing as it goes, and verifies Content-MD5 and the
 /// checksum. On any error the data written so far is discarded.
 async fn stream_body(
+    ctx: &Ctx,
     call: &Call<'_>,
     body: &mut Body<'_>,
     mut writer: DataWriter,
     size_max: u64,
 ) -> S3Result<Streamed> {
+    let _slot = ctx.budget.acquire().await?;
     let result = stream_into(call, body, &mut writer, size_max).await;
     match result {
         Ok((md5, checksum)) => {
@@ -507,7 +509,7 @@ async fn put_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, body: &
     };
     let cond = put_condition(call);
     let writer = ctx.engine.writer(bucket, key, true)?;
-    let streamed = stream_body(call, body, writer, PUT_BYTES_MAX).await?;
+    let streamed = stream_body(ctx, call, body, writer, PUT_BYTES_MAX).await?;
     let etag = hex(&streamed.md5);
     let meta = ObjectMeta {
         size: streamed.size,
@@ -643,7 +645,7 @@ async fn get_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, head_on
         }
     }
     if !head_only && end > start {
-        resp.body = RespBody::Object(ctx.engine.reader(bucket, key, &meta, start, end));
+        resp.body = RespBody::Object(ctx.engine.reader(bucket, key, &meta, start, end), ctx.budget.acquire().await?);
     }
     Ok(resp)
 }
@@ -668,6 +670,7 @@ async fn copy_data(
     end: u64,
     writer: &mut DataWriter,
 ) -> S3Result<[u8; 16]> {
+    let _slot = ctx.budget.acquire().await?;
     let mut reader = ctx.engine.reader(src.0, src.1, meta, start, end);
     let mut md5 = md5_new();
     while let Some(chunk) = reader.next_chunk().await? {
@@ -844,7 +847,7 @@ async fn upload_part(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, body: 
         return err(Code::MissingContentLength, "You must provide the Content-Length HTTP header.");
     }
     let writer = ctx.engine.writer(bucket, key, false)?;
-    let streamed = stream_body(call, body, writer, PUT_BYTES_MAX).await?;
+    let streamed = stream_body(ctx, call, body, writer, PUT_BYTES_MAX).await?;
     let Finished::Part(loc) = streamed.data else {
         return err(Code::InternalError, "a part was inlined");
     };

@@ -35,12 +35,15 @@ impl Credentials for Config {
 pub struct Ctx {
     pub engine: Engine,
     pub config: Arc<Config>,
+    /// This core's share of the memory budget for requests that move object data.
+    pub budget: Rc<crate::budget::Budget>,
 }
 
 pub enum RespBody {
     Empty,
     Bytes(Vec<u8>),
-    Object(ObjectReader),
+    /// An object body streamed block by block; the slot is held until it is sent.
+    Object(ObjectReader, crate::budget::Slot),
 }
 
 pub struct Response {
@@ -220,7 +223,7 @@ async fn write_response(conn: &mut Conn, resp: Response, request_id: &str, close
             out.extend_from_slice(&body);
             conn.write_all(out).await
         }
-        RespBody::Object(mut reader) => {
+        RespBody::Object(mut reader, _slot) => {
             conn.write_all(head.into_bytes()).await?;
             loop {
                 match reader.next_chunk().await {

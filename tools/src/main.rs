@@ -13,6 +13,7 @@ use rustls as rustls_config;
 const DEFAULT_ADDRESS: &str = "127.0.0.1:9000";
 const DEFAULT_ROOT: &str = "ferriteadmin";
 const DEFAULT_DRIVES: &str = "./data/d{1...4}";
+const MEMORY_BUDGET_MIB_DEFAULT: usize = 1024;
 /// Threads for blocking disk I/O when io_uring is unavailable (per core).
 const BLOCKING_THREADS_PER_CORE: usize = 4;
 
@@ -27,7 +28,9 @@ const USAGE: &str = "usage: ferrite server [--address HOST:PORT] [--parity N] [-
   --certs-dir DIR   serve HTTPS with DIR/public.crt (chain, PEM) and DIR/private.key (PEM)
 
 environment: FERRITE_ROOT_USER / FERRITE_ROOT_PASSWORD (default ferriteadmin / ferriteadmin),
-             FERRITE_IO=blocking forces the thread-pool disk I/O path instead of io_uring.";
+             FERRITE_IO=blocking forces the thread-pool disk I/O path instead of io_uring,
+             FERRITE_MEMORY_BUDGET_MIB bounds object data in flight (default 1024); beyond
+             it requests wait, then get 503 SlowDown.";
 
 struct Args {
     address: String,
@@ -143,6 +146,8 @@ fn run(args: Args) -> Result<(), String> {
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("ferrite: listening on {scheme}://{local}");
+    let memory_budget_bytes = memory_budget_mib() << 20;
+    println!("ferrite: memory budget for object data in flight: {} MiB", memory_budget_bytes >> 20);
     let mut threads = Vec::new();
     for boot in boots {
         let engine = engine.clone();
@@ -151,7 +156,7 @@ fn run(args: Args) -> Result<(), String> {
         let tls = tls.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ferrite-core-{}", boot.core))
-            .spawn(move || run_core(engine, config, boot, listener, uring, tls))
+            .spawn(move || run_core(engine, config, boot, listener, uring, tls, memory_budget_bytes))
             .map_err(|e| e.to_string())?;
         threads.push(thread);
     }
@@ -161,6 +166,11 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// FERRITE_MEMORY_BUDGET_MIB, default 1 GiB: object data in flight across all cores.
+fn memory_budget_mib() -> usize {
+    std::env::var("FERRITE_MEMORY_BUDGET_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(MEMORY_BUDGET_MIB_DEFAULT)
+}
+
 fn run_core(
     engine: Engine,
     config: Arc<Config>,
@@ -168,7 +178,9 @@ fn run_core(
     listener: std::net::TcpListener,
     uring: bool,
     tls: Option<Arc<rustls_config::ServerConfig>>,
+    memory_budget_bytes: usize,
 ) {
+    let cores_total = engine.cores();
     let core = boot.core;
     if let Err(e) = monoio::utils::bind_to_cpu_set([core]) {
         eprintln!("ferrite: core {core}: could not pin executor: {e:?}");
@@ -183,7 +195,10 @@ fn run_core(
                 return;
             }
         };
-        let ctx = Rc::new(Ctx { engine, config });
+        let per_stream =
+            ferrite_s3::budget::bytes_per_stream(engine.block_size(), engine.layout().data, engine.layout().parity);
+        let slots = memory_budget_bytes / cores_total / per_stream;
+        let ctx = Rc::new(Ctx { engine, config, budget: ferrite_s3::budget::Budget::new(slots) });
         let acceptor = tls.map(|config| Rc::new(ferrite_s3::TlsAcceptor::from(config)));
         loop {
             match listener.accept().await {

@@ -341,3 +341,40 @@ async fn virtual_host_style_addressing_with_domain() {
     let (status, _, body) = read_response(&mut s);
     assert_eq!((status, body.as_slice()), (200, &b"virtual"[..]));
 }
+
+#[tokio::test]
+async fn memory_budget_pushes_back_with_slow_down() {
+    // A budget so small that each core admits one data stream at a time.
+    let server = Server::start_with(4, &[], &[("FERRITE_MEMORY_BUDGET_MIB", "1")]);
+    server.client().create_bucket().bucket("budget").send().await.unwrap();
+    // Six uploads that send their head and a few bytes, then stall: at most one per core
+    // holds a slot; the others must be refused after the wait.
+    let mut stalled = Vec::new();
+    for i in 0..6 {
+        let path = presigned(&server, "PUT", "budget", &format!("slow-{i}"), Duration::from_secs(60)).await;
+        let mut s = connect(&server);
+        write!(s, "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 10000000\r\n\r\n", server.addr).unwrap();
+        s.write_all(&[1u8; 100]).unwrap();
+        stalled.push(s);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let mut slowed = 0;
+    for s in &mut stalled {
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut buf = [0u8; 512];
+        if let Ok(n) = s.read(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if text.starts_with("HTTP/1.1 503") {
+                assert!(text.contains("SlowDown"), "{text}");
+                slowed += 1;
+            }
+        }
+    }
+    assert!(slowed >= 4, "only {slowed} of 6 stalled uploads were pushed back");
+    drop(stalled);
+    // Slots come back when the stalled clients go away, and nothing partial is visible.
+    std::thread::sleep(Duration::from_millis(500));
+    let c = server.client();
+    c.put_object().bucket("budget").key("after").body(ByteStream::from(vec![5u8; 3_000_000])).send().await.unwrap();
+    assert_eq!(c.list_objects_v2().bucket("budget").send().await.unwrap().key_count(), Some(1));
+}
