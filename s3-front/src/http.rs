@@ -243,8 +243,10 @@ impl<'c> RawBody<'c> {
                 None => RawState::Done,
             }
         };
-        let continue_pending = req.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
-            && !matches!(state, RawState::Done);
+        // Answer `Expect: 100-continue` even for empty bodies: some clients (botocore before
+        // 1.43.77, bundled in awscli 1.46) misread the next response on the connection if the
+        // final status comes without the interim one.
+        let continue_pending = req.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
         Ok(Self { conn, state, continue_pending })
     }
 
@@ -304,8 +306,9 @@ impl<'c> RawBody<'c> {
     /// Reads and drops the rest of the body if it is small; false if the connection must close.
     pub async fn drain(&mut self, limit: u64) -> bool {
         if self.continue_pending {
-            // The client is waiting for permission: it has sent nothing, so nothing to drain.
-            return false;
+            // The client is waiting for permission and has sent nothing: keep the connection
+            // only if there is no body to come at all.
+            return self.is_done();
         }
         if matches!(self.state, RawState::Length(left) if left > limit) {
             // Too much left to read for a connection worth keeping: answer and close.
