@@ -166,6 +166,26 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146097 + doe - 719468
 }
 
+/// The (year, month, day) of a day count since 1970-01-01 (inverse of `days_from_civil`).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `YYYYMMDDTHHMMSSZ` for seconds since the epoch (the inverse of `parse_amz_date`).
+pub fn format_amz_date(secs: i64) -> String {
+    let (y, m, d) = civil_from_days(secs.div_euclid(86400));
+    let rem = secs.rem_euclid(86400);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// The outcome of authenticating a request.
 pub struct Auth {
     pub scope: Scope,
@@ -409,6 +429,9 @@ mod tests {
         assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
         assert_eq!(parse_amz_date("20000301T000000Z"), Some(951868800));
         assert_eq!(parse_amz_date("garbage"), None);
+        for secs in [0, 951_868_800, 1_700_000_000, 4_102_444_799] {
+            assert_eq!(parse_amz_date(&format_amz_date(secs)), Some(secs));
+        }
         assert_eq!(parse_amz_date("20001301T000000Z"), None);
     }
 }

@@ -195,12 +195,7 @@ async fn malformed_xml_is_rejected() {
 /// Builds a STREAMING-AWS4-HMAC-SHA256-PAYLOAD request by hand; `corrupt` breaks the
 /// second chunk's signature.
 fn streaming_put(server: &Server, key: &str, data: &[u8], chunk: usize, corrupt: bool) -> Vec<u8> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let days = now / 86400;
-    let (y, m, d) = civil(days);
-    let secs = now % 86400;
-    let date = format!("{y:04}{m:02}{d:02}");
-    let amz_date = format!("{date}T{:02}{:02}{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60);
+    let (date, amz_date) = now_dates();
     let key_bytes = signing_key(common::PASSWORD, &date, "us-east-1");
     let scope = Scope {
         access_key: common::USER.into(),
@@ -254,11 +249,7 @@ fn signed_head(server: &Server, method: &str, path: &str, query: &str, content_l
 }
 
 fn signed_head_for_host(host: &str, method: &str, path: &str, query: &str, content_length: usize) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let (y, m, d) = civil(now / 86400);
-    let secs = now % 86400;
-    let date = format!("{y:04}{m:02}{d:02}");
-    let amz_date = format!("{date}T{:02}{:02}{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60);
+    let (date, amz_date) = now_dates();
     let scope = Scope {
         access_key: common::USER.into(),
         date: date.clone(),
@@ -281,23 +272,18 @@ fn signed_head_for_host(host: &str, method: &str, path: &str, query: &str, conte
     )
 }
 
+/// Today's credential date and the current X-Amz-Date.
+fn now_dates() -> (String, String) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let amz_date = sigv4::format_amz_date(now);
+    (amz_date[..8].to_owned(), amz_date)
+}
+
 fn hmac_hex(key: &[u8], data: &[u8]) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
     mac.update(data);
     sigv4::hex(&mac.finalize().into_bytes())
-}
-
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[tokio::test]

@@ -372,38 +372,32 @@ async fn multipart_upload_complete_abort_and_errors() {
         copy.copy_part_result().and_then(|r| r.e_tag()),
         Some(format!("\"{:x}\"", md5::Md5::digest(&whole[..100])).as_str())
     );
-    assert_eq!(
-        code(
-            c.upload_part()
-                .bucket("multi")
-                .key("small")
-                .upload_id(sid)
-                .part_number(0)
-                .body(ByteStream::from_static(b"x"))
-                .send()
-                .await
-        ),
-        "InvalidArgument"
-    );
+    assert_eq!(code(upload_one_byte(&c, sid, 0).await), "InvalidArgument");
     c.abort_multipart_upload().bucket("multi").key("small").upload_id(sid).send().await.unwrap();
     assert_eq!(
         code(c.abort_multipart_upload().bucket("multi").key("small").upload_id(sid).send().await),
         "NoSuchUpload"
     );
-    assert_eq!(
-        code(
-            c.upload_part()
-                .bucket("multi")
-                .key("small")
-                .upload_id(sid)
-                .part_number(1)
-                .body(ByteStream::from_static(b"x"))
-                .send()
-                .await
-        ),
-        "NoSuchUpload"
-    );
+    assert_eq!(code(upload_one_byte(&c, sid, 1).await), "NoSuchUpload");
     assert_eq!(code(c.head_object().bucket("multi").key("small").send().await), "NotFound");
+}
+
+async fn upload_one_byte(
+    c: &aws_sdk_s3::Client,
+    upload_id: &str,
+    part: i32,
+) -> Result<
+    aws_sdk_s3::operation::upload_part::UploadPartOutput,
+    aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::upload_part::UploadPartError>,
+> {
+    c.upload_part()
+        .bucket("multi")
+        .key("small")
+        .upload_id(upload_id)
+        .part_number(part)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
 }
 
 #[tokio::test]
