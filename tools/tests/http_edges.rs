@@ -192,63 +192,17 @@ async fn malformed_xml_is_rejected() {
     c.complete_multipart_upload().bucket("edges").key("mx").upload_id(id).multipart_upload(parts).send().await.unwrap();
 }
 
-/// Builds a STREAMING-AWS4-HMAC-SHA256-PAYLOAD request by hand; `corrupt` breaks the
-/// second chunk's signature.
-fn streaming_put(server: &Server, key: &str, data: &[u8], chunk: usize, corrupt: bool) -> Vec<u8> {
-    let (date, amz_date) = now_dates();
-    let key_bytes = signing_key(common::PASSWORD, &date, "us-east-1");
-    let scope = Scope {
-        access_key: common::USER.into(),
-        date: date.clone(),
-        region: "us-east-1".into(),
-        amz_date: amz_date.clone(),
-        key: key_bytes,
-    };
-    let chunks: Vec<&[u8]> = data.chunks(chunk).chain(std::iter::once(&[][..])).collect();
-    let mut body_len = 0;
-    for c in &chunks {
-        body_len += format!("{:x};chunk-signature={}\r\n", c.len(), "0".repeat(64)).len() + c.len() + 2;
-    }
-    let host = server.addr.clone();
-    let path = format!("/edges/{key}");
-    let signed_headers = "content-length;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length";
-    let canonical = format!(
-        "PUT\n{path}\n\ncontent-length:{body_len}\nhost:{host}\nx-amz-content-sha256:{}\nx-amz-date:{amz_date}\nx-amz-decoded-content-length:{}\n\n{signed_headers}\n{}",
-        sigv4::STREAMING_SIGNED,
-        data.len(),
-        sigv4::STREAMING_SIGNED
-    );
-    let to_sign =
-        format!("AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}", scope.scope_string(), sha256_hex(canonical.as_bytes()));
-    let seed = hmac_hex(&scope.key, to_sign.as_bytes());
-    let mut out = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {body_len}\r\nx-amz-content-sha256: {}\r\nx-amz-date: {amz_date}\r\nx-amz-decoded-content-length: {}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={}/{}, SignedHeaders={signed_headers}, Signature={seed}\r\n\r\n",
-        sigv4::STREAMING_SIGNED,
-        data.len(),
-        common::USER,
-        scope.scope_string()
-    )
-    .into_bytes();
-    let mut prev = seed;
-    for (i, c) in chunks.iter().enumerate() {
-        let mut sig = chunk_signature(&scope, &prev, &sha256_hex(c));
-        prev = sig.clone();
-        if corrupt && i == 1 {
-            sig = "f".repeat(64);
-        }
-        out.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", c.len()).as_bytes());
-        out.extend_from_slice(c);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// A request head signed in its Authorization header with UNSIGNED-PAYLOAD.
-fn signed_head(server: &Server, method: &str, path: &str, query: &str, content_length: usize) -> String {
-    signed_head_for_host(&server.addr, method, path, query, content_length)
-}
-
-fn signed_head_for_host(host: &str, method: &str, path: &str, query: &str, content_length: usize) -> String {
+/// Signs a request head in its Authorization header: `headers` (lower-case names) are
+/// signed along with host, x-amz-content-sha256 and x-amz-date. Returns the head and the
+/// scope and seed signature (for aws-chunked chunk signatures).
+fn sign_head(
+    host: &str,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &[(&str, String)],
+    payload_hash: &str,
+) -> (String, Scope, String) {
     let (date, amz_date) = now_dates();
     let scope = Scope {
         access_key: common::USER.into(),
@@ -257,19 +211,115 @@ fn signed_head_for_host(host: &str, method: &str, path: &str, query: &str, conte
         amz_date: amz_date.clone(),
         key: signing_key(common::PASSWORD, &date, "us-east-1"),
     };
-    let signed_headers = "host;x-amz-content-sha256;x-amz-date";
-    let canonical = format!(
-        "{method}\n{path}\n{query}\nhost:{host}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:{amz_date}\n\n{signed_headers}\nUNSIGNED-PAYLOAD"
-    );
+    let mut all: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
+    all.push(("host".into(), host.into()));
+    all.push(("x-amz-content-sha256".into(), payload_hash.into()));
+    all.push(("x-amz-date".into(), amz_date.clone()));
+    all.sort();
+    let canonical_headers: String = all.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
+    let signed_headers = all.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(";");
+    let canonical = format!("{method}\n{path}\n{query}\n{canonical_headers}\n{signed_headers}\n{payload_hash}");
     let to_sign =
         format!("AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}", scope.scope_string(), sha256_hex(canonical.as_bytes()));
     let signature = hmac_hex(&scope.key, to_sign.as_bytes());
-    format!(
-        "{method} {path}{}{query} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {content_length}\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nx-amz-date: {amz_date}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={}/{}, SignedHeaders={signed_headers}, Signature={signature}\r\n\r\n",
-        if query.is_empty() { "" } else { "?" },
+    let mut head = format!("{method} {path}{}{query} HTTP/1.1\r\n", if query.is_empty() { "" } else { "?" });
+    for (n, v) in &all {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "Authorization: AWS4-HMAC-SHA256 Credential={}/{}, SignedHeaders={signed_headers}, Signature={signature}\r\n\r\n",
         common::USER,
         scope.scope_string()
-    )
+    ));
+    (head, scope, signature)
+}
+
+/// A request head signed with UNSIGNED-PAYLOAD.
+fn signed_head(server: &Server, method: &str, path: &str, query: &str, content_length: usize) -> String {
+    signed_head_for_host(&server.addr, method, path, query, content_length)
+}
+
+fn signed_head_for_host(host: &str, method: &str, path: &str, query: &str, content_length: usize) -> String {
+    sign_head(host, method, path, query, &[("content-length", content_length.to_string())], sigv4::UNSIGNED_PAYLOAD).0
+}
+
+/// How to break an aws-chunked upload.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    ChunkSignature,
+    TrailerChecksum,
+    TrailerSignature,
+}
+
+/// An aws-chunked PUT: chunks signed when `signed`, with an optional trailing CRC32.
+fn chunked_put(server: &Server, key: &str, data: &[u8], signed: bool, trailer: bool, fault: Fault) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = data.chunks(65_536).chain(std::iter::once(&[][..])).collect();
+    let mut crc = ferrite_s3::checksum::Hasher::new(ferrite_s3::checksum::Algorithm::Crc32);
+    crc.update(data);
+    let mut crc_value = crc.finish_base64();
+    if fault == Fault::TrailerChecksum {
+        crc_value = "AAAAAA==".into();
+    }
+    let payload_hash = match (signed, trailer) {
+        (true, false) => sigv4::STREAMING_SIGNED,
+        (true, true) => sigv4::STREAMING_SIGNED_TRAILER,
+        (false, _) => sigv4::STREAMING_UNSIGNED_TRAILER,
+    };
+    // The body's length does not depend on signature values (always 64 hex digits).
+    let body = |scope: Option<&Scope>, seed: &str| -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut prev = seed.to_owned();
+        for (i, c) in chunks.iter().enumerate() {
+            match scope {
+                Some(scope) if signed => {
+                    let mut sig = chunk_signature(scope, &prev, &sha256_hex(c));
+                    prev = sig.clone();
+                    if fault == Fault::ChunkSignature && i == 1 {
+                        sig = "f".repeat(64);
+                    }
+                    out.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", c.len()).as_bytes());
+                }
+                None if signed => {
+                    out.extend_from_slice(format!("{:x};chunk-signature={}\r\n", c.len(), "0".repeat(64)).as_bytes())
+                }
+                _ => out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes()),
+            }
+            out.extend_from_slice(c);
+            if !c.is_empty() || !trailer {
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        if trailer {
+            let line = format!("x-amz-checksum-crc32:{crc_value}");
+            out.extend_from_slice(format!("{line}\r\n").as_bytes());
+            if signed {
+                let mut sig = match scope {
+                    Some(scope) => sigv4::trailer_signature(scope, &prev, format!("{line}\n").as_bytes()),
+                    None => "0".repeat(64),
+                };
+                if fault == Fault::TrailerSignature {
+                    sig = "e".repeat(64);
+                }
+                out.extend_from_slice(format!("x-amz-trailer-signature:{sig}\r\n").as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    };
+    let body_len = body(None, "").len();
+    let mut headers = vec![
+        ("content-length", body_len.to_string()),
+        ("content-encoding", "aws-chunked".to_string()),
+        ("x-amz-decoded-content-length", data.len().to_string()),
+    ];
+    if trailer {
+        headers.push(("x-amz-trailer", "x-amz-checksum-crc32".into()));
+    }
+    let (head, scope, seed) = sign_head(&server.addr, "PUT", &format!("/edges/{key}"), "", &headers, payload_hash);
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&body(Some(&scope), &seed));
+    out
 }
 
 /// Today's credential date and the current X-Amz-Date.
@@ -287,21 +337,59 @@ fn hmac_hex(key: &[u8], data: &[u8]) -> String {
 }
 
 #[tokio::test]
-async fn aws_chunked_signatures_are_verified() {
+async fn aws_chunked_signatures_and_trailing_checksums_are_verified() {
     let server = server_with_bucket("edges").await;
     let data = common::bytes(300_000, 11);
-    let mut s = connect(&server);
-    s.write_all(&streaming_put(&server, "good", &data, 65_536, false)).unwrap();
-    let (status, _, body) = read_response(&mut s);
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let got = server.client().get_object().bucket("edges").key("good").send().await.unwrap();
-    assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), data);
-    let mut s = connect(&server);
-    s.write_all(&streaming_put(&server, "bad", &data, 65_536, true)).unwrap();
-    let (status, _, body) = read_response(&mut s);
-    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
-    assert!(String::from_utf8_lossy(&body).contains("SignatureDoesNotMatch"));
-    assert_eq!(code(server.client().head_object().bucket("edges").key("bad").send().await), "NotFound");
+    let crc = {
+        let mut h = ferrite_s3::checksum::Hasher::new(ferrite_s3::checksum::Algorithm::Crc32);
+        h.update(&data);
+        h.finish_base64()
+    };
+    // (key, signed chunks, trailer, fault, expected status, expected code)
+    let cases = [
+        ("signed", true, false, Fault::None, 200, ""),
+        ("signed-trailer", true, true, Fault::None, 200, ""),
+        ("unsigned-trailer", false, true, Fault::None, 200, ""),
+        ("bad-chunk-sig", true, false, Fault::ChunkSignature, 403, "SignatureDoesNotMatch"),
+        ("bad-trailer-sum", false, true, Fault::TrailerChecksum, 400, "BadDigest"),
+        ("bad-signed-trailer-sum", true, true, Fault::TrailerChecksum, 400, "BadDigest"),
+        ("bad-trailer-sig", true, true, Fault::TrailerSignature, 403, "SignatureDoesNotMatch"),
+    ];
+    for (key, signed, trailer, fault, status, code_expected) in cases {
+        let mut s = connect(&server);
+        s.write_all(&chunked_put(&server, key, &data, signed, trailer, fault)).unwrap();
+        let (got, head, body) = read_response(&mut s);
+        assert_eq!(got, status, "{key}: {}", String::from_utf8_lossy(&body));
+        let c = server.client();
+        if status == 200 {
+            if trailer {
+                assert!(
+                    head.to_ascii_lowercase().contains(&format!("x-amz-checksum-crc32: {}", crc.to_ascii_lowercase())),
+                    "{key}: {head}"
+                );
+            }
+            let got = c.get_object().bucket("edges").key(key).send().await.unwrap();
+            assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), data, "{key}");
+        } else {
+            assert!(
+                String::from_utf8_lossy(&body).contains(code_expected),
+                "{key}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            assert_eq!(code(c.head_object().bucket("edges").key(key).send().await), "NotFound", "{key}");
+        }
+    }
+    // The stored trailing checksum comes back with ChecksumMode=ENABLED.
+    let out = server
+        .client()
+        .get_object()
+        .bucket("edges")
+        .key("unsigned-trailer")
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.checksum_crc32(), Some(crc.as_str()));
     still_serves(&server).await;
 }
 
