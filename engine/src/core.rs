@@ -127,6 +127,10 @@ pub struct CoreBoot {
     pub uploads: BTreeMap<UploadKey, UploadMeta>,
     pub seqs: HashMap<u16, u64>,
     pub wal_end: u64,
+    /// Log offset covered by this core's newest snapshot.
+    pub snapshot_off: u64,
+    /// Write a snapshot right away (start-up had to replay everything).
+    pub snapshot_due: bool,
 }
 
 struct CoreState {
@@ -135,6 +139,8 @@ struct CoreState {
     seqs: HashMap<u16, u64>,
     wal_end: u64,
     pending: Vec<(u16, WriteOp, Reply<()>)>,
+    snapshot_off: u64,
+    snapshot_writing: bool,
 }
 
 /// The effect of one validated write, applied after its batch is durable.
@@ -346,7 +352,10 @@ pub async fn serve(engine: Engine, boot: CoreBoot) {
         seqs: boot.seqs,
         wal_end: boot.wal_end,
         pending: Vec::new(),
+        snapshot_off: if boot.snapshot_due { u64::MAX } else { boot.snapshot_off },
+        snapshot_writing: false,
     }));
+    maybe_snapshot(&engine, core, &state);
     let wal_files = Rc::new(open_wal_files(&engine, core).await);
     monoio::spawn(sweep_leftovers(engine.clone(), core, state.clone(), std::time::SystemTime::now()));
     let (kick_tx, kick_rx) = flume::bounded::<()>(1);
@@ -429,6 +438,7 @@ async fn commit_loop(
             let Some((bytes, base, entries)) = batch else { break };
             let result = if bytes.is_empty() { Ok(()) } else { append_durably(&engine, &wal_files, bytes, base).await };
             let mut st = state.borrow_mut();
+            let applied = result.is_ok();
             for (effect, garbage, partition, reply) in entries {
                 match &result {
                     Ok(()) => {
@@ -440,6 +450,10 @@ async fn commit_loop(
                         let _ = reply.send(Err(EngineError::WriteQuorum { ok: *ok, needed: *needed }));
                     }
                 }
+            }
+            drop(st);
+            if applied {
+                maybe_snapshot(&engine, core, &state);
             }
         }
     }
@@ -581,6 +595,54 @@ async fn sweep_leftovers(engine: Engine, core: usize, state: Rc<RefCell<CoreStat
     }
 }
 
+/// Writes a snapshot of this core's index when enough log was appended since the last one
+/// (or when start-up asked for one). The index is encoded at once, at a batch boundary,
+/// so it matches the log offset exactly; the files are written by the blocking pool.
+fn maybe_snapshot(engine: &Engine, core: usize, state: &Rc<RefCell<CoreState>>) {
+    let mut st = state.borrow_mut();
+    let due =
+        st.snapshot_off == u64::MAX || st.wal_end.saturating_sub(st.snapshot_off) >= engine.snapshot_every_bytes();
+    if !due || st.snapshot_writing {
+        return;
+    }
+    let online: Vec<std::path::PathBuf> = engine
+        .drive_paths()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| engine.drive_online(*i))
+        .map(|(_, p)| p.clone())
+        .collect();
+    let wals = crate::wal::list_wals(&online);
+    let view = crate::snapshot::SnapshotView {
+        cores: engine.cores() as u16,
+        core: core as u16,
+        wal_off: st.wal_end,
+        wal_lens: crate::snapshot::wal_lengths(&online, &wals),
+        seqs: &st.seqs,
+        buckets: if core == 0 { engine.list_buckets() } else { Vec::new() },
+        objects: &st.objects,
+        uploads: &st.uploads,
+    };
+    let bytes = crate::snapshot::encode(&view);
+    st.snapshot_off = st.wal_end;
+    st.snapshot_writing = true;
+    drop(st);
+    let state = state.clone();
+    monoio::spawn(async move {
+        let job = move || {
+            for drive in &online {
+                if let Err(err) = crate::snapshot::write(drive, core as u16, &bytes) {
+                    eprintln!("ferrite: drive {}: cannot write index snapshot: {err}", drive.display());
+                }
+            }
+        };
+        if monoio::spawn_blocking(job).await.is_err() {
+            eprintln!("ferrite: core {core}: index snapshot task was lost");
+        }
+        state.borrow_mut().snapshot_writing = false;
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,7 +666,15 @@ mod tests {
         }
         // A neighbouring bucket must never leak into listings of "b".
         objects.insert(("c".to_owned(), "a".to_owned()), meta.clone());
-        CoreState { objects, uploads: BTreeMap::new(), seqs: HashMap::new(), wal_end: 0, pending: Vec::new() }
+        CoreState {
+            objects,
+            uploads: BTreeMap::new(),
+            seqs: HashMap::new(),
+            wal_end: 0,
+            pending: Vec::new(),
+            snapshot_off: 0,
+            snapshot_writing: false,
+        }
     }
 
     /// The S3 listing semantics, written the obvious way.

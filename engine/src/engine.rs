@@ -15,7 +15,8 @@ use crate::erasure::Layout;
 use crate::error::{EngineError, Result};
 use crate::format::{open_drives, partition_dir_name, random_id, DriveSet};
 use crate::meta::{DataLoc, ObjectMeta, PartMeta, UploadMeta};
-use crate::wal::{list_wals, replay, Record, BUCKET_PARTITION};
+use crate::snapshot;
+use crate::wal::{list_wals, replay, Record, Replayed, BUCKET_PARTITION};
 
 /// Objects up to this size are stored inside their metadata record (no data files).
 pub const INLINE_BYTES_MAX: usize = 128 << 10;
@@ -26,6 +27,146 @@ pub struct EngineConfig {
     pub drives: Vec<PathBuf>,
     pub parity: Option<usize>,
     pub cores: usize,
+    /// Each core snapshots its index after appending this many log bytes.
+    pub snapshot_every_bytes: u64,
+}
+
+/// Default for `EngineConfig::snapshot_every_bytes`: start-up replays at most about this
+/// much log per core.
+pub const SNAPSHOT_EVERY_BYTES_DEFAULT: u64 = 64 << 20;
+
+/// The core that owns a partition (bucket records belong to core 0).
+pub fn owner_of(partition: u16, cores: usize) -> usize {
+    if partition == BUCKET_PARTITION {
+        0
+    } else {
+        partition as usize % cores
+    }
+}
+
+/// Per-core indexes, where each core's log ends, and how many records were replayed.
+type StartupIndex = (Vec<IndexBuild>, HashMap<u16, u64>, usize);
+
+/// One core's share of the index while start-up builds it.
+#[derive(Default)]
+struct IndexBuild {
+    objects: BTreeMap<ObjectKey, ObjectMeta>,
+    uploads: BTreeMap<UploadKey, UploadMeta>,
+    buckets: BTreeMap<String, i64>,
+    seqs: HashMap<u16, u64>,
+    snapshot_off: u64,
+}
+
+impl IndexBuild {
+    /// Applies one record; records of a partition must come in sequence order.
+    fn apply(&mut self, r: Replayed) {
+        self.seqs.insert(r.partition, r.seq);
+        match r.record {
+            Record::Put { bucket, key, meta, completes_upload, .. } => {
+                if let Some(id) = completes_upload {
+                    self.uploads.remove(&(bucket.clone(), key.clone(), id));
+                }
+                self.objects.insert((bucket, key), meta);
+            }
+            Record::Delete { bucket, key } => {
+                self.objects.remove(&(bucket, key));
+            }
+            Record::UploadCreate { bucket, key, upload_id, upload } => {
+                self.uploads.insert((bucket, key, upload_id), upload);
+            }
+            Record::UploadPart { bucket, key, upload_id, part_number, part } => {
+                if let Some(upload) = self.uploads.get_mut(&(bucket, key, upload_id)) {
+                    upload.parts.insert(part_number, part);
+                }
+            }
+            Record::UploadAbort { bucket, key, upload_id } => {
+                self.uploads.remove(&(bucket, key, upload_id));
+            }
+            Record::BucketCreate { name, created_ms } => {
+                self.buckets.insert(name, created_ms);
+            }
+            Record::BucketDelete { name } => {
+                self.buckets.remove(&name);
+            }
+        }
+    }
+}
+
+/// Replays every log from the start and splits the index between the cores.
+fn full_replay(online: &[PathBuf], cores: usize, partitions: u16, wals: &[u16]) -> Result<StartupIndex> {
+    let mut replayed = Vec::new();
+    let mut wal_ends = HashMap::new();
+    for wal in wals {
+        let (records, end) = replay(online, *wal, 0)?;
+        wal_ends.insert(*wal, end);
+        replayed.extend(records);
+    }
+    let count = replayed.len();
+    replayed.sort_by_key(|r| (r.partition, r.seq));
+    let mut all = IndexBuild::default();
+    for r in replayed {
+        all.apply(r);
+    }
+    let mut indexes: Vec<IndexBuild> = (0..cores).map(|_| IndexBuild::default()).collect();
+    let partitions_of = |bucket: &str, key: &str| partition_for(bucket, key, partitions);
+    for (partition, seq) in all.seqs {
+        indexes[owner_of(partition, cores)].seqs.insert(partition, seq);
+    }
+    for (key, meta) in all.objects {
+        indexes[owner_of(partitions_of(&key.0, &key.1), cores)].objects.insert(key, meta);
+    }
+    for (key, upload) in all.uploads {
+        indexes[owner_of(partitions_of(&key.0, &key.1), cores)].uploads.insert(key, upload);
+    }
+    indexes[0].buckets = all.buckets;
+    Ok((indexes, wal_ends, count))
+}
+
+/// Loads every core's snapshot and replays only the log written after it. None when the
+/// snapshots cannot be trusted (missing, written with another executor count, or a log
+/// grew behind them); start-up then replays everything.
+fn from_snapshots(online: &[PathBuf], cores: usize, wals: &[u16]) -> Result<Option<StartupIndex>> {
+    let mut snaps = Vec::new();
+    for core in 0..cores {
+        match snapshot::read_latest(online, core as u16) {
+            Some(snap) if snap.cores as usize == cores => snaps.push(snap),
+            _ => return Ok(None),
+        }
+    }
+    // Logs no current core appends to must not have grown since the snapshots.
+    for (wal, len) in snapshot::wal_lengths(online, wals) {
+        if wal as usize >= cores {
+            let recorded = snaps[0].wal_lens.iter().find(|(w, _)| *w == wal).map(|(_, l)| *l).unwrap_or(0);
+            if len > recorded {
+                return Ok(None);
+            }
+        }
+    }
+    let mut indexes = Vec::new();
+    let mut wal_ends = HashMap::new();
+    let mut tail = 0;
+    for (core, snap) in snaps.into_iter().enumerate() {
+        let (records, end) = replay(online, core as u16, snap.wal_off)?;
+        let mut index = IndexBuild {
+            objects: snap.objects,
+            uploads: snap.uploads,
+            buckets: if core == 0 { snap.buckets } else { BTreeMap::new() },
+            seqs: snap.seqs,
+            snapshot_off: snap.wal_off,
+        };
+        for r in records {
+            // A record for a partition this core does not own was written by a process
+            // with another executor count: the snapshots do not cover it.
+            if owner_of(r.partition, cores) != core {
+                return Ok(None);
+            }
+            tail += 1;
+            index.apply(r);
+        }
+        wal_ends.insert(core as u16, end);
+        indexes.push(index);
+    }
+    Ok(Some((indexes, wal_ends, tail)))
 }
 
 #[derive(Clone, Debug)]
@@ -74,6 +215,8 @@ struct Shared {
     /// Bucket name -> creation time. Written only by bucket create/delete (rare); read on
     /// every request. A known exception to "no locks on the hot path" (ARCHITECTURE.md).
     buckets: RwLock<BTreeMap<String, i64>>,
+    snapshot_every_bytes: u64,
+    startup: String,
 }
 
 #[derive(Clone)]
@@ -81,6 +224,15 @@ pub struct Engine(Arc<Shared>);
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The partition of a key: fixed at format time, never re-hashed.
+pub fn partition_for(bucket: &str, key: &str, partitions: u16) -> u16 {
+    let mut buf = Vec::with_capacity(bucket.len() + key.len() + 1);
+    buf.extend_from_slice(bucket.as_bytes());
+    buf.push(b'/');
+    buf.extend_from_slice(key.as_bytes());
+    (xxh3_64(&buf) % partitions as u64) as u16
 }
 
 async fn ask<T>(tx: &flume::Sender<MetaReq>, make: impl FnOnce(Reply<T>) -> MetaReq) -> Result<T> {
@@ -95,83 +247,64 @@ impl Engine {
     pub fn open(config: EngineConfig) -> Result<(Engine, Vec<CoreBoot>)> {
         let drives = open_drives(&config.drives, config.parity)?;
         let cores = config.cores.max(1);
-        let online_paths: Vec<PathBuf> =
+        let online: Vec<PathBuf> =
             drives.paths.iter().zip(&drives.online).filter(|(_, on)| **on).map(|(p, _)| p.clone()).collect();
-        let mut replayed = Vec::new();
-        let mut wal_ends: HashMap<u16, u64> = HashMap::new();
-        for wal in list_wals(&online_paths) {
-            let (records, end) = replay(&online_paths, wal)?;
-            wal_ends.insert(wal, end);
-            replayed.extend(records);
-        }
-        replayed.sort_by_key(|r| (r.partition, r.seq));
-        let mut objects: BTreeMap<ObjectKey, ObjectMeta> = BTreeMap::new();
-        let mut uploads: BTreeMap<UploadKey, UploadMeta> = BTreeMap::new();
-        let mut buckets = BTreeMap::new();
-        let mut seqs: HashMap<u16, u64> = HashMap::new();
-        for r in replayed {
-            seqs.insert(r.partition, r.seq);
-            match r.record {
-                Record::Put { bucket, key, meta, completes_upload, .. } => {
-                    if let Some(id) = completes_upload {
-                        uploads.remove(&(bucket.clone(), key.clone(), id));
-                    }
-                    objects.insert((bucket, key), meta);
-                }
-                Record::Delete { bucket, key } => {
-                    objects.remove(&(bucket, key));
-                }
-                Record::UploadCreate { bucket, key, upload_id, upload } => {
-                    uploads.insert((bucket, key, upload_id), upload);
-                }
-                Record::UploadPart { bucket, key, upload_id, part_number, part } => {
-                    if let Some(upload) = uploads.get_mut(&(bucket, key, upload_id)) {
-                        upload.parts.insert(part_number, part);
-                    }
-                }
-                Record::UploadAbort { bucket, key, upload_id } => {
-                    uploads.remove(&(bucket, key, upload_id));
-                }
-                Record::BucketCreate { name, created_ms } => {
-                    buckets.insert(name, created_ms);
-                }
-                Record::BucketDelete { name } => {
-                    buckets.remove(&name);
-                }
+        let wals = list_wals(&online);
+        let (indexes, wal_ends, startup, snapshot_due) = match from_snapshots(&online, cores, &wals)? {
+            Some((indexes, wal_ends, tail)) => {
+                (indexes, wal_ends, format!("index loaded from snapshots plus {tail} newer log records"), false)
             }
-        }
+            None => {
+                let (indexes, wal_ends, count) = full_replay(&online, cores, drives.format.partition_count, &wals)?;
+                (
+                    indexes,
+                    wal_ends,
+                    format!("index rebuilt from {count} log records (no usable snapshots)"),
+                    !wals.is_empty(),
+                )
+            }
+        };
         let partitions = drives.format.partition_count;
         let layout = Layout { data: drives.format.data_shards, parity: drives.format.parity_shards };
         let block_size = drives.format.block_size as usize;
         let mut senders = Vec::new();
-        let mut boots: Vec<CoreBoot> = (0..cores)
-            .map(|core| {
-                let (tx, rx) = flume::bounded(META_QUEUE_DEPTH);
-                senders.push(tx);
-                CoreBoot {
-                    core,
-                    rx,
-                    objects: BTreeMap::new(),
-                    uploads: BTreeMap::new(),
-                    seqs: HashMap::new(),
-                    wal_end: wal_ends.get(&(core as u16)).copied().unwrap_or(0),
-                }
-            })
-            .collect();
-        let engine =
-            Engine(Arc::new(Shared { drives, layout, block_size, partitions, senders, buckets: RwLock::new(buckets) }));
-        for (partition, seq) in seqs {
-            boots[engine.owner_of(partition)].seqs.insert(partition, seq);
+        let mut buckets = BTreeMap::new();
+        let mut boots = Vec::new();
+        for (core, index) in indexes.into_iter().enumerate() {
+            let (tx, rx) = flume::bounded(META_QUEUE_DEPTH);
+            senders.push(tx);
+            buckets.extend(index.buckets);
+            boots.push(CoreBoot {
+                core,
+                rx,
+                objects: index.objects,
+                uploads: index.uploads,
+                seqs: index.seqs,
+                wal_end: wal_ends.get(&(core as u16)).copied().unwrap_or(0),
+                snapshot_off: index.snapshot_off,
+                snapshot_due,
+            });
         }
-        for (key, meta) in objects {
-            let core = engine.owner_of(engine.partition_of(&key.0, &key.1));
-            boots[core].objects.insert(key, meta);
-        }
-        for (key, upload) in uploads {
-            let core = engine.owner_of(engine.partition_of(&key.0, &key.1));
-            boots[core].uploads.insert(key, upload);
-        }
-        Ok((engine, boots))
+        let shared = Shared {
+            drives,
+            layout,
+            block_size,
+            partitions,
+            senders,
+            buckets: RwLock::new(buckets),
+            snapshot_every_bytes: config.snapshot_every_bytes,
+            startup,
+        };
+        Ok((Engine(Arc::new(shared)), boots))
+    }
+
+    /// How start-up rebuilt the index, for the start-up log.
+    pub fn startup_note(&self) -> &str {
+        &self.0.startup
+    }
+
+    pub fn snapshot_every_bytes(&self) -> u64 {
+        self.0.snapshot_every_bytes
     }
 
     pub fn drives(&self) -> &DriveSet {
@@ -200,18 +333,11 @@ impl Engine {
     }
 
     pub fn partition_of(&self, bucket: &str, key: &str) -> u16 {
-        let mut buf = Vec::with_capacity(bucket.len() + key.len() + 1);
-        buf.extend_from_slice(bucket.as_bytes());
-        buf.push(b'/');
-        buf.extend_from_slice(key.as_bytes());
-        (xxh3_64(&buf) % self.0.partitions as u64) as u16
+        partition_for(bucket, key, self.0.partitions)
     }
 
     fn owner_of(&self, partition: u16) -> usize {
-        if partition == BUCKET_PARTITION {
-            return 0;
-        }
-        partition as usize % self.0.senders.len()
+        owner_of(partition, self.0.senders.len())
     }
 
     fn owner_tx(&self, bucket: &str, key: &str) -> (u16, &flume::Sender<MetaReq>) {

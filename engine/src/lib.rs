@@ -10,12 +10,14 @@ pub mod error;
 pub mod format;
 pub mod io;
 pub mod meta;
+pub mod snapshot;
 pub mod wal;
 
 pub use crate::core::{serve, CoreBoot};
 pub use crate::data::{DataWriter, Finished, ObjectReader};
 pub use crate::engine::{
     now_ms, Engine, EngineConfig, ListItem, ListPage, PutCondition, UploadSummary, INLINE_BYTES_MAX,
+    SNAPSHOT_EVERY_BYTES_DEFAULT,
 };
 pub use crate::error::{EngineError, Result};
 pub use crate::meta::{DataLoc, ObjectMeta, PartLoc, PartMeta, UploadMeta};

@@ -256,10 +256,10 @@ impl DriveLog {
     }
 }
 
-/// Reads log `wal` from every drive that has it, merging: at each offset the first drive
-/// with a valid record wins (drives that missed a batch have a hole there). Returns the
-/// records and the offset where the next append goes.
-pub fn replay(drives: &[PathBuf], wal: u16) -> Result<(Vec<Replayed>, u64)> {
+/// Reads log `wal` from `start` on every drive that has it, merging: at each offset the
+/// first drive with a valid record wins (drives that missed a batch have a hole there).
+/// Returns the records and the offset where the next append goes.
+pub fn replay(drives: &[PathBuf], wal: u16, start: u64) -> Result<(Vec<Replayed>, u64)> {
     let mut logs: Vec<DriveLog> = drives
         .iter()
         .filter_map(|drive| {
@@ -271,7 +271,7 @@ pub fn replay(drives: &[PathBuf], wal: u16) -> Result<(Vec<Replayed>, u64)> {
     // Longest copy first: it is the most likely to have every record.
     logs.sort_by_key(|log| std::cmp::Reverse(log.len));
     let mut out = Vec::new();
-    let mut off = 0u64;
+    let mut off = start;
     'records: loop {
         for log in logs.iter_mut() {
             let Some(header) = log.get(off, RECORD_HEADER_BYTES) else { continue };
@@ -366,7 +366,7 @@ mod tests {
         holed[start + 20] ^= 0xFF;
         fs::write(wal_path(&drives[1], 0), &holed).unwrap();
         fs::write(wal_path(&drives[2], 0), &bytes[..bytes.len() - 3]).unwrap();
-        let (got, end) = replay(&drives[1..], 0).unwrap();
+        let (got, end) = replay(&drives[1..], 0, 0).unwrap();
         // Drive 2 is torn at the tail and drive 1 corrupt at record 1: merged still has all.
         assert_eq!(got.len(), 4);
         assert_eq!(end, bytes.len() as u64);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ferrite_engine::{io::set_io_mode, CoreBoot, Engine, EngineConfig};
+use ferrite_engine::{io::set_io_mode, CoreBoot, Engine, EngineConfig, SNAPSHOT_EVERY_BYTES_DEFAULT};
 use ferrite_s3::{serve_connection, Config, Ctx};
 use rustls as rustls_config;
 
@@ -30,7 +30,9 @@ const USAGE: &str = "usage: ferrite server [--address HOST:PORT] [--parity N] [-
 environment: FERRITE_ROOT_USER / FERRITE_ROOT_PASSWORD (default ferriteadmin / ferriteadmin),
              FERRITE_IO=blocking forces the thread-pool disk I/O path instead of io_uring,
              FERRITE_MEMORY_BUDGET_MIB bounds object data in flight (default 1024); beyond
-             it requests wait, then get 503 SlowDown.";
+             it requests wait, then get 503 SlowDown. FERRITE_CORES sets the executor count
+             (default: all cores); FERRITE_SNAPSHOT_BYTES how much metadata log each core
+             appends between index snapshots (default 64 MiB).";
 
 struct Args {
     address: String,
@@ -110,13 +112,18 @@ fn run(args: Args) -> Result<(), String> {
              using epoll for the network and a thread pool for disk I/O"
         );
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let (engine, boots) = Engine::open(EngineConfig { drives: args.drives.clone(), parity: args.parity, cores })
-        .map_err(|e| e.to_string())?;
+    let cores = match env_number("FERRITE_CORES") {
+        Some(n) if n > 0 => n as usize,
+        _ => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    let snapshot_every_bytes = env_number("FERRITE_SNAPSHOT_BYTES").unwrap_or(SNAPSHOT_EVERY_BYTES_DEFAULT);
+    let config = EngineConfig { drives: args.drives.clone(), parity: args.parity, cores, snapshot_every_bytes };
+    let (engine, boots) = Engine::open(config).map_err(|e| e.to_string())?;
     let drives = engine.drives();
     for note in &drives.notes {
         println!("ferrite: {note}");
     }
+    println!("ferrite: {}", engine.startup_note());
     for (i, path) in drives.paths.iter().enumerate() {
         println!("ferrite: drive {} {} {}", i + 1, path.display(), if drives.online[i] { "online" } else { "MISSING" });
     }
@@ -166,9 +173,13 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 /// FERRITE_MEMORY_BUDGET_MIB, default 1 GiB: object data in flight across all cores.
 fn memory_budget_mib() -> usize {
-    std::env::var("FERRITE_MEMORY_BUDGET_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(MEMORY_BUDGET_MIB_DEFAULT)
+    env_number("FERRITE_MEMORY_BUDGET_MIB").map(|n| n as usize).unwrap_or(MEMORY_BUDGET_MIB_DEFAULT)
 }
 
 fn run_core(

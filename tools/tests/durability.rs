@@ -137,3 +137,57 @@ async fn start_up_sweep_reclaims_orphaned_data_files_only() {
     }
     assert_eq!(get(&server.client(), "sweep", "kept").await, Some(body));
 }
+
+/// Index snapshots: start-up loads them and replays only the newer log; a different
+/// executor count makes start-up replay everything, and partitions move between cores
+/// without losing anything.
+#[tokio::test]
+async fn snapshots_log_tails_and_executor_count_changes_keep_every_object() {
+    let small_snapshots = ("FERRITE_SNAPSHOT_BYTES", "2000");
+    let mut server = Server::start_with(4, &[], &[("FERRITE_CORES", "2"), small_snapshots]);
+    let mut expected: HashMap<String, Vec<u8>> = HashMap::new();
+    let c = server.client();
+    c.create_bucket().bucket("snap").send().await.unwrap();
+    let upload = c.create_multipart_upload().bucket("snap").key("pending").send().await.unwrap();
+    let upload_id = upload.upload_id().unwrap().to_owned();
+    c.upload_part()
+        .bucket("snap")
+        .key("pending")
+        .upload_id(&upload_id)
+        .part_number(1)
+        .body(ByteStream::from(bytes(6 << 20, 1)))
+        .send()
+        .await
+        .unwrap();
+    let steps: [(&str, &str, &str); 5] = [
+        ("2", "snapshots", "after snapshots were written"),
+        ("2", "snapshots", "after more writes since the snapshots"),
+        ("1", "rebuilt", "with one executor instead of two"),
+        ("3", "rebuilt", "with three executors"),
+        ("3", "snapshots", "with three executors again"),
+    ];
+    for (round, (cores, how, when)) in (0u64..).zip(steps) {
+        // Writes, overwrites and deletes, then a kill -9.
+        let c = server.client();
+        for i in 0..25u64 {
+            let key = format!("r{round}-{i}");
+            let body = bytes(if i % 5 == 0 { 300_000 } else { 2_000 }, round * 100 + i);
+            c.put_object().bucket("snap").key(&key).body(ByteStream::from(body.clone())).send().await.unwrap();
+            expected.insert(key, body);
+        }
+        c.delete_object().bucket("snap").key(format!("r{round}-3")).send().await.unwrap();
+        expected.remove(&format!("r{round}-3"));
+        server = server.restart_with(&[("FERRITE_CORES", cores), small_snapshots]);
+        assert!(server.index_note().contains(how), "{when}: {:?}", server.startup);
+        let c = server.client();
+        for (key, body) in &expected {
+            assert_eq!(get(&c, "snap", key).await.as_ref(), Some(body), "{key} {when}");
+        }
+        let listed = c.list_objects_v2().bucket("snap").send().await.unwrap();
+        assert_eq!(listed.key_count(), Some(expected.len() as i32), "{when}");
+        let uploads = c.list_multipart_uploads().bucket("snap").send().await.unwrap();
+        assert_eq!(uploads.uploads().len(), 1, "{when}");
+        let parts = c.list_parts().bucket("snap").key("pending").upload_id(&upload_id).send().await.unwrap();
+        assert_eq!(parts.parts().len(), 1, "{when}");
+    }
+}

@@ -18,6 +18,8 @@ pub struct Server {
     pub addr: String,
     pub root: PathBuf,
     pub drives: Vec<PathBuf>,
+    /// What the server printed before it listened (drives, layout, how the index was built).
+    pub startup: Vec<String>,
 }
 
 fn unique_dir() -> PathBuf {
@@ -55,15 +57,17 @@ impl Server {
             .expect("start ferrite");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut startup = Vec::new();
         let addr = loop {
             let line = lines.next().expect("ferrite exited before listening").expect("read stdout");
             if let Some(rest) = line.strip_prefix("ferrite: listening on http://") {
                 break rest.trim().to_owned();
             }
+            startup.push(line);
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, endpoint: format!("http://{addr}"), addr, root, drives }
+        Server { child, endpoint: format!("http://{addr}"), addr, root, drives, startup }
     }
 
     pub fn client(&self) -> aws_sdk_s3::Client {
@@ -76,12 +80,22 @@ impl Server {
     }
 
     /// Kills the server (SIGKILL) and starts it again on the same drives.
-    pub fn restart(mut self) -> Server {
+    pub fn restart(self) -> Server {
+        self.restart_with(&[])
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same drives with `envs`.
+    pub fn restart_with(mut self, envs: &[(&str, &str)]) -> Server {
         self.kill();
         let root = std::mem::take(&mut self.root);
         let drives = std::mem::take(&mut self.drives);
         std::mem::forget(self);
-        Server::start_on(root, drives)
+        Server::launch(root, drives, &[], envs)
+    }
+
+    /// The start-up line that says how the index was built.
+    pub fn index_note(&self) -> &str {
+        self.startup.iter().find(|l| l.contains("index")).map(String::as_str).unwrap_or("")
     }
 }
 

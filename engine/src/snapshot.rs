@@ -1,0 +1,244 @@
+//! Index snapshots. Each core writes `meta/snap-<core>.bin` on every drive every
+//! `snapshot_every_bytes` of log it appends: its whole index (objects, uploads, per-partition
+//! sequence numbers; core 0 adds the buckets) as of an offset of its log. Start-up loads the
+//! snapshots and replays only the log written after them, instead of every record ever
+//! written. The log stays the source of truth: a snapshot is written to a temporary file,
+//! synced and renamed into place, carries a checksum, and is only trusted when the
+//! executor count is unchanged and no log grew behind it (see `Engine::open`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::core::{ObjectKey, UploadKey};
+use crate::error::{EngineError, Result};
+use crate::meta::{Dec, Enc, ObjectMeta, PartMeta, UploadMeta};
+
+const SNAPSHOT_MAGIC: u32 = 0x504E_5346; // "FSNP"
+const SNAPSHOT_VERSION: u32 = 1;
+
+pub struct Snapshot {
+    /// Executor count of the process that wrote it.
+    pub cores: u16,
+    pub core: u16,
+    /// The snapshot reflects every record of this core's log below this offset.
+    pub wal_off: u64,
+    /// Byte length of every log file when the snapshot was taken.
+    pub wal_lens: Vec<(u16, u64)>,
+    pub seqs: HashMap<u16, u64>,
+    pub buckets: BTreeMap<String, i64>,
+    pub objects: BTreeMap<ObjectKey, ObjectMeta>,
+    pub uploads: BTreeMap<UploadKey, UploadMeta>,
+}
+
+pub fn snapshot_path(drive: &Path, core: u16) -> PathBuf {
+    drive.join("meta").join(format!("snap-{core}.bin"))
+}
+
+/// What a snapshot is made of, borrowed from the live state.
+pub struct SnapshotView<'a> {
+    pub cores: u16,
+    pub core: u16,
+    pub wal_off: u64,
+    pub wal_lens: Vec<(u16, u64)>,
+    pub seqs: &'a HashMap<u16, u64>,
+    pub buckets: Vec<(String, i64)>,
+    pub objects: &'a BTreeMap<ObjectKey, ObjectMeta>,
+    pub uploads: &'a BTreeMap<UploadKey, UploadMeta>,
+}
+
+pub fn encode(view: &SnapshotView) -> Vec<u8> {
+    let mut enc = Enc::default();
+    enc.u32(SNAPSHOT_MAGIC);
+    enc.u32(SNAPSHOT_VERSION);
+    enc.u16(view.cores);
+    enc.u16(view.core);
+    enc.u64(view.wal_off);
+    enc.u32(view.wal_lens.len() as u32);
+    for (wal, len) in &view.wal_lens {
+        enc.u16(*wal);
+        enc.u64(*len);
+    }
+    enc.u32(view.seqs.len() as u32);
+    for (partition, seq) in view.seqs {
+        enc.u16(*partition);
+        enc.u64(*seq);
+    }
+    enc.u32(view.buckets.len() as u32);
+    for (name, created) in &view.buckets {
+        enc.str(name);
+        enc.i64(*created);
+    }
+    enc.u64(view.objects.len() as u64);
+    for ((bucket, key), meta) in view.objects {
+        enc.str(bucket);
+        enc.str(key);
+        meta.encode(&mut enc, false);
+    }
+    enc.u64(view.uploads.len() as u64);
+    for ((bucket, key, id), upload) in view.uploads {
+        enc.str(bucket);
+        enc.str(key);
+        enc.str(id);
+        enc.i64(upload.initiated_ms);
+        enc.pairs(&upload.headers);
+        enc.str(upload.checksum_algorithm.as_deref().unwrap_or(""));
+        enc.u32(upload.parts.len() as u32);
+        for (number, part) in &upload.parts {
+            enc.u32(*number);
+            part.encode(&mut enc);
+        }
+    }
+    let sum = xxh3_64(&enc.0);
+    enc.u64(sum);
+    enc.0
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
+    let corrupt = |what: &str| EngineError::Corrupt(format!("snapshot: {what}"));
+    if bytes.len() < 8 {
+        return Err(corrupt("too short"));
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 8);
+    if xxh3_64(body).to_le_bytes() != sum {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut dec = Dec::new(body);
+    if dec.u32()? != SNAPSHOT_MAGIC || dec.u32()? != SNAPSHOT_VERSION {
+        return Err(corrupt("unknown magic or version"));
+    }
+    let cores = dec.u16()?;
+    let core = dec.u16()?;
+    let wal_off = dec.u64()?;
+    let n = dec.u32()? as usize;
+    let mut wal_lens = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        wal_lens.push((dec.u16()?, dec.u64()?));
+    }
+    let n = dec.u32()? as usize;
+    let mut seqs = HashMap::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        seqs.insert(dec.u16()?, dec.u64()?);
+    }
+    let n = dec.u32()? as usize;
+    let mut buckets = BTreeMap::new();
+    for _ in 0..n {
+        buckets.insert(dec.str()?, dec.i64()?);
+    }
+    let n = dec.u64()?;
+    let mut objects = BTreeMap::new();
+    for _ in 0..n {
+        let key = (dec.str()?, dec.str()?);
+        let (meta, _) = ObjectMeta::decode(&mut dec)?;
+        objects.insert(key, meta);
+    }
+    let n = dec.u64()?;
+    let mut uploads = BTreeMap::new();
+    for _ in 0..n {
+        let key = (dec.str()?, dec.str()?, dec.str()?);
+        let initiated_ms = dec.i64()?;
+        let headers = dec.pairs()?;
+        let algo = dec.str()?;
+        let mut parts = BTreeMap::new();
+        for _ in 0..dec.u32()? {
+            parts.insert(dec.u32()?, PartMeta::decode(&mut dec)?);
+        }
+        let upload =
+            UploadMeta { initiated_ms, headers, checksum_algorithm: (!algo.is_empty()).then_some(algo), parts };
+        uploads.insert(key, upload);
+    }
+    Ok(Snapshot { cores, core, wal_off, wal_lens, seqs, buckets, objects, uploads })
+}
+
+/// The newest valid snapshot of `core` on any of the drives.
+pub fn read_latest(drives: &[PathBuf], core: u16) -> Option<Snapshot> {
+    drives
+        .iter()
+        .filter_map(|drive| fs::read(snapshot_path(drive, core)).ok())
+        .filter_map(|bytes| decode(&bytes).ok())
+        .filter(|snap| snap.core == core)
+        .max_by_key(|snap| snap.wal_off)
+}
+
+/// Writes the snapshot on one drive: temporary file, fdatasync, rename, directory fsync.
+pub fn write(drive: &Path, core: u16, bytes: &[u8]) -> std::io::Result<()> {
+    let path = snapshot_path(drive, core);
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    fs::rename(&tmp, &path)?;
+    fs::File::open(drive.join("meta"))?.sync_all()
+}
+
+/// Current byte length of each log file (the longest copy).
+pub fn wal_lengths(drives: &[PathBuf], wals: &[u16]) -> Vec<(u16, u64)> {
+    wals.iter()
+        .map(|wal| {
+            let len = drives
+                .iter()
+                .filter_map(|d| fs::metadata(crate::wal::wal_path(d, *wal)).ok())
+                .map(|m| m.len())
+                .max()
+                .unwrap_or(0);
+            (*wal, len)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{DataLoc, PartLoc};
+
+    #[test]
+    fn round_trip_and_corruption_is_detected() {
+        let meta = ObjectMeta {
+            size: 9,
+            etag: "e".into(),
+            mtime_ms: 3,
+            headers: vec![("content-type".into(), "x/y".into())],
+            checksum: None,
+            tags: vec![("t".into(), "v".into())],
+            part_sizes: vec![4, 5],
+            data: DataLoc::Parts(vec![PartLoc { file_id: 1, size: 4 }, PartLoc { file_id: 2, size: 5 }]),
+        };
+        let mut objects = BTreeMap::new();
+        objects.insert(("b".to_owned(), "k".to_owned()), meta.clone());
+        let mut uploads = BTreeMap::new();
+        let mut parts = BTreeMap::new();
+        parts.insert(2, PartMeta { file_id: 7, size: 1, etag: "p".into(), mtime_ms: 1, checksum: None });
+        uploads.insert(
+            ("b".to_owned(), "u".to_owned(), "id".to_owned()),
+            UploadMeta { initiated_ms: 1, headers: vec![], checksum_algorithm: Some("CRC32".into()), parts },
+        );
+        let seqs: HashMap<u16, u64> = [(3u16, 10u64)].into_iter().collect();
+        let view = SnapshotView {
+            cores: 2,
+            core: 1,
+            wal_off: 4096,
+            wal_lens: vec![(0, 10), (1, 4096)],
+            seqs: &seqs,
+            buckets: vec![("b".into(), 5)],
+            objects: &objects,
+            uploads: &uploads,
+        };
+        let bytes = encode(&view);
+        let snap = decode(&bytes).unwrap();
+        assert_eq!((snap.cores, snap.core, snap.wal_off), (2, 1, 4096));
+        assert_eq!(snap.wal_lens, vec![(0, 10), (1, 4096)]);
+        assert_eq!(snap.objects, objects);
+        assert_eq!(snap.uploads, uploads);
+        assert_eq!(snap.seqs, seqs);
+        assert_eq!(snap.buckets.get("b"), Some(&5));
+        for i in [0, 10, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            assert!(decode(&bad).is_err(), "flip at {i} not detected");
+        }
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+}
