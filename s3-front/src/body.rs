@@ -332,14 +332,12 @@ mod tests {
         (out, mode)
     }
 
+    /// The payload and the trailers the server decoded.
+    type Decoded = (Vec<u8>, Vec<(String, String)>);
+
     /// Sends `wire` over loopback in pieces of `write_size` and decodes it with the server's
     /// HTTP and body layers.
-    fn decode(
-        wire: Vec<u8>,
-        mode: Mode,
-        write_size: usize,
-        decoded_len: u64,
-    ) -> S3Result<(Vec<u8>, Vec<(String, String)>)> {
+    fn decode(wire: Vec<u8>, mode: Mode, write_size: usize, decoded_len: u64) -> S3Result<Decoded> {
         let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().unwrap();
         rt.block_on(async move {
             let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
