@@ -17,7 +17,9 @@ const MEMORY_BUDGET_MIB_DEFAULT: usize = 1024;
 /// Threads for blocking disk I/O when io_uring is unavailable (per core).
 const BLOCKING_THREADS_PER_CORE: usize = 4;
 
-const USAGE: &str = "usage: ferrite server [--address HOST:PORT] [--parity N] [--domain DOMAIN] DRIVE...
+const USAGE: &str = "usage: ferrite server ... | ferrite bench OP ... (see `ferrite bench`)
+
+usage: ferrite server [--address HOST:PORT] [--parity N] [--domain DOMAIN] DRIVE...
 
   DRIVE...          one directory = a single drive without parity; four or more are
                     erasure coded. `/data/d{1...4}` expands to /data/d1 .. /data/d4.
@@ -81,8 +83,20 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(out)
 }
 
+mod bench;
+
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("bench") {
+        return match bench::run(&argv[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("ferrite bench: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = match parse_args(argv.into_iter()) {
         Ok(args) => args,
         Err(message) => {
             eprintln!("{message}");
