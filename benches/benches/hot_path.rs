@@ -1,0 +1,219 @@
+//! Criterion benches of every hot-path stage on one core: SigV4, MD5, the S3 checksums,
+//! the block checksum, AEAD, Reed-Solomon, the fused block pipeline, HTTP parsing and
+//! ListObjects XML. Run: `cargo bench -p ferrite-benches --bench hot_path`.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ferrite_benches::bytes;
+use ferrite_engine::erasure::{Coder, Layout};
+use ferrite_s3::checksum::{Algorithm, Hasher};
+use ferrite_s3::sigv4::{self, Credentials, Scope, SignedRequest};
+
+const MIB: usize = 1 << 20;
+
+fn digests(c: &mut Criterion) {
+    let data = bytes(MIB, 1);
+    let mut g = c.benchmark_group("digest_1MiB");
+    g.throughput(Throughput::Bytes(MIB as u64));
+    g.bench_function("md5 (ETag)", |b| b.iter(|| <md5::Md5 as md5::Digest>::digest(&data)));
+    g.bench_function("xxh3-64 (block checksum)", |b| b.iter(|| xxhash_rust::xxh3::xxh3_64(&data)));
+    for algorithm in Algorithm::ALL {
+        g.bench_function(algorithm.name(), |b| {
+            b.iter(|| {
+                let mut h = Hasher::new(algorithm);
+                h.update(&data);
+                h.finish_bytes()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn aead(c: &mut Criterion) {
+    use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
+    let data = bytes(MIB, 2);
+    let mut g = c.benchmark_group("aead_1MiB");
+    g.throughput(Throughput::Bytes(MIB as u64));
+    for (name, alg) in [("AES-256-GCM", &AES_256_GCM), ("ChaCha20-Poly1305", &CHACHA20_POLY1305)] {
+        let key = LessSafeKey::new(UnboundKey::new(alg, &[7u8; 32]).expect("32-byte key"));
+        g.bench_function(format!("{name} seal"), |b| {
+            b.iter(|| {
+                let mut buf = data.clone();
+                let nonce = Nonce::assume_unique_for_key([1u8; 12]);
+                key.seal_in_place_append_tag(nonce, Aad::empty(), &mut buf).expect("seal");
+                buf
+            })
+        });
+        let mut sealed = data.clone();
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key([1u8; 12]), Aad::empty(), &mut sealed).expect("seal");
+        g.bench_function(format!("{name} open"), |b| {
+            b.iter(|| {
+                let mut buf = sealed.clone();
+                let nonce = Nonce::assume_unique_for_key([1u8; 12]);
+                key.open_in_place(nonce, Aad::empty(), &mut buf).expect("open").len()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn erasure(c: &mut Criterion) {
+    let block = bytes(MIB, 3);
+    let mut g = c.benchmark_group("erasure_1MiB_block");
+    g.throughput(Throughput::Bytes(MIB as u64));
+    for (k, m) in [(2, 2), (4, 2), (8, 4), (12, 4)] {
+        let layout = Layout { data: k, parity: m };
+        let shard = layout.shard_size(MIB);
+        // Equal, zero-padded shards (1 MiB does not divide by every k).
+        let originals: Vec<Vec<u8>> = (0..k)
+            .map(|i| {
+                let mut s = vec![0u8; shard];
+                let part = &block[(i * shard).min(MIB)..((i + 1) * shard).min(MIB)];
+                s[..part.len()].copy_from_slice(part);
+                s
+            })
+            .collect();
+        g.bench_with_input(BenchmarkId::new("reed-solomon-simd encode", format!("{k}+{m}")), &(), |b, _| {
+            b.iter(|| reed_solomon_simd::encode(k, m, &originals).expect("encode"))
+        });
+        // The fused stage Ferrite runs per block: copy into aligned frames, RS, xxh3 per frame.
+        let mut coder = Coder::new(layout);
+        g.bench_with_input(BenchmarkId::new("fused frames (copy+RS+xxh3)", format!("{k}+{m}")), &(), |b, _| {
+            b.iter(|| coder.encode(&block).expect("encode"))
+        });
+        // Reconstruct with the first `m` data shards lost.
+        let frames = coder.encode(&block).expect("encode");
+        g.bench_with_input(
+            BenchmarkId::new("reconstruct, parity-many data shards lost", format!("{k}+{m}")),
+            &(),
+            |b, _| {
+                b.iter(|| {
+                    let shards: Vec<Option<ferrite_engine::aligned::AlignedBuf>> = frames
+                        .iter()
+                        .enumerate()
+                        .map(|(i, f)| {
+                            (i >= m).then(|| {
+                                let mut copy = ferrite_engine::aligned::AlignedBuf::zeroed(f.len());
+                                copy.as_mut_slice().copy_from_slice(f.as_slice());
+                                copy
+                            })
+                        })
+                        .collect();
+                    let mut out = Vec::new();
+                    coder.decode(&shards, MIB, &mut out).expect("decode");
+                    out
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+/// The CPU work of a signed single PUT per MiB: payload SHA-256, MD5, CRC32 (the default
+/// checksum of current SDKs), then the fused frames.
+fn put_pipeline(c: &mut Criterion) {
+    let block = bytes(MIB, 4);
+    let mut coder = Coder::new(Layout { data: 2, parity: 2 });
+    let mut g = c.benchmark_group("put_pipeline_1MiB");
+    g.throughput(Throughput::Bytes(MIB as u64));
+    g.bench_function("sha256+md5+crc32+frames 2+2", |b| {
+        b.iter(|| {
+            let sha = sigv4::sha256_hex(&block);
+            let md5 = <md5::Md5 as md5::Digest>::digest(&block);
+            let mut crc = Hasher::new(Algorithm::Crc32);
+            crc.update(&block);
+            (sha, md5, crc.finish_bytes(), coder.encode(&block).expect("encode").len())
+        })
+    });
+    g.bench_function("unsigned: md5+crc32+frames 2+2", |b| {
+        b.iter(|| {
+            let md5 = <md5::Md5 as md5::Digest>::digest(&block);
+            let mut crc = Hasher::new(Algorithm::Crc32);
+            crc.update(&block);
+            (md5, crc.finish_bytes(), coder.encode(&block).expect("encode").len())
+        })
+    });
+    g.finish();
+}
+
+struct OneUser;
+impl Credentials for OneUser {
+    fn secret_for(&self, _: &str) -> Option<String> {
+        Some("secret-key-of-forty-characters-length-x".into())
+    }
+}
+
+fn signatures(c: &mut Criterion) {
+    let amz = "20261125T120000Z";
+    let now = sigv4::parse_amz_date(amz).expect("date");
+    let scope = Scope {
+        access_key: "AK".into(),
+        date: "20261125".into(),
+        region: "us-east-1".into(),
+        amz_date: amz.into(),
+        key: sigv4::signing_key("secret-key-of-forty-characters-length-x", "20261125", "us-east-1"),
+    };
+    let headers: Vec<(String, String)> = [
+        ("host", "127.0.0.1:9000"),
+        ("x-amz-content-sha256", sigv4::UNSIGNED_PAYLOAD),
+        ("x-amz-date", amz),
+        ("content-type", "application/octet-stream"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let req = SignedRequest { method: "PUT", path: "/bucket/some/object/key.bin", query: &[], headers: &headers };
+    let signed = ["content-type", "host", "x-amz-content-sha256", "x-amz-date"];
+    let sig = sigv4::sign(&scope, &req, &signed, sigv4::UNSIGNED_PAYLOAD).expect("sign");
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=AK/20261125/us-east-1/s3/aws4_request, SignedHeaders={}, Signature={sig}",
+        signed.join(";")
+    );
+    let mut g = c.benchmark_group("sigv4");
+    g.bench_function("verify Authorization header", |b| {
+        b.iter(|| sigv4::verify_header(&req, &auth, &OneUser, now).expect("valid").signature)
+    });
+    let chunk = bytes(64 << 10, 5);
+    g.throughput(Throughput::Bytes(chunk.len() as u64));
+    g.bench_function("aws-chunked chunk signature, 64 KiB chunk", |b| {
+        b.iter(|| sigv4::chunk_signature(&scope, &sig, &sigv4::sha256_hex(&chunk)))
+    });
+    g.finish();
+}
+
+fn http_and_xml(c: &mut Criterion) {
+    let head = b"PUT /bucket/photos/2026/11/25/holiday-0001.jpg HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nUser-Agent: aws-sdk-rust/1.3 os/linux lang/rust/1.95\r\nContent-Length: 1048576\r\nContent-Type: image/jpeg\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nx-amz-date: 20261125T120000Z\r\nx-amz-checksum-crc32: AAAAAA==\r\nx-amz-meta-camera: test\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AK/20261125/us-east-1/s3/aws4_request, SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date, Signature=0000000000000000000000000000000000000000000000000000000000000000\r\n\r\n";
+    let mut g = c.benchmark_group("http_xml");
+    g.bench_function("httparse request head (10 headers)", |b| {
+        b.iter(|| {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut headers);
+            req.parse(head).expect("parse").is_complete()
+        })
+    });
+    g.bench_function("ListObjectsV2 XML, 1000 keys", |b| {
+        b.iter(|| {
+            let mut x = ferrite_s3::xml::Xml::new("ListBucketResult");
+            x.elem("Name", "bucket").elem("KeyCount", "1000");
+            for i in 0..1000 {
+                x.start("Contents")
+                    .elem("Key", &format!("photos/2026/11/25/holiday-{i:04}.jpg"))
+                    .elem("LastModified", &ferrite_s3::ops::iso8601(1_764_000_000_000 + i))
+                    .elem("ETag", "\"0123456789abcdef0123456789abcdef\"")
+                    .elem("Size", "1048576")
+                    .elem("StorageClass", "STANDARD")
+                    .end();
+            }
+            x.finish().len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500)).sample_size(20);
+    targets = digests, aead, erasure, put_pipeline, signatures, http_and_xml
+}
+criterion_main!(benches);
