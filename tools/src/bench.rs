@@ -17,6 +17,7 @@ use hdrhistogram::Histogram;
 const USAGE: &str = "usage: ferrite bench OP [options]
 
 OP: put | get | stat | list | delete | mixed | multipart
+(ops and obj/s count objects: a DeleteObjects request of --batch keys counts --batch; latency is per request)
 
   --endpoint URL[,URL...]  S3 endpoint(s), http only (default http://127.0.0.1:9000)
   --access-key K / --secret-key S   (default $FERRITE_ROOT_USER / $FERRITE_ROOT_PASSWORD or ferriteadmin)
@@ -349,10 +350,11 @@ impl OpStats {
         };
         OpStats { latency_us: h(), ttfb_us: h(), ops: 0, bytes: 0, errors: 0 }
     }
-    fn record(&mut self, latency: Duration, ttfb: Duration, bytes: u64) {
+    /// One request that handled `objects` objects (more than one for DeleteObjects).
+    fn record(&mut self, latency: Duration, ttfb: Duration, bytes: u64, objects: u64) {
         let _ = self.latency_us.record((latency.as_micros() as u64).max(1));
         let _ = self.ttfb_us.record((ttfb.as_micros() as u64).max(1));
-        self.ops += 1;
+        self.ops += objects;
         self.bytes += bytes;
     }
     fn merge(&mut self, other: &OpStats) {
@@ -461,6 +463,7 @@ fn worker(shared: Arc<Shared>, id: usize) -> BTreeMap<&'static str, OpStats> {
             _ => "multipart",
         };
         let started = Instant::now();
+        let mut objects = 1u64;
         let (result, bytes) = match op {
             "put" | "multipart" => {
                 let size = object_size(o, &mut rng) as usize;
@@ -501,6 +504,7 @@ fn worker(shared: Arc<Shared>, id: usize) -> BTreeMap<&'static str, OpStats> {
                     shared.prepared[start..(start + o.batch).min(shared.prepared.len())].to_vec()
                 };
                 let xml = delete_xml(&keys);
+                objects = keys.len() as u64;
                 (conn.call("POST", &bucket, "delete=", &[], xml.as_bytes(), false), 0)
             }
         };
@@ -511,7 +515,7 @@ fn worker(shared: Arc<Shared>, id: usize) -> BTreeMap<&'static str, OpStats> {
         }
         let entry = stats.entry(op).or_insert_with(OpStats::new);
         match &result {
-            Ok(r) if r.status / 100 == 2 => entry.record(latency, r.ttfb, bytes),
+            Ok(r) if r.status / 100 == 2 => entry.record(latency, r.ttfb, bytes, objects),
             _ => entry.errors += 1,
         }
     }
@@ -614,15 +618,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let measure_start = Instant::now();
     let ops_start = shared.done_ops.load(Ordering::Relaxed);
     shared.measuring.store(true, Ordering::Relaxed);
+    let mut last_progress = Instant::now();
     while measure_start.elapsed() < o.duration {
-        std::thread::sleep(Duration::from_secs(1).min(o.duration.saturating_sub(measure_start.elapsed())));
-        let done = shared.done_ops.load(Ordering::Relaxed) - ops_start;
-        let secs = measure_start.elapsed().as_secs_f64();
-        if !o.json {
-            eprint!("\r{:5.1}s  {done} ops  {:.0} ops/s   ", secs, done as f64 / secs.max(1e-9));
-        }
+        // Poll finely so a run whose work ends early (delete) is timed to its end.
+        std::thread::sleep(Duration::from_millis(20).min(o.duration.saturating_sub(measure_start.elapsed())));
         if handles.iter().all(|h| h.is_finished()) {
             break;
+        }
+        if !o.json && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            let done = shared.done_ops.load(Ordering::Relaxed) - ops_start;
+            let secs = measure_start.elapsed().as_secs_f64();
+            eprint!("\r{:5.1}s  {done} requests  {:.0} requests/s   ", secs, done as f64 / secs.max(1e-9));
         }
     }
     shared.measuring.store(false, Ordering::Relaxed);
