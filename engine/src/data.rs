@@ -186,20 +186,52 @@ impl DataWriter {
     }
 }
 
-/// Reads an object's bytes [start, end) in chunks of at most one block.
+/// The shard files of one part on every drive (None: offline, missing or unopenable).
+struct PartFiles {
+    file_id: u128,
+    files: Vec<Option<Rc<DriveFile>>>,
+}
+
+impl PartFiles {
+    async fn open(engine: &Engine, partition: u16, file_id: u128) -> PartFiles {
+        let mut files = Vec::new();
+        for (drive, path) in engine.data_file_paths(partition, file_id).into_iter().enumerate() {
+            let file = if engine.drive_online(drive) {
+                DriveFile::open(path, OpenMode::ReadDirect).await.ok().map(Rc::new)
+            } else {
+                None
+            };
+            files.push(file);
+        }
+        PartFiles { file_id, files }
+    }
+}
+
+/// A block read started ahead of need: (file id, block index, the read).
+type Prefetch = (u128, u64, monoio::task::JoinHandle<Result<Vec<u8>>>);
+
+/// Blocks of a part read ahead of the one being sent. Each costs a block of memory per
+/// stream (accounted in the S3 layer's memory budget). Measured with the engine bench on
+/// this machine (one run each): a single 64 MiB GET stream read 810 MiB/s with 1 block
+/// ahead, 1,300 MiB/s with 2 (the disk's O_DIRECT read limit) and 883 MiB/s with 4.
+pub const READ_AHEAD_BLOCKS: u64 = 2;
+
+/// Reads an object's bytes [start, end) in chunks of at most one block. While a block is
+/// being sent, the next `READ_AHEAD_BLOCKS` blocks of the same part are already being read
+/// and verified.
 pub struct ObjectReader {
     engine: Engine,
     partition: u16,
     data: DataLoc,
     pos: u64,
     end: u64,
-    files: Vec<Option<Option<Rc<DriveFile>>>>,
-    files_of: Option<u128>,
+    files: Option<Rc<PartFiles>>,
+    prefetch: std::collections::VecDeque<Prefetch>,
 }
 
 impl ObjectReader {
     pub(crate) fn new(engine: Engine, partition: u16, data: DataLoc, start: u64, end: u64) -> Self {
-        Self { engine, partition, data, pos: start, end, files: Vec::new(), files_of: None }
+        Self { engine, partition, data, pos: start, end, files: None, prefetch: Default::default() }
     }
 
     /// The next chunk, or None at the end of the range.
@@ -214,27 +246,7 @@ impl ObjectReader {
                 let end = self.end.min(data.len() as u64);
                 data[self.pos as usize..end as usize].to_vec()
             }
-            DataLoc::Parts(parts) => {
-                let mut part_start = 0u64;
-                let mut found = None;
-                for part in &parts {
-                    if self.pos < part_start + part.size {
-                        found = Some(part.clone());
-                        break;
-                    }
-                    part_start += part.size;
-                }
-                let Some(part) = found else {
-                    return Err(EngineError::Corrupt("range beyond the object's parts".into()));
-                };
-                let block_size = self.engine.block_size() as u64;
-                let in_part = self.pos - part_start;
-                let block_index = in_part / block_size;
-                let block = self.read_block(&part, block_index).await?;
-                let from = (in_part - block_index * block_size) as usize;
-                let to = (block.len() as u64).min(self.end - part_start - block_index * block_size) as usize;
-                block[from..to].to_vec()
-            }
+            DataLoc::Parts(parts) => self.next_part_chunk(&parts).await?,
         };
         if chunk.is_empty() {
             return Err(EngineError::Corrupt("empty read inside an object".into()));
@@ -243,72 +255,99 @@ impl ObjectReader {
         Ok(Some(chunk))
     }
 
-    async fn file(&mut self, file_id: u128, drive: usize) -> Option<Rc<DriveFile>> {
-        if self.files_of != Some(file_id) {
-            self.files = vec![None; self.engine.drive_paths().len()];
-            self.files_of = Some(file_id);
+    async fn next_part_chunk(&mut self, parts: &[PartLoc]) -> Result<Vec<u8>> {
+        let mut part_start = 0u64;
+        let mut found = None;
+        for part in parts {
+            if self.pos < part_start + part.size {
+                found = Some(part.clone());
+                break;
+            }
+            part_start += part.size;
         }
-        if let Some(slot) = &self.files[drive] {
-            return slot.clone();
-        }
-        let opened = if self.engine.drive_online(drive) {
-            let path = self.engine.data_file_paths(self.partition, file_id).swap_remove(drive);
-            DriveFile::open(path, OpenMode::ReadDirect).await.ok().map(Rc::new)
-        } else {
-            None
+        let Some(part) = found else {
+            return Err(EngineError::Corrupt("range beyond the object's parts".into()));
         };
-        self.files[drive] = Some(opened.clone());
-        opened
-    }
-
-    async fn read_block(&mut self, part: &PartLoc, block_index: u64) -> Result<Vec<u8>> {
-        let layout = self.engine.layout();
-        let block_size = self.engine.block_size() as u64;
-        let block_len = (part.size - block_index * block_size).min(block_size) as usize;
-        let frame_size = layout.frame_size(block_len);
-        let shard_size = layout.shard_size(block_len);
-        let offset = block_index * layout.frame_size(block_size as usize) as u64;
-        let rotation = (part.file_id % layout.total() as u128) as usize;
-        let mut shards: Vec<Option<AlignedBuf>> = (0..layout.total()).map(|_| None).collect();
-        let mut next = 0;
-        let mut good = 0;
-        // Read the data shards first, all at once; each failure pulls in one parity shard.
-        while good < layout.data && next < layout.total() {
-            let want = layout.data - good;
-            let mut tasks = Vec::new();
-            while tasks.len() < want && next < layout.total() {
-                let shard = next;
-                next += 1;
-                let drive = layout.drive_of(shard, rotation);
-                let Some(file) = self.file(part.file_id, drive).await else { continue };
-                tasks.push((
-                    shard,
-                    drive,
-                    monoio::spawn(async move { file.read_exact_at(AlignedBuf::zeroed(frame_size), offset).await }),
-                ));
+        let files = match &self.files {
+            Some(files) if files.file_id == part.file_id => files.clone(),
+            _ => {
+                let files = Rc::new(PartFiles::open(&self.engine, self.partition, part.file_id).await);
+                self.files = Some(files.clone());
+                files
             }
-            for (shard, drive, task) in tasks {
-                match task.await {
-                    Ok(frame) if frame_is_valid(frame.as_slice(), shard_size) => {
-                        shards[shard] = Some(frame);
-                        good += 1;
-                    }
-                    Ok(_) => eprintln!(
-                        "ferrite: drive {}: block {block_index} of {:032x} failed its checksum; rebuilt from parity",
-                        self.engine.drive_paths()[drive].display(),
-                        part.file_id
-                    ),
-                    Err(_) => {
-                        // A missing file or short read: the shard is unavailable on this drive.
-                        self.files[drive] = Some(None);
-                    }
+        };
+        let block_size = self.engine.block_size() as u64;
+        let in_part = self.pos - part_start;
+        let block_index = in_part / block_size;
+        // Reads queued for other blocks (a new part, or a jump) are abandoned.
+        while self.prefetch.front().is_some_and(|(id, index, _)| *id != part.file_id || *index < block_index) {
+            self.prefetch.pop_front();
+        }
+        let block = match self.prefetch.pop_front() {
+            Some((_, index, read)) if index == block_index => read.await?,
+            _ => {
+                self.prefetch.clear();
+                read_block(self.engine.clone(), files.clone(), part.clone(), block_index).await?
+            }
+        };
+        let mut next_index = self.prefetch.back().map(|(_, index, _)| index + 1).unwrap_or(block_index + 1);
+        while next_index <= block_index + READ_AHEAD_BLOCKS
+            && next_index * block_size < part.size
+            && part_start + next_index * block_size < self.end
+        {
+            let read = monoio::spawn(read_block(self.engine.clone(), files.clone(), part.clone(), next_index));
+            self.prefetch.push_back((part.file_id, next_index, read));
+            next_index += 1;
+        }
+        let from = (in_part - block_index * block_size) as usize;
+        let to = (block.len() as u64).min(self.end - part_start - block_index * block_size) as usize;
+        Ok(block[from..to].to_vec())
+    }
+}
+
+/// Reads one block of a part: its data shards at once, verified; each missing, short or
+/// corrupt shard pulls in a parity shard instead, and the block is rebuilt.
+async fn read_block(engine: Engine, files: Rc<PartFiles>, part: PartLoc, block_index: u64) -> Result<Vec<u8>> {
+    let layout = engine.layout();
+    let block_size = engine.block_size() as u64;
+    let block_len = (part.size - block_index * block_size).min(block_size) as usize;
+    let frame_size = layout.frame_size(block_len);
+    let shard_size = layout.shard_size(block_len);
+    let offset = block_index * layout.frame_size(block_size as usize) as u64;
+    let rotation = (part.file_id % layout.total() as u128) as usize;
+    let mut shards: Vec<Option<AlignedBuf>> = (0..layout.total()).map(|_| None).collect();
+    let mut next = 0;
+    let mut good = 0;
+    while good < layout.data && next < layout.total() {
+        let want = layout.data - good;
+        let mut tasks = Vec::new();
+        while tasks.len() < want && next < layout.total() {
+            let shard = next;
+            next += 1;
+            let drive = layout.drive_of(shard, rotation);
+            let Some(file) = files.files[drive].clone() else { continue };
+            let read = monoio::spawn(async move { file.read_exact_at(AlignedBuf::zeroed(frame_size), offset).await });
+            tasks.push((shard, drive, read));
+        }
+        for (shard, drive, task) in tasks {
+            match task.await {
+                Ok(frame) if frame_is_valid(frame.as_slice(), shard_size) => {
+                    shards[shard] = Some(frame);
+                    good += 1;
                 }
+                Ok(_) => eprintln!(
+                    "ferrite: drive {}: block {block_index} of {:032x} failed its checksum; rebuilt from parity",
+                    engine.drive_paths()[drive].display(),
+                    part.file_id
+                ),
+                // A missing file or short read: the shard is unavailable on this drive.
+                Err(_) => {}
             }
         }
-        let mut out = Vec::new();
-        with_coder(&self.engine, |coder| coder.decode(&shards, block_len, &mut out))?;
-        Ok(out)
     }
+    let mut out = Vec::new();
+    with_coder(&engine, |coder| coder.decode(&shards, block_len, &mut out))?;
+    Ok(out)
 }
 
 /// Reads and verifies an inline object's log record from the first drive that has it intact.

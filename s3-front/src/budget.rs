@@ -51,9 +51,11 @@ impl Budget {
     }
 }
 
-/// Bytes one data stream may hold: a block, its frames (n/k of it, each padded to 4 KiB)
-/// and one chunk in flight to or from the socket.
+/// Bytes one data stream may hold: the block being sent plus the blocks read ahead, each
+/// with its frames (n/k of a block, each padded to 4 KiB), and one chunk in flight to or
+/// from the socket. (A write holds one block and its frames, less than a read.)
 pub fn bytes_per_stream(block_size: usize, data: usize, parity: usize) -> usize {
+    let blocks = 1 + ferrite_engine::data::READ_AHEAD_BLOCKS as usize;
     let frames = (block_size / data + 4096) * (data + parity);
-    2 * block_size + frames
+    blocks * (block_size + frames) + block_size
 }
