@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::aligned::AlignedBuf;
+use crate::aligned::{self, AlignedBuf};
 use crate::engine::{Engine, INLINE_BYTES_MAX};
 use crate::erasure::{frame_is_valid, Coder};
 use crate::error::{EngineError, Result};
@@ -127,7 +127,8 @@ impl DataWriter {
         for (shard, frame) in frames.into_iter().enumerate() {
             let drive = layout.drive_of(shard, rotation);
             let Some(file) = self.files[drive].clone() else { continue };
-            tasks.push((drive, monoio::spawn(async move { file.write_all_at(frame, offset).await.map(drop) })));
+            tasks
+                .push((drive, monoio::spawn(async move { file.write_all_at(frame, offset).await.map(aligned::give) })));
         }
         for (drive, task) in tasks {
             if let Err(err) = task.await {
@@ -326,7 +327,7 @@ async fn read_block(engine: Engine, files: Rc<PartFiles>, part: PartLoc, block_i
             next += 1;
             let drive = layout.drive_of(shard, rotation);
             let Some(file) = files.files[drive].clone() else { continue };
-            let read = monoio::spawn(async move { file.read_exact_at(AlignedBuf::zeroed(frame_size), offset).await });
+            let read = monoio::spawn(async move { file.read_exact_at(aligned::take(frame_size), offset).await });
             tasks.push((shard, drive, read));
         }
         for (shard, drive, task) in tasks {
@@ -335,18 +336,23 @@ async fn read_block(engine: Engine, files: Rc<PartFiles>, part: PartLoc, block_i
                     shards[shard] = Some(frame);
                     good += 1;
                 }
-                Ok(_) => eprintln!(
-                    "ferrite: drive {}: block {block_index} of {:032x} failed its checksum; rebuilt from parity",
-                    engine.drive_paths()[drive].display(),
-                    part.file_id
-                ),
+                Ok(frame) => {
+                    eprintln!(
+                        "ferrite: drive {}: block {block_index} of {:032x} failed its checksum; rebuilt from parity",
+                        engine.drive_paths()[drive].display(),
+                        part.file_id
+                    );
+                    aligned::give(frame);
+                }
                 // A missing file or short read: the shard is unavailable on this drive.
                 Err(_) => {}
             }
         }
     }
     let mut out = Vec::new();
-    with_coder(&engine, |coder| coder.decode(&shards, block_len, &mut out))?;
+    let decoded = with_coder(&engine, |coder| coder.decode(&shards, block_len, &mut out));
+    shards.into_iter().flatten().for_each(aligned::give);
+    decoded?;
     Ok(out)
 }
 

@@ -4,7 +4,7 @@
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::aligned::{round_up, AlignedBuf, IO_ALIGN_BYTES};
+use crate::aligned::{self, round_up, AlignedBuf, IO_ALIGN_BYTES};
 use crate::error::{EngineError, Result};
 
 /// reed-solomon-simd needs shard sizes that are a multiple of 2; 64 keeps its SIMD paths fast.
@@ -38,10 +38,12 @@ impl Layout {
     }
 }
 
-/// Writes a shard's checksum right after it, then zeroes the padding.
+/// Writes a shard's checksum right after it, then zeroes the padding (pooled frames hold
+/// stale bytes; nothing stale may reach the disk).
 fn seal_frame(frame: &mut [u8], shard_size: usize) {
     let sum = xxh3_64(&frame[..shard_size]);
     frame[shard_size..shard_size + FRAME_CHECKSUM_BYTES].copy_from_slice(&sum.to_le_bytes());
+    frame[shard_size + FRAME_CHECKSUM_BYTES..].fill(0);
 }
 
 /// Checks a frame read from disk; false means the shard must not be used.
@@ -74,11 +76,14 @@ impl Coder {
         let Layout { data: k, parity: m } = self.layout;
         let shard_size = self.layout.shard_size(block.len());
         let frame_size = self.layout.frame_size(block.len());
-        let mut frames: Vec<AlignedBuf> = (0..k + m).map(|_| AlignedBuf::zeroed(frame_size)).collect();
+        let mut frames: Vec<AlignedBuf> = (0..k + m).map(|_| aligned::take(frame_size)).collect();
         for (i, frame) in frames.iter_mut().take(k).enumerate() {
             let start = (i * shard_size).min(block.len());
             let end = ((i + 1) * shard_size).min(block.len());
-            frame.as_mut_slice()[..end - start].copy_from_slice(&block[start..end]);
+            let shard = &mut frame.as_mut_slice()[..shard_size];
+            shard[..end - start].copy_from_slice(&block[start..end]);
+            // The last shard of a short block is zero-padded (parity covers the padding).
+            shard[end - start..].fill(0);
         }
         if m > 0 {
             let encoder = match &mut self.encoder {
