@@ -191,20 +191,23 @@ impl DataWriter {
 struct PartFiles {
     file_id: u128,
     files: Vec<Option<Rc<DriveFile>>>,
+    /// Where the shard file is (or belongs) on each drive, for repairs.
+    paths: Vec<std::path::PathBuf>,
 }
 
 impl PartFiles {
     async fn open(engine: &Engine, partition: u16, file_id: u128) -> PartFiles {
         let mut files = Vec::new();
-        for (drive, path) in engine.data_file_paths(partition, file_id).into_iter().enumerate() {
+        let paths = engine.data_file_paths(partition, file_id);
+        for (drive, path) in paths.iter().enumerate() {
             let file = if engine.drive_online(drive) {
-                DriveFile::open(path, OpenMode::ReadDirect).await.ok().map(Rc::new)
+                DriveFile::open(path.clone(), OpenMode::ReadDirect).await.ok().map(Rc::new)
             } else {
                 None
             };
             files.push(file);
         }
-        PartFiles { file_id, files }
+        PartFiles { file_id, files, paths }
     }
 }
 
@@ -319,6 +322,7 @@ async fn read_block(engine: Engine, files: Rc<PartFiles>, part: PartLoc, block_i
     let mut shards: Vec<Option<AlignedBuf>> = (0..layout.total()).map(|_| None).collect();
     let mut next = 0;
     let mut good = 0;
+    let mut damaged = Vec::new();
     while good < layout.data && next < layout.total() {
         let want = layout.data - good;
         let mut tasks = Vec::new();
@@ -326,7 +330,10 @@ async fn read_block(engine: Engine, files: Rc<PartFiles>, part: PartLoc, block_i
             let shard = next;
             next += 1;
             let drive = layout.drive_of(shard, rotation);
-            let Some(file) = files.files[drive].clone() else { continue };
+            let Some(file) = files.files[drive].clone() else {
+                damaged.push(shard);
+                continue;
+            };
             let read = monoio::spawn(async move { file.read_exact_at(aligned::take(frame_size), offset).await });
             tasks.push((shard, drive, read));
         }
@@ -343,9 +350,10 @@ async fn read_block(engine: Engine, files: Rc<PartFiles>, part: PartLoc, block_i
                         part.file_id
                     );
                     aligned::give(frame);
+                    damaged.push(shard);
                 }
                 // A missing file or short read: the shard is unavailable on this drive.
-                Err(_) => {}
+                Err(_) => damaged.push(shard),
             }
         }
     }
@@ -353,7 +361,60 @@ async fn read_block(engine: Engine, files: Rc<PartFiles>, part: PartLoc, block_i
     let decoded = with_coder(&engine, |coder| coder.decode(&shards, block_len, &mut out));
     shards.into_iter().flatten().for_each(aligned::give);
     decoded?;
+    damaged.retain(|shard| engine.drive_online(layout.drive_of(*shard, rotation)));
+    if !damaged.is_empty() {
+        repair_block(&engine, &files, block_index, &out, damaged);
+    }
     Ok(out)
+}
+
+/// Rewrites the damaged shards of a block from its verified contents, in the background:
+/// the read that found the damage is answered first. The repaired frame is fdatasync'd
+/// (and its directory when the file had to be created).
+fn repair_block(engine: &Engine, files: &PartFiles, block_index: u64, block: &[u8], damaged: Vec<usize>) {
+    let file_id = files.file_id;
+    let frames = match with_coder(engine, |coder| coder.encode(block)) {
+        Ok(frames) => frames,
+        Err(err) => {
+            eprintln!("ferrite: cannot re-encode block {block_index} of {file_id:032x} for repair: {err}");
+            return;
+        }
+    };
+    let layout = engine.layout();
+    let rotation = (file_id % layout.total() as u128) as usize;
+    let offset = block_index * layout.frame_size(engine.block_size()) as u64;
+    let paths = &files.paths;
+    let mut frames: Vec<Option<AlignedBuf>> = frames.into_iter().map(Some).collect();
+    for shard in damaged {
+        let drive = layout.drive_of(shard, rotation);
+        let (Some(frame), Some(path)) = (frames[shard].take(), paths.get(drive).cloned()) else { continue };
+        let name = engine.drive_paths()[drive].display().to_string();
+        monoio::spawn(async move {
+            let result = async {
+                let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+                let existed = path.exists();
+                if !existed {
+                    std::fs::create_dir_all(&dir)?;
+                }
+                let file = DriveFile::open(path, OpenMode::WriteDirect).await?;
+                let frame = file.write_all_at(frame, offset).await?;
+                aligned::give(frame);
+                file.sync_data().await?;
+                if !existed {
+                    sync_dir(dir).await?;
+                }
+                Ok::<(), std::io::Error>(())
+            }
+            .await;
+            match result {
+                Ok(()) => eprintln!("ferrite: drive {name}: repaired block {block_index} of {file_id:032x}"),
+                Err(err) => {
+                    eprintln!("ferrite: drive {name}: repair of block {block_index} of {file_id:032x} failed: {err}")
+                }
+            }
+        });
+    }
+    frames.into_iter().flatten().for_each(aligned::give);
 }
 
 /// Reads and verifies an inline object's log record from the first drive that has it intact.

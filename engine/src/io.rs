@@ -39,6 +39,8 @@ pub enum OpenMode {
     ReadWriteBuffered,
     /// Read-only, buffered.
     ReadBuffered,
+    /// Write into an existing file or create it, O_DIRECT when allowed (repairs).
+    WriteDirect,
 }
 
 fn std_open(path: &Path, mode: &OpenMode) -> io::Result<std::fs::File> {
@@ -47,8 +49,9 @@ fn std_open(path: &Path, mode: &OpenMode) -> io::Result<std::fs::File> {
         OpenMode::CreateDirect => opts.write(true).create_new(true),
         OpenMode::ReadDirect | OpenMode::ReadBuffered => opts.read(true),
         OpenMode::ReadWriteBuffered => opts.read(true).write(true).create(true),
+        OpenMode::WriteDirect => opts.write(true).create(true),
     };
-    let direct = matches!(mode, OpenMode::CreateDirect | OpenMode::ReadDirect);
+    let direct = matches!(mode, OpenMode::CreateDirect | OpenMode::ReadDirect | OpenMode::WriteDirect);
     if direct {
         let mut direct_opts = opts.clone();
         direct_opts.custom_flags(libc::O_DIRECT);
