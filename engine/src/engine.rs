@@ -126,17 +126,25 @@ fn full_replay(online: &[PathBuf], cores: usize, partitions: u16, wals: &[u16]) 
 /// snapshots cannot be trusted (missing, written with another executor count, or a log
 /// grew behind them); start-up then replays everything.
 fn from_snapshots(online: &[PathBuf], cores: usize, wals: &[u16]) -> Result<Option<StartupIndex>> {
-    let mut snaps = Vec::new();
-    for core in 0..cores {
-        match snapshot::read_latest(online, core as u16) {
-            Some(snap) if snap.cores as usize == cores => snaps.push(snap),
-            _ => return Ok(None),
+    // One thread per core: each decodes its snapshot and replays its own log's tail.
+    let loaded: Vec<Result<Option<CoreLoad>>> = std::thread::scope(|scope| {
+        let loaders: Vec<_> = (0..cores).map(|core| scope.spawn(move || load_core(online, cores, core))).collect();
+        loaders
+            .into_iter()
+            .map(|l| l.join().unwrap_or_else(|_| Err(EngineError::Corrupt("snapshot loader panicked".into()))))
+            .collect()
+    });
+    let mut cores_loaded = Vec::new();
+    for load in loaded {
+        match load? {
+            Some(load) => cores_loaded.push(load),
+            None => return Ok(None),
         }
     }
     // Logs no current core appends to must not have grown since the snapshots.
     for (wal, len) in snapshot::wal_lengths(online, wals) {
         if wal as usize >= cores {
-            let recorded = snaps[0].wal_lens.iter().find(|(w, _)| *w == wal).map(|(_, l)| *l).unwrap_or(0);
+            let recorded = cores_loaded[0].wal_lens.iter().find(|(w, _)| *w == wal).map(|(_, l)| *l).unwrap_or(0);
             if len > recorded {
                 return Ok(None);
             }
@@ -145,28 +153,44 @@ fn from_snapshots(online: &[PathBuf], cores: usize, wals: &[u16]) -> Result<Opti
     let mut indexes = Vec::new();
     let mut wal_ends = HashMap::new();
     let mut tail = 0;
-    for (core, snap) in snaps.into_iter().enumerate() {
-        let (records, end) = replay(online, core as u16, snap.wal_off)?;
-        let mut index = IndexBuild {
-            objects: snap.objects,
-            uploads: snap.uploads,
-            buckets: if core == 0 { snap.buckets } else { BTreeMap::new() },
-            seqs: snap.seqs,
-            snapshot_off: snap.wal_off,
-        };
-        for r in records {
-            // A record for a partition this core does not own was written by a process
-            // with another executor count: the snapshots do not cover it.
-            if owner_of(r.partition, cores) != core {
-                return Ok(None);
-            }
-            tail += 1;
-            index.apply(r);
-        }
-        wal_ends.insert(core as u16, end);
-        indexes.push(index);
+    for (core, load) in cores_loaded.into_iter().enumerate() {
+        wal_ends.insert(core as u16, load.wal_end);
+        tail += load.tail;
+        indexes.push(load.index);
     }
     Ok(Some((indexes, wal_ends, tail)))
+}
+
+/// One core's index from its snapshot and the tail of its log.
+struct CoreLoad {
+    index: IndexBuild,
+    wal_end: u64,
+    tail: usize,
+    wal_lens: Vec<(u16, u64)>,
+}
+
+/// None when this core's snapshot is missing, from another executor count, or its log
+/// holds records of partitions it does not own (written by another executor count).
+fn load_core(online: &[PathBuf], cores: usize, core: usize) -> Result<Option<CoreLoad>> {
+    let Some(snap) = snapshot::read_latest(online, core as u16).filter(|s| s.cores as usize == cores) else {
+        return Ok(None);
+    };
+    let (records, wal_end) = replay(online, core as u16, snap.wal_off)?;
+    let mut index = IndexBuild {
+        objects: snap.objects,
+        uploads: snap.uploads,
+        buckets: if core == 0 { snap.buckets } else { BTreeMap::new() },
+        seqs: snap.seqs,
+        snapshot_off: snap.wal_off,
+    };
+    let tail = records.len();
+    for r in records {
+        if owner_of(r.partition, cores) != core {
+            return Ok(None);
+        }
+        index.apply(r);
+    }
+    Ok(Some(CoreLoad { index, wal_end, tail, wal_lens: snap.wal_lens }))
 }
 
 #[derive(Clone, Debug)]

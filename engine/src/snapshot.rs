@@ -153,14 +153,33 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
     Ok(Snapshot { cores, core, wal_off, wal_lens, seqs, buckets, objects, uploads })
 }
 
-/// The newest valid snapshot of `core` on any of the drives.
+/// The log offset a snapshot file covers, from its header alone (no checksum check).
+fn header_wal_off(bytes: &[u8]) -> Option<(u16, u64)> {
+    let mut dec = Dec::new(bytes);
+    if dec.u32().ok()? != SNAPSHOT_MAGIC || dec.u32().ok()? != SNAPSHOT_VERSION {
+        return None;
+    }
+    let _cores = dec.u16().ok()?;
+    Some((dec.u16().ok()?, dec.u64().ok()?))
+}
+
+/// The newest valid snapshot of `core` on any of the drives. Candidates are ranked by
+/// their header, and only the best is fully decoded and verified (the next on failure):
+/// every drive holds a copy, and decoding them all would multiply start-up time.
 pub fn read_latest(drives: &[PathBuf], core: u16) -> Option<Snapshot> {
-    drives
+    let mut candidates: Vec<(u64, PathBuf)> = drives
         .iter()
-        .filter_map(|drive| fs::read(snapshot_path(drive, core)).ok())
-        .filter_map(|bytes| decode(&bytes).ok())
-        .filter(|snap| snap.core == core)
-        .max_by_key(|snap| snap.wal_off)
+        .filter_map(|drive| {
+            let path = snapshot_path(drive, core);
+            let mut head = [0u8; 32];
+            let mut file = fs::File::open(&path).ok()?;
+            std::io::Read::read_exact(&mut file, &mut head[..20]).ok()?;
+            let (snap_core, off) = header_wal_off(&head)?;
+            (snap_core == core).then_some((off, path))
+        })
+        .collect();
+    candidates.sort_by(|a, b| b.0.cmp(&a.0));
+    candidates.into_iter().find_map(|(_, path)| decode(&fs::read(path).ok()?).ok())
 }
 
 /// Writes the snapshot on one drive: temporary file, fdatasync, rename, directory fsync.
