@@ -178,7 +178,7 @@ pub fn read_latest(drives: &[PathBuf], core: u16) -> Option<Snapshot> {
             (snap_core == core).then_some((off, path))
         })
         .collect();
-    candidates.sort_by(|a, b| b.0.cmp(&a.0));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
     candidates.into_iter().find_map(|(_, path)| decode(&fs::read(path).ok()?).ok())
 }
 
