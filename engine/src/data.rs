@@ -246,9 +246,16 @@ impl ObjectReader {
         let chunk = match self.data.clone() {
             DataLoc::Inline { wal, rec_off, rec_len, data_off, data_len } => {
                 let record = read_inline_record(&self.engine, wal, rec_off, rec_len).await?;
-                let data = &record[data_off as usize..(data_off + data_len) as usize];
+                // The record passed its checksum, but the index's offsets are checked too: a
+                // stale drive could hold a different valid record at this place.
+                let range = data_off as usize..data_off as usize + data_len as usize;
+                let data = record.get(range).ok_or_else(|| {
+                    EngineError::Corrupt(format!("inline data of record at {rec_off} is out of bounds"))
+                })?;
                 let end = self.end.min(data.len() as u64);
-                data[self.pos as usize..end as usize].to_vec()
+                data.get(self.pos as usize..end as usize)
+                    .ok_or_else(|| EngineError::Corrupt("range beyond an inline object's data".into()))?
+                    .to_vec()
             }
             DataLoc::Parts(parts) => self.next_part_chunk(&parts).await?,
         };
