@@ -258,6 +258,28 @@ impl ObjectMeta {
     }
 }
 
+impl UploadMeta {
+    /// Encodes everything but the parts (the log records parts one by one).
+    pub fn encode_head(&self, enc: &mut Enc) {
+        enc.i64(self.initiated_ms);
+        enc.pairs(&self.headers);
+        enc.str(self.checksum_algorithm.as_deref().unwrap_or(""));
+    }
+
+    /// Decodes what `encode_head` wrote; the upload has no parts yet.
+    pub fn decode_head(dec: &mut Dec) -> Result<UploadMeta> {
+        let initiated_ms = dec.i64()?;
+        let headers = dec.pairs()?;
+        let algo = dec.str()?;
+        Ok(UploadMeta {
+            initiated_ms,
+            headers,
+            checksum_algorithm: (!algo.is_empty()).then_some(algo),
+            parts: Default::default(),
+        })
+    }
+}
+
 impl PartMeta {
     pub fn encode(&self, enc: &mut Enc) {
         enc.u128(self.file_id);

@@ -83,9 +83,7 @@ pub fn encode(view: &SnapshotView) -> Vec<u8> {
         enc.str(bucket);
         enc.str(key);
         enc.str(id);
-        enc.i64(upload.initiated_ms);
-        enc.pairs(&upload.headers);
-        enc.str(upload.checksum_algorithm.as_deref().unwrap_or(""));
+        upload.encode_head(&mut enc);
         enc.u32(upload.parts.len() as u32);
         for (number, part) in &upload.parts {
             enc.u32(*number);
@@ -139,15 +137,10 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
     let mut uploads = BTreeMap::new();
     for _ in 0..n {
         let key = (dec.str()?, dec.str()?, dec.str()?);
-        let initiated_ms = dec.i64()?;
-        let headers = dec.pairs()?;
-        let algo = dec.str()?;
-        let mut parts = BTreeMap::new();
+        let mut upload = UploadMeta::decode_head(&mut dec)?;
         for _ in 0..dec.u32()? {
-            parts.insert(dec.u32()?, PartMeta::decode(&mut dec)?);
+            upload.parts.insert(dec.u32()?, PartMeta::decode(&mut dec)?);
         }
-        let upload =
-            UploadMeta { initiated_ms, headers, checksum_algorithm: (!algo.is_empty()).then_some(algo), parts };
         uploads.insert(key, upload);
     }
     Ok(Snapshot { cores, core, wal_off, wal_lens, seqs, buckets, objects, uploads })

@@ -99,9 +99,7 @@ pub fn encode_record(
             enc.str(bucket);
             enc.str(key);
             enc.str(upload_id);
-            enc.i64(upload.initiated_ms);
-            enc.pairs(&upload.headers);
-            enc.str(upload.checksum_algorithm.as_deref().unwrap_or(""));
+            upload.encode_head(&mut enc);
         }
         Record::UploadPart { bucket, key, upload_id, part_number, part } => {
             enc.u8(KIND_UPLOAD_PART);
@@ -204,15 +202,7 @@ pub fn decode_payload(payload: &[u8], wal: u16, rec_off: u64) -> Result<Replayed
             let bucket = dec.str()?;
             let key = dec.str()?;
             let upload_id = dec.str()?;
-            let initiated_ms = dec.i64()?;
-            let headers = dec.pairs()?;
-            let algo = dec.str()?;
-            let upload = UploadMeta {
-                initiated_ms,
-                headers,
-                checksum_algorithm: (!algo.is_empty()).then_some(algo),
-                parts: Default::default(),
-            };
+            let upload = UploadMeta::decode_head(&mut dec)?;
             Record::UploadCreate { bucket, key, upload_id, upload }
         }
         KIND_UPLOAD_PART => Record::UploadPart {

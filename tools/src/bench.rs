@@ -655,35 +655,72 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn report(o: &Opts, stats: &BTreeMap<&'static str, OpStats>, measured: Duration, cpu: Duration, total_ops: u64) {
-    let secs = measured.as_secs_f64().max(1e-9);
-    let cpu_us_per_op = if total_ops > 0 { cpu.as_micros() as f64 / total_ops as f64 } else { 0.0 };
-    let ms = |us: u64| us as f64 / 1000.0;
-    if o.json {
-        let mut out = format!(
-            "{{\"op\":\"{}\",\"size\":{},\"concurrency\":{},\"seconds\":{:.3},\"client_cpu_us_per_op\":{:.1},\"results\":[",
-            o.op, o.size, o.concurrency, secs, cpu_us_per_op
-        );
-        for (i, (op, s)) in stats.iter().enumerate() {
-            let h = &s.latency_us;
-            out.push_str(&format!(
-                "{}{{\"op\":\"{op}\",\"ops\":{},\"errors\":{},\"obj_per_s\":{:.1},\"mib_per_s\":{:.2},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"ttfb_p50_ms\":{:.3},\"ttfb_p99_ms\":{:.3}}}",
-                if i > 0 { "," } else { "" },
-                s.ops,
-                s.errors,
-                s.ops as f64 / secs,
-                s.bytes as f64 / secs / 1_048_576.0,
+/// The figures of one operation kind over the measured window.
+struct Row {
+    op: &'static str,
+    ops: u64,
+    errors: u64,
+    obj_per_s: f64,
+    mib_per_s: f64,
+    /// p50, p90, p99, p99.9 and max latency, ms.
+    latency_ms: [f64; 5],
+    /// p50 and p99 time to first byte, ms.
+    ttfb_ms: [f64; 2],
+}
+
+impl Row {
+    fn new(op: &'static str, s: &OpStats, secs: f64) -> Row {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let h = &s.latency_us;
+        Row {
+            op,
+            ops: s.ops,
+            errors: s.errors,
+            obj_per_s: s.ops as f64 / secs,
+            mib_per_s: s.bytes as f64 / secs / 1_048_576.0,
+            latency_ms: [
                 ms(h.value_at_quantile(0.5)),
                 ms(h.value_at_quantile(0.9)),
                 ms(h.value_at_quantile(0.99)),
                 ms(h.value_at_quantile(0.999)),
                 ms(h.max()),
-                ms(s.ttfb_us.value_at_quantile(0.5)),
-                ms(s.ttfb_us.value_at_quantile(0.99)),
-            ));
+            ],
+            ttfb_ms: [ms(s.ttfb_us.value_at_quantile(0.5)), ms(s.ttfb_us.value_at_quantile(0.99))],
         }
-        out.push_str("]}");
-        println!("{out}");
+    }
+
+    fn json(&self) -> String {
+        let [p50, p90, p99, p999, max] = self.latency_ms;
+        format!(
+            "{{\"op\":\"{}\",\"ops\":{},\"errors\":{},\"obj_per_s\":{:.1},\"mib_per_s\":{:.2},\"p50_ms\":{p50:.3},\"p90_ms\":{p90:.3},\"p99_ms\":{p99:.3},\"p999_ms\":{p999:.3},\"max_ms\":{max:.3},\"ttfb_p50_ms\":{:.3},\"ttfb_p99_ms\":{:.3}}}",
+            self.op, self.ops, self.errors, self.obj_per_s, self.mib_per_s, self.ttfb_ms[0], self.ttfb_ms[1]
+        )
+    }
+
+    fn table_line(&self) -> String {
+        let [p50, p90, p99, p999, max] = self.latency_ms;
+        format!(
+            "{:<10} {:>9} {:>10.1} {:>10.2} {p50:>9.2} {p90:>9.2} {p99:>9.2} {p999:>9.2} {max:>9.2} {:>10.2} {:>7}",
+            self.op, self.ops, self.obj_per_s, self.mib_per_s, self.ttfb_ms[0], self.errors
+        )
+    }
+}
+
+fn report(o: &Opts, stats: &BTreeMap<&'static str, OpStats>, measured: Duration, cpu: Duration, total_ops: u64) {
+    let secs = measured.as_secs_f64().max(1e-9);
+    let cpu_us_per_op = if total_ops > 0 { cpu.as_micros() as f64 / total_ops as f64 } else { 0.0 };
+    let rows: Vec<Row> = stats.iter().map(|(op, s)| Row::new(op, s, secs)).collect();
+    if o.json {
+        let results: Vec<String> = rows.iter().map(Row::json).collect();
+        println!(
+            "{{\"op\":\"{}\",\"size\":{},\"concurrency\":{},\"seconds\":{:.3},\"client_cpu_us_per_op\":{:.1},\"results\":[{}]}}",
+            o.op,
+            o.size,
+            o.concurrency,
+            secs,
+            cpu_us_per_op,
+            results.join(",")
+        );
         return;
     }
     println!(
@@ -695,7 +732,7 @@ fn report(o: &Opts, stats: &BTreeMap<&'static str, OpStats>, measured: Duration,
         secs,
         cpu_us_per_op
     );
-    if stats.is_empty() {
+    if rows.is_empty() {
         println!("no operation completed in the measured window");
         return;
     }
@@ -703,22 +740,8 @@ fn report(o: &Opts, stats: &BTreeMap<&'static str, OpStats>, measured: Duration,
         "{:<10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
         "op", "ops", "obj/s", "MiB/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "ttfb p50", "errors"
     );
-    for (op, s) in stats {
-        let h = &s.latency_us;
-        println!(
-            "{:<10} {:>9} {:>10.1} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>7}",
-            op,
-            s.ops,
-            s.ops as f64 / secs,
-            s.bytes as f64 / secs / 1_048_576.0,
-            ms(h.value_at_quantile(0.5)),
-            ms(h.value_at_quantile(0.9)),
-            ms(h.value_at_quantile(0.99)),
-            ms(h.value_at_quantile(0.999)),
-            ms(h.max()),
-            ms(s.ttfb_us.value_at_quantile(0.5)),
-            s.errors
-        );
+    for row in &rows {
+        println!("{}", row.table_line());
     }
 }
 
