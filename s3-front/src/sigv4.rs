@@ -369,15 +369,20 @@ mod tests {
         pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
-    /// The "GET Object" example of the AWS SigV4 documentation for S3.
-    #[test]
-    fn aws_documented_get_object_example() {
-        let h = headers(&[
+    /// The headers of the "GET Object" example of the AWS SigV4 documentation for S3.
+    fn documented_get_headers() -> Vec<(String, String)> {
+        headers(&[
             ("host", "examplebucket.s3.amazonaws.com"),
             ("range", "bytes=0-9"),
             ("x-amz-content-sha256", EMPTY_SHA256),
             ("x-amz-date", "20130524T000000Z"),
-        ]);
+        ])
+    }
+
+    /// The "GET Object" example of the AWS SigV4 documentation for S3.
+    #[test]
+    fn aws_documented_get_object_example() {
+        let h = documented_get_headers();
         let req = SignedRequest { method: "GET", path: "/test.txt", query: &[], headers: &h };
         let auth = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41";
         let now = parse_amz_date("20130524T000100Z").unwrap();
@@ -431,12 +436,7 @@ mod tests {
 
     #[test]
     fn client_signer_produces_what_the_verifier_accepts() {
-        let h = headers(&[
-            ("host", "examplebucket.s3.amazonaws.com"),
-            ("range", "bytes=0-9"),
-            ("x-amz-content-sha256", EMPTY_SHA256),
-            ("x-amz-date", "20130524T000000Z"),
-        ]);
+        let h = documented_get_headers();
         let req = SignedRequest { method: "GET", path: "/test.txt", query: &[], headers: &h };
         let scope = Scope {
             access_key: "AKIAIOSFODNN7EXAMPLE".into(),

@@ -189,18 +189,15 @@ impl Conn {
         body: &[u8],
         keep_body: bool,
     ) -> std::io::Result<Reply> {
-        for attempt in 0..2 {
-            match self.try_call(method, path, query, headers, body, keep_body) {
-                Ok(r) => return Ok(r),
-                // A kept-alive connection the server closed: reconnect once.
-                Err(e) if attempt == 0 && self.stream.is_some() => {
-                    let _ = e;
-                    self.stream = None;
-                }
-                Err(e) => return Err(e),
+        let reused = self.stream.is_some();
+        match self.try_call(method, path, query, headers, body, keep_body) {
+            // A kept-alive connection the server closed meanwhile: reconnect once.
+            Err(_) if reused => {
+                self.stream = None;
+                self.try_call(method, path, query, headers, body, keep_body)
             }
+            result => result,
         }
-        Err(std::io::Error::other("unreachable"))
     }
 
     fn try_call(
