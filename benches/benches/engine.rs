@@ -30,7 +30,8 @@ fn engine_put_get(c: &mut Criterion) {
     let drives: Vec<PathBuf> = (1..=4).map(|i| root.join(format!("d{i}"))).collect();
     let uring = monoio::utils::detect_uring();
     ferrite_engine::io::set_io_mode(uring);
-    let config = EngineConfig { drives, parity: None, cores: 1, snapshot_every_bytes: u64::MAX };
+    let config =
+        EngineConfig { drives, parity: None, cores: 1, snapshot_every_bytes: u64::MAX, heal: Default::default() };
     let (engine, mut boots) = Engine::open(config).expect("open engine");
     let boot = boots.pop().expect("one core");
     let mut rt = monoio::RuntimeBuilder::<FusionDriver>::new()

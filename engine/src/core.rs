@@ -13,6 +13,7 @@ use crate::engine::{Engine, ListItem, ListPage, PutCondition, UploadSummary};
 use crate::error::{EngineError, Result};
 use crate::io::{remove_file, DriveFile, OpenMode};
 use crate::meta::{ObjectMeta, PartMeta, UploadMeta};
+use crate::quorum;
 use crate::wal::{encode_record, wal_path, Record, BUCKET_PARTITION};
 
 /// Data files replaced or deleted are removed after this delay, so that readers that already
@@ -141,6 +142,12 @@ struct CoreState {
     pending: Vec<(u16, WriteOp, Reply<()>)>,
     snapshot_off: u64,
     snapshot_writing: bool,
+    /// The log range of the last batch that failed to reach a write quorum: the next batch
+    /// starts by voiding it (wal::encode_void).
+    failed_batch: Option<(u64, usize)>,
+    /// Where the last acknowledged batch ends: below it the log is settled (the healer
+    /// copies nothing beyond it, so it never spreads a batch that is about to be voided).
+    committed_end: u64,
 }
 
 /// The effect of one validated write, applied after its batch is durable.
@@ -354,10 +361,13 @@ pub async fn serve(engine: Engine, boot: CoreBoot) {
         pending: Vec::new(),
         snapshot_off: if boot.snapshot_due { u64::MAX } else { boot.snapshot_off },
         snapshot_writing: false,
+        failed_batch: None,
+        committed_end: boot.wal_end,
     }));
     maybe_snapshot(&engine, core, &state);
     let wal_files = Rc::new(open_wal_files(&engine, core).await);
     monoio::spawn(sweep_leftovers(engine.clone(), core, state.clone(), std::time::SystemTime::now()));
+    monoio::spawn(crate::heal::run_core(engine.clone(), core, Rc::new(CoreView(state.clone()))));
     let (kick_tx, kick_rx) = flume::bounded::<()>(1);
     monoio::spawn(commit_loop(engine.clone(), core, state.clone(), wal_files, kick_rx));
     while let Ok(req) = boot.rx.recv_async().await {
@@ -407,6 +417,48 @@ pub async fn serve(engine: Engine, boot: CoreBoot) {
     }
 }
 
+/// The healer's window on this core's index.
+struct CoreView(Rc<RefCell<CoreState>>);
+
+impl crate::heal::IndexView for CoreView {
+    fn objects_after(&self, after: Option<&ObjectKey>, limit: usize) -> Vec<(ObjectKey, ObjectMeta)> {
+        let st = self.0.borrow();
+        let lower = match after {
+            Some(key) => Bound::Excluded(key.clone()),
+            None => Bound::Unbounded,
+        };
+        st.objects.range((lower, Bound::Unbounded)).take(limit).map(|(k, m)| (k.clone(), m.clone())).collect()
+    }
+
+    fn upload_parts(&self) -> Vec<crate::meta::PartLoc> {
+        let st = self.0.borrow();
+        st.uploads
+            .values()
+            .flat_map(|u| u.parts.values().map(|p| crate::meta::PartLoc { file_id: p.file_id, size: p.size }))
+            .collect()
+    }
+
+    fn object(&self, key: &ObjectKey) -> Option<ObjectMeta> {
+        self.0.borrow().objects.get(key).cloned()
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        let st = self.0.borrow();
+        (st.objects.len() as u64, st.objects.values().map(|m| m.size).sum())
+    }
+
+    fn settled_wal_end(&self) -> u64 {
+        self.0.borrow().committed_end
+    }
+
+    fn referenced_files(&self) -> std::collections::HashSet<u128> {
+        let st = self.0.borrow();
+        let objects = st.objects.values().flat_map(|m| m.file_ids());
+        let parts = st.uploads.values().flat_map(|u| u.parts.values().map(|p| p.file_id));
+        objects.chain(parts).collect()
+    }
+}
+
 async fn open_wal_files(engine: &Engine, core: usize) -> Vec<Option<Rc<DriveFile>>> {
     let mut files = Vec::new();
     for (drive, path) in engine.drive_paths().iter().enumerate() {
@@ -432,13 +484,26 @@ async fn commit_loop(
     wal_files: Rc<Vec<Option<Rc<DriveFile>>>>,
     kick: flume::Receiver<()>,
 ) {
+    let mut wal_files = wal_files;
+    let mut epoch = engine.drive_epoch();
     while kick.recv_async().await.is_ok() {
         loop {
+            if engine.drive_epoch() != epoch {
+                // A drive was formatted as a replacement: its old log file is gone.
+                epoch = engine.drive_epoch();
+                wal_files = Rc::new(open_wal_files(&engine, core).await);
+            }
             let batch = take_batch(core, &state);
             let Some((bytes, base, entries)) = batch else { break };
+            let len = bytes.len();
             let result = if bytes.is_empty() { Ok(()) } else { append_durably(&engine, &wal_files, bytes, base).await };
             let mut st = state.borrow_mut();
             let applied = result.is_ok();
+            if applied {
+                st.committed_end = base + len as u64;
+            } else {
+                st.failed_batch = Some((base, len));
+            }
             for (effect, garbage, partition, reply) in entries {
                 match &result {
                     Ok(()) => {
@@ -446,8 +511,8 @@ async fn commit_loop(
                         schedule_gc(&engine, partition, garbage);
                         let _ = reply.send(Ok(()));
                     }
-                    Err((ok, needed)) => {
-                        let _ = reply.send(Err(EngineError::WriteQuorum { ok: *ok, needed: *needed }));
+                    Err(full_or_quorum) => {
+                        let _ = reply.send(Err(full_or_quorum.to_error()));
                     }
                 }
             }
@@ -470,7 +535,13 @@ fn take_batch(core: usize, state: &Rc<RefCell<CoreState>>) -> Option<(Vec<u8>, u
     let mut overlay = Overlay::default();
     let mut bytes = Vec::new();
     let mut entries = Vec::new();
-    let base = st.wal_end;
+    let mut base = st.wal_end;
+    if let Some((failed_base, failed_len)) = st.failed_batch.take() {
+        debug_assert_eq!(failed_base + failed_len as u64, base);
+        crate::wal::encode_void(&mut bytes, failed_len);
+        base = failed_base;
+        st.wal_end = failed_base;
+    }
     let mut pending = std::mem::take(&mut st.pending).into_iter();
     for (partition, op, reply) in pending.by_ref() {
         match st.prepare(&mut overlay, op) {
@@ -501,39 +572,51 @@ fn take_batch(core: usize, state: &Rc<RefCell<CoreState>>) -> Option<(Vec<u8>, u
     Some((bytes, base, entries))
 }
 
+/// Why a batch was not acknowledged.
+enum AppendError {
+    Full,
+    Quorum { ok: usize, needed: usize },
+}
+
+impl AppendError {
+    fn to_error(&self) -> EngineError {
+        match self {
+            AppendError::Full => EngineError::StorageFull,
+            AppendError::Quorum { ok, needed } => EngineError::WriteQuorum { ok: *ok, needed: *needed },
+        }
+    }
+}
+
 /// Writes the batch at `base` on every drive with an open log, fdatasyncs, and succeeds when
-/// a write quorum of drives has it.
+/// a write quorum of drives has it. A drive that fails or lags leaves a hole in its copy,
+/// which replay fills from the others and the healer repairs.
 async fn append_durably(
     engine: &Engine,
     files: &Rc<Vec<Option<Rc<DriveFile>>>>,
     bytes: Vec<u8>,
     base: u64,
-) -> Result<(), (usize, usize)> {
-    let mut tasks = Vec::new();
-    for file in files.iter().flatten() {
-        let file = file.clone();
-        let copy = bytes.clone();
-        tasks.push(monoio::spawn(async move {
-            file.write_all_at(copy, base).await?;
+) -> Result<(), AppendError> {
+    let bytes = Rc::new(bytes);
+    let mut ops = Vec::new();
+    for (drive, file) in files.iter().enumerate() {
+        let Some(file) = file.clone() else { continue };
+        let bytes = bytes.clone();
+        ops.push((drive, async move {
+            file.write_all_at(bytes.to_vec(), base).await?;
             file.sync_data().await
         }));
     }
-    let mut ok = 0;
-    let mut last_err = None;
-    for task in tasks {
-        match task.await {
-            Ok(()) => ok += 1,
-            Err(err) => last_err = Some(err),
-        }
-    }
     let needed = engine.write_quorum();
-    if ok >= needed {
+    let outcome = quorum::run(engine, ops, needed).await;
+    for (drive, err) in &outcome.failed {
+        eprintln!("ferrite: drive {}: metadata log write failed: {err}", engine.drive_paths()[*drive].display());
+    }
+    if outcome.ok.len() >= needed {
         Ok(())
+    } else if outcome.all_failures_are_enospc() {
+        Err(AppendError::Full)
     } else {
-        if let Some(err) = last_err {
-            eprintln!("ferrite: metadata log write failed: {err}");
-        }
-        Err((ok, needed))
+        Err(AppendError::Quorum { ok: outcome.ok.len(), needed })
     }
 }
 
@@ -674,6 +757,8 @@ mod tests {
             pending: Vec::new(),
             snapshot_off: 0,
             snapshot_writing: false,
+            failed_batch: None,
+            committed_end: 0,
         }
     }
 

@@ -13,6 +13,7 @@ use crate::erasure::{frame_is_valid, Coder};
 use crate::error::{EngineError, Result};
 use crate::io::{sync_dir, DriveFile, OpenMode};
 use crate::meta::{DataLoc, PartLoc};
+use crate::quorum;
 use crate::wal::{verify_record, wal_path};
 
 thread_local! {
@@ -56,6 +57,8 @@ pub struct DataWriter {
     created: bool,
     blocks_written: u64,
     size: u64,
+    /// A drive refused a write for lack of space: a lost quorum is reported as a full store.
+    out_of_space: bool,
 }
 
 impl DataWriter {
@@ -71,6 +74,7 @@ impl DataWriter {
             created: false,
             blocks_written: 0,
             size: 0,
+            out_of_space: false,
         }
     }
 
@@ -96,7 +100,13 @@ impl DataWriter {
         let paths = self.engine.data_file_paths(self.partition, self.file_id);
         for (drive, path) in paths.into_iter().enumerate() {
             let file = if self.engine.drive_online(drive) {
-                DriveFile::open(path, OpenMode::CreateDirect).await.ok().map(Rc::new)
+                match DriveFile::open(path, OpenMode::CreateDirect).await {
+                    Ok(file) => Some(Rc::new(file)),
+                    Err(err) => {
+                        self.note_failure(drive, "create", &err);
+                        None
+                    }
+                }
             } else {
                 None
             };
@@ -106,10 +116,29 @@ impl DataWriter {
         self.check_quorum()
     }
 
+    fn note_failure(&mut self, drive: usize, what: &str, err: &std::io::Error) {
+        eprintln!("ferrite: drive {}: {what} failed: {err}", self.engine.drive_paths()[drive].display());
+        self.out_of_space |= err.raw_os_error() == Some(libc::ENOSPC);
+        if let Some(slot) = self.files.get_mut(drive) {
+            *slot = None;
+        }
+    }
+
+    /// Drops the drives whose operation failed or was abandoned from this object.
+    fn apply_outcome(&mut self, outcome: quorum::Outcome, what: &str) -> Result<()> {
+        for (drive, err) in &outcome.failed {
+            self.note_failure(*drive, what, err);
+        }
+        self.check_quorum()
+    }
+
     fn check_quorum(&self) -> Result<()> {
         let ok = self.files.iter().filter(|f| f.is_some()).count();
         let needed = self.engine.write_quorum();
         if ok < needed {
+            if self.out_of_space {
+                return Err(EngineError::StorageFull);
+            }
             return Err(EngineError::WriteQuorum { ok, needed });
         }
         Ok(())
@@ -123,20 +152,17 @@ impl DataWriter {
         let frames = with_coder(&self.engine, |coder| coder.encode(&self.block))?;
         let offset = self.blocks_written * layout.frame_size(self.engine.block_size()) as u64;
         let rotation = (self.file_id % layout.total() as u128) as usize;
-        let mut tasks = Vec::with_capacity(frames.len());
+        let mut ops = Vec::with_capacity(frames.len());
         for (shard, frame) in frames.into_iter().enumerate() {
             let drive = layout.drive_of(shard, rotation);
-            let Some(file) = self.files[drive].clone() else { continue };
-            tasks
-                .push((drive, monoio::spawn(async move { file.write_all_at(frame, offset).await.map(aligned::give) })));
+            let Some(file) = self.files[drive].clone() else {
+                aligned::give(frame);
+                continue;
+            };
+            ops.push((drive, async move { file.write_all_at(frame, offset).await.map(aligned::give) }));
         }
-        for (drive, task) in tasks {
-            if let Err(err) = task.await {
-                eprintln!("ferrite: drive {}: write failed: {err}", self.engine.drive_paths()[drive].display());
-                self.files[drive] = None;
-            }
-        }
-        self.check_quorum()?;
+        let outcome = quorum::run(&self.engine, ops, self.engine.write_quorum()).await;
+        self.apply_outcome(outcome, "write")?;
         self.block.clear();
         self.blocks_written += 1;
         Ok(())
@@ -154,26 +180,18 @@ impl DataWriter {
                 self.flush_block().await?;
             }
         }
-        let mut tasks = Vec::new();
+        let mut ops = Vec::new();
         for (drive, file) in self.files.iter().enumerate() {
             let Some(file) = file.clone() else { continue };
             let dir =
                 self.engine.drive_paths()[drive].join("data").join(crate::format::partition_dir_name(self.partition));
-            tasks.push((
-                drive,
-                monoio::spawn(async move {
-                    file.sync_data().await?;
-                    sync_dir(dir).await
-                }),
-            ));
+            ops.push((drive, async move {
+                file.sync_data().await?;
+                sync_dir(dir).await
+            }));
         }
-        for (drive, task) in tasks {
-            if let Err(err) = task.await {
-                eprintln!("ferrite: drive {}: sync failed: {err}", self.engine.drive_paths()[drive].display());
-                self.files[drive] = None;
-            }
-        }
-        self.check_quorum()?;
+        let outcome = quorum::run(&self.engine, ops, self.engine.write_quorum()).await;
+        self.apply_outcome(outcome, "sync")?;
         Ok(Finished::Part(PartLoc { file_id: self.file_id, size: self.size }))
     }
 
@@ -316,8 +334,29 @@ impl ObjectReader {
     }
 }
 
-/// Reads one block of a part: its data shards at once, verified; each missing, short or
-/// corrupt shard pulls in a parity shard instead, and the block is rebuilt.
+thread_local! {
+    /// This core's recent shard read latency (exponentially weighted, microseconds).
+    static SHARD_READ_US: std::cell::Cell<f64> = const { std::cell::Cell::new(2_000.0) };
+}
+
+/// A shard read still out after this many times the recent average (and at least
+/// `HEDGE_MIN`) is hedged: the next shard is read too, and the first k valid ones win.
+const HEDGE_FACTOR: f64 = 8.0;
+const HEDGE_MIN: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn hedge_delay() -> std::time::Duration {
+    let us = SHARD_READ_US.with(|c| c.get()) * HEDGE_FACTOR;
+    std::time::Duration::from_micros(us as u64).max(HEDGE_MIN)
+}
+
+fn note_read_latency(took: std::time::Duration) {
+    SHARD_READ_US.with(|c| c.set(c.get() * 0.95 + took.as_micros() as f64 * 0.05));
+}
+
+/// Reads one block of a part: k shards at once (data shards first, a drive that looks
+/// stalled last), each verified. A missing, short or corrupt shard pulls in the next one;
+/// so does a read that is slow to answer (hedging), so one slow drive does not stall the
+/// request. The first k valid shards rebuild the block.
 async fn read_block(engine: Engine, files: Rc<PartFiles>, part: PartLoc, block_index: u64) -> Result<Vec<u8>> {
     let layout = engine.layout();
     let block_size = engine.block_size() as u64;
@@ -326,41 +365,79 @@ async fn read_block(engine: Engine, files: Rc<PartFiles>, part: PartLoc, block_i
     let shard_size = layout.shard_size(block_len);
     let offset = block_index * layout.frame_size(block_size as usize) as u64;
     let rotation = (part.file_id % layout.total() as u128) as usize;
+    let mut order: Vec<usize> = (0..layout.total()).collect();
+    order.sort_by_key(|shard| engine.drive_inflight(layout.drive_of(*shard, rotation)) >= quorum::STALLED_INFLIGHT);
+    let mut order = order.into_iter();
     let mut shards: Vec<Option<AlignedBuf>> = (0..layout.total()).map(|_| None).collect();
-    let mut next = 0;
-    let mut good = 0;
     let mut damaged = Vec::new();
-    while good < layout.data && next < layout.total() {
-        let want = layout.data - good;
-        let mut tasks = Vec::new();
-        while tasks.len() < want && next < layout.total() {
-            let shard = next;
-            next += 1;
+    let (tx, rx) = flume::unbounded();
+    // Starts the next candidate read; false when none is left.
+    let mut launch = |damaged: &mut Vec<usize>| -> bool {
+        for shard in order.by_ref() {
             let drive = layout.drive_of(shard, rotation);
             let Some(file) = files.files[drive].clone() else {
                 damaged.push(shard);
                 continue;
             };
-            let read = monoio::spawn(async move { file.read_exact_at(aligned::take(frame_size), offset).await });
-            tasks.push((shard, drive, read));
+            let tx = tx.clone();
+            let guard = engine.inflight_guard(drive);
+            monoio::spawn(async move {
+                let start = std::time::Instant::now();
+                let read = file.read_exact_at(aligned::take(frame_size), offset).await;
+                drop(guard);
+                let _ = tx.send((shard, drive, read, start.elapsed()));
+            });
+            return true;
         }
-        for (shard, drive, task) in tasks {
-            match task.await {
-                Ok(frame) if frame_is_valid(frame.as_slice(), shard_size) => {
-                    shards[shard] = Some(frame);
-                    good += 1;
+        false
+    };
+    let mut outstanding = 0;
+    while outstanding < layout.data && launch(&mut damaged) {
+        outstanding += 1;
+    }
+    let mut good = 0;
+    let mut exhausted = outstanding < layout.data;
+    while good < layout.data && outstanding > 0 {
+        let wait = if exhausted { quorum::DRIVE_OP_TIMEOUT } else { hedge_delay() };
+        let (shard, drive, read, took) = match monoio::time::timeout(wait, rx.recv_async()).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(_)) => break,
+            Err(_) if exhausted => break,
+            Err(_) => {
+                // Slow to answer: read one more shard beside it.
+                if launch(&mut damaged) {
+                    outstanding += 1;
+                } else {
+                    exhausted = true;
                 }
-                Ok(frame) => {
-                    eprintln!(
-                        "ferrite: drive {}: block {block_index} of {:032x} failed its checksum; rebuilt from parity",
-                        engine.drive_paths()[drive].display(),
-                        part.file_id
-                    );
-                    aligned::give(frame);
-                    damaged.push(shard);
-                }
-                // A missing file or short read: the shard is unavailable on this drive.
-                Err(_) => damaged.push(shard),
+                continue;
+            }
+        };
+        outstanding -= 1;
+        note_read_latency(took);
+        match read {
+            Ok(frame) if frame_is_valid(frame.as_slice(), shard_size) => {
+                shards[shard] = Some(frame);
+                good += 1;
+                continue;
+            }
+            Ok(frame) => {
+                eprintln!(
+                    "ferrite: drive {}: block {block_index} of {:032x} failed its checksum; rebuilt from parity",
+                    engine.drive_paths()[drive].display(),
+                    part.file_id
+                );
+                aligned::give(frame);
+                damaged.push(shard);
+            }
+            // A missing file, a short read or an I/O error: the shard is unavailable there.
+            Err(_) => damaged.push(shard),
+        }
+        if good + outstanding < layout.data {
+            if launch(&mut damaged) {
+                outstanding += 1;
+            } else {
+                exhausted = true;
             }
         }
     }
@@ -376,27 +453,43 @@ async fn read_block(engine: Engine, files: Rc<PartFiles>, part: PartLoc, block_i
 }
 
 /// Rewrites the damaged shards of a block from its verified contents, in the background:
-/// the read that found the damage is answered first. The repaired frame is fdatasync'd
-/// (and its directory when the file had to be created).
+/// the read that found the damage is answered first.
 fn repair_block(engine: &Engine, files: &PartFiles, block_index: u64, block: &[u8], damaged: Vec<usize>) {
+    let engine = engine.clone();
+    let paths = files.paths.clone();
     let file_id = files.file_id;
+    let block = block.to_vec();
+    monoio::spawn(async move { rewrite_shards(&engine, &paths, file_id, block_index, &block, &damaged).await });
+}
+
+/// Re-encodes a verified block and writes the listed shards to their drives, each
+/// fdatasync'd (and its directory when the file had to be created). Returns how many
+/// shards were rewritten.
+async fn rewrite_shards(
+    engine: &Engine,
+    paths: &[std::path::PathBuf],
+    file_id: u128,
+    block_index: u64,
+    block: &[u8],
+    damaged: &[usize],
+) -> u64 {
     let frames = match with_coder(engine, |coder| coder.encode(block)) {
         Ok(frames) => frames,
         Err(err) => {
             eprintln!("ferrite: cannot re-encode block {block_index} of {file_id:032x} for repair: {err}");
-            return;
+            return 0;
         }
     };
     let layout = engine.layout();
     let rotation = (file_id % layout.total() as u128) as usize;
     let offset = block_index * layout.frame_size(engine.block_size()) as u64;
-    let paths = &files.paths;
     let mut frames: Vec<Option<AlignedBuf>> = frames.into_iter().map(Some).collect();
-    for shard in damaged {
+    let mut writes = Vec::new();
+    for &shard in damaged {
         let drive = layout.drive_of(shard, rotation);
         let (Some(frame), Some(path)) = (frames[shard].take(), paths.get(drive).cloned()) else { continue };
         let name = engine.drive_paths()[drive].display().to_string();
-        monoio::spawn(async move {
+        writes.push(monoio::spawn(async move {
             let result = async {
                 let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
                 let existed = path.exists();
@@ -414,14 +507,101 @@ fn repair_block(engine: &Engine, files: &PartFiles, block_index: u64, block: &[u
             }
             .await;
             match result {
-                Ok(()) => eprintln!("ferrite: drive {name}: repaired block {block_index} of {file_id:032x}"),
+                Ok(()) => {
+                    eprintln!("ferrite: drive {name}: repaired block {block_index} of {file_id:032x}");
+                    1
+                }
                 Err(err) => {
-                    eprintln!("ferrite: drive {name}: repair of block {block_index} of {file_id:032x} failed: {err}")
+                    eprintln!("ferrite: drive {name}: repair of block {block_index} of {file_id:032x} failed: {err}");
+                    0
                 }
             }
-        });
+        }));
     }
     frames.into_iter().flatten().for_each(aligned::give);
+    let mut repaired = 0;
+    for write in writes {
+        repaired += write.await;
+    }
+    repaired
+}
+
+/// What healing one part found.
+#[derive(Default)]
+pub(crate) struct PartCheck {
+    pub repaired: u64,
+    pub lost_blocks: u64,
+}
+
+/// Verifies every shard of every block of a part on every online drive (not only the k a
+/// read needs) and rewrites the missing or corrupt ones from the others. `still_current`
+/// is asked before each repair, so a part deleted meanwhile is not written back.
+pub(crate) async fn heal_part(
+    engine: &Engine,
+    partition: u16,
+    part: &PartLoc,
+    still_current: &dyn Fn() -> bool,
+    pacer: &mut crate::heal::Pacer,
+    kind: crate::heal::PassKind,
+) -> PartCheck {
+    let mut found = PartCheck::default();
+    if part.size == 0 {
+        return found;
+    }
+    let files = PartFiles::open(engine, partition, part.file_id).await;
+    let layout = engine.layout();
+    let block_size = engine.block_size() as u64;
+    let rotation = (part.file_id % layout.total() as u128) as usize;
+    let blocks = part.size.div_ceil(block_size).max(1);
+    for block_index in 0..blocks {
+        let block_len = (part.size - block_index * block_size).min(block_size) as usize;
+        let frame_size = layout.frame_size(block_len);
+        let shard_size = layout.shard_size(block_len);
+        let offset = block_index * layout.frame_size(block_size as usize) as u64;
+        let mut reads = Vec::new();
+        for shard in 0..layout.total() {
+            let drive = layout.drive_of(shard, rotation);
+            let file = files.files[drive].clone();
+            reads.push(monoio::spawn(async move {
+                match file {
+                    Some(file) => file.read_exact_at(aligned::take(frame_size), offset).await.ok(),
+                    None => None,
+                }
+            }));
+        }
+        let mut shards: Vec<Option<AlignedBuf>> = Vec::with_capacity(layout.total());
+        let mut damaged = Vec::new();
+        for (shard, read) in reads.into_iter().enumerate() {
+            match read.await {
+                Some(frame) if frame_is_valid(frame.as_slice(), shard_size) => shards.push(Some(frame)),
+                other => {
+                    other.into_iter().for_each(aligned::give);
+                    shards.push(None);
+                    if engine.drive_online(layout.drive_of(shard, rotation)) {
+                        damaged.push(shard);
+                    }
+                }
+            }
+        }
+        let valid = shards.iter().filter(|s| s.is_some()).count();
+        if !damaged.is_empty() && valid >= layout.data {
+            let mut block = Vec::new();
+            let decoded = with_coder(engine, |coder| coder.decode(&shards, block_len, &mut block));
+            if decoded.is_ok() && still_current() {
+                found.repaired +=
+                    rewrite_shards(engine, &files.paths, part.file_id, block_index, &block, &damaged).await;
+            }
+        } else if valid < layout.data {
+            eprintln!(
+                "ferrite: block {block_index} of {:032x} has {valid} intact shards of the {} needed: unrecoverable",
+                part.file_id, layout.data
+            );
+            found.lost_blocks += 1;
+        }
+        shards.into_iter().flatten().for_each(aligned::give);
+        pacer.account(engine, kind, block_len as u64).await;
+    }
+    found
 }
 
 /// Reads and verifies an inline object's log record from the first drive that has it intact.

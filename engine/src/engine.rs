@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -29,6 +30,7 @@ pub struct EngineConfig {
     pub cores: usize,
     /// Each core snapshots its index after appending this many log bytes.
     pub snapshot_every_bytes: u64,
+    pub heal: crate::heal::HealConfig,
 }
 
 /// Default for `EngineConfig::snapshot_every_bytes`: start-up replays at most about this
@@ -88,6 +90,7 @@ impl IndexBuild {
             Record::BucketDelete { name } => {
                 self.buckets.remove(&name);
             }
+            Record::Void => {}
         }
     }
 }
@@ -241,6 +244,26 @@ struct Shared {
     buckets: RwLock<BTreeMap<String, i64>>,
     snapshot_every_bytes: u64,
     startup: String,
+    /// Per drive: online (true) or not. Starts as found at start-up; the drive monitor
+    /// (heal.rs) brings a replaced drive back online.
+    online: Vec<AtomicBool>,
+    /// Per drive: operations running on it now (quorum.rs skips a stalled drive).
+    inflight: Vec<AtomicUsize>,
+    /// Bumped whenever a drive is formatted anew while serving: cores reopen their logs.
+    drive_epoch: AtomicU64,
+    heal: crate::heal::HealState,
+}
+
+/// Counts one running operation on a drive for as long as it lives.
+pub struct InflightGuard {
+    engine: Engine,
+    drive: usize,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.engine.0.inflight[self.drive].fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone)]
@@ -309,7 +332,13 @@ impl Engine {
                 snapshot_due,
             });
         }
+        let online = drives.online.iter().map(|o| AtomicBool::new(*o)).collect();
+        let inflight = drives.online.iter().map(|_| AtomicUsize::new(0)).collect();
         let shared = Shared {
+            online,
+            inflight,
+            drive_epoch: AtomicU64::new(0),
+            heal: crate::heal::HealState::new(cores, config.heal),
             drives,
             layout,
             block_size,
@@ -338,7 +367,30 @@ impl Engine {
         &self.0.drives.paths
     }
     pub fn drive_online(&self, drive: usize) -> bool {
-        self.0.drives.online[drive]
+        self.0.online[drive].load(Ordering::Relaxed)
+    }
+    pub(crate) fn set_drive_online(&self, drive: usize, online: bool) {
+        self.0.online[drive].store(online, Ordering::Relaxed);
+    }
+    pub fn drive_epoch(&self) -> u64 {
+        self.0.drive_epoch.load(Ordering::Relaxed)
+    }
+    pub(crate) fn bump_drive_epoch(&self) {
+        self.0.drive_epoch.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn drive_inflight(&self, drive: usize) -> usize {
+        self.0.inflight[drive].load(Ordering::Relaxed)
+    }
+    pub fn inflight_guard(&self, drive: usize) -> InflightGuard {
+        self.0.inflight[drive].fetch_add(1, Ordering::Relaxed);
+        InflightGuard { engine: self.clone(), drive }
+    }
+    pub fn heal(&self) -> &crate::heal::HealState {
+        &self.0.heal
+    }
+    /// The drives online now.
+    pub fn online_paths(&self) -> Vec<PathBuf> {
+        (0..self.drive_paths().len()).filter(|d| self.drive_online(*d)).map(|d| self.drive_paths()[d].clone()).collect()
     }
     pub fn layout(&self) -> Layout {
         self.0.layout

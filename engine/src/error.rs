@@ -20,6 +20,8 @@ pub enum EngineError {
     InvalidPart(String),
     #[error("write quorum lost: {ok} of {needed} drives took the write")]
     WriteQuorum { ok: usize, needed: usize },
+    #[error("the drives are full")]
+    StorageFull,
     #[error("read quorum lost: {0}")]
     ReadQuorum(String),
     #[error("corrupt metadata: {0}")]

@@ -154,6 +154,38 @@ fn write_format(path: &Path, format: &Format, partitions: u16) -> Result<()> {
     Ok(())
 }
 
+/// What the drive monitor found on a drive.
+pub enum DriveCheck {
+    Ok,
+    /// The format was gone (a wiped or replaced drive): it was formatted into its slot.
+    Formatted,
+    Unusable(String),
+}
+
+/// Checks drive number `index` of a running set against the set's format.
+pub fn check_drive(path: &Path, reference: &Format, index: usize) -> DriveCheck {
+    match read_format(path) {
+        Ok(Some(found)) => {
+            if found.deployment_id == reference.deployment_id && found.drive_id == reference.set[index] {
+                DriveCheck::Ok
+            } else {
+                DriveCheck::Unusable("it carries the format of another drive or deployment".into())
+            }
+        }
+        Ok(None) => {
+            let format = Format { drive_id: reference.set[index].clone(), ..reference.clone() };
+            match fs::create_dir_all(path)
+                .map_err(EngineError::from)
+                .and_then(|()| write_format(path, &format, reference.partition_count))
+            {
+                Ok(()) => DriveCheck::Formatted,
+                Err(err) => DriveCheck::Unusable(format!("cannot format it: {err}")),
+            }
+        }
+        Err(err) => DriveCheck::Unusable(err.to_string()),
+    }
+}
+
 pub fn partition_dir_name(partition: u16) -> String {
     format!("{partition:03x}")
 }

@@ -25,9 +25,53 @@ pub fn uring_enabled() -> bool {
 }
 
 /// An open file on a drive.
-pub enum DriveFile {
+pub struct DriveFile {
+    inner: Inner,
+    /// Only the fault layer needs to know which file an operation is on.
+    #[cfg(feature = "fault-injection")]
+    path: PathBuf,
+}
+
+enum Inner {
     Uring(monoio::fs::File),
     Blocking(Arc<std::fs::File>),
+}
+
+/// Asks the test-only fault layer (see fault.rs) whether an operation on `path` fails, waits,
+/// or crashes the process; `Ok(Some(n))`: write only n bytes, then crash. Without the
+/// `fault-injection` feature this is nothing.
+#[cfg(feature = "fault-injection")]
+async fn fault_gate(path: &Path, kind: crate::fault::IoKind, len: usize) -> io::Result<Option<usize>> {
+    use crate::fault::Verdict;
+    match crate::fault::check(path, kind, len) {
+        Verdict::Go => Ok(None),
+        Verdict::Fail(err) => Err(err),
+        Verdict::Delay(delay) => {
+            monoio::time::sleep(delay).await;
+            Ok(None)
+        }
+        Verdict::TearAndCrash(n) => Ok(Some(n)),
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+async fn fault_gate(_path: &Path, _kind: IoKind, _len: usize) -> io::Result<Option<usize>> {
+    Ok(None)
+}
+
+#[cfg(feature = "fault-injection")]
+use crate::fault::IoKind;
+
+/// The kinds of drive operation the fault layer tells apart.
+#[cfg(not(feature = "fault-injection"))]
+#[derive(Clone, Copy)]
+enum IoKind {
+    Open,
+    Read,
+    Write,
+    Sync,
+    Remove,
 }
 
 pub enum OpenMode {
@@ -74,39 +118,75 @@ async fn blocking<T: Send + 'static>(job: impl FnOnce() -> io::Result<T> + Send 
 
 impl DriveFile {
     pub async fn open(path: PathBuf, mode: OpenMode) -> io::Result<DriveFile> {
+        fault_gate(&path, IoKind::Open, 0).await?;
+        #[cfg(feature = "fault-injection")]
+        let kept = path.clone();
         // Opening is a metadata operation; doing it synchronously keeps the file's flags
         // (O_DIRECT with an EINVAL fallback) in one place for both modes.
-        if uring_enabled() {
+        let inner = if uring_enabled() {
             let file = std_open(&path, &mode)?;
-            Ok(DriveFile::Uring(monoio::fs::File::from_std(file)?))
+            Inner::Uring(monoio::fs::File::from_std(file)?)
         } else {
             let file = blocking(move || std_open(&path, &mode)).await?;
-            Ok(DriveFile::Blocking(Arc::new(file)))
-        }
+            Inner::Blocking(Arc::new(file))
+        };
+        Ok(DriveFile {
+            inner,
+            #[cfg(feature = "fault-injection")]
+            path: kept,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        #[cfg(feature = "fault-injection")]
+        return &self.path;
+        #[cfg(not(feature = "fault-injection"))]
+        Path::new("")
     }
 
     /// Writes all of `buf` at `pos` and gives the buffer back for reuse.
     pub async fn write_all_at<B: IoBuf + Send + 'static>(&self, buf: B, pos: u64) -> io::Result<B> {
-        match self {
-            DriveFile::Uring(file) => {
+        if let Some(torn) = fault_gate(self.path(), IoKind::Write, buf.bytes_init()).await? {
+            self.write_prefix_then_crash(buf, pos, torn).await;
+        }
+        match &self.inner {
+            Inner::Uring(file) => {
                 let (res, buf) = file.write_all_at(buf, pos).await;
                 res.map(|()| buf)
             }
-            DriveFile::Blocking(file) => {
+            Inner::Blocking(file) => {
                 let file = file.clone();
                 blocking(move || file.write_all_at(io_buf_slice(&buf), pos).map(|()| buf)).await
             }
         }
     }
 
+    /// A torn write for the fault layer: the first `len` bytes reach the file, then the
+    /// process ends.
+    #[cfg(feature = "fault-injection")]
+    async fn write_prefix_then_crash<B: IoBuf + Send + 'static>(&self, buf: B, pos: u64, len: usize) -> ! {
+        let prefix = io_buf_slice(&buf)[..len].to_vec();
+        let _ = match &self.inner {
+            Inner::Uring(file) => file.write_all_at(prefix, pos).await.0,
+            Inner::Blocking(file) => file.write_all_at(&prefix, pos),
+        };
+        crate::fault::crash()
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    async fn write_prefix_then_crash<B: IoBuf>(&self, _buf: B, _pos: u64, _len: usize) -> ! {
+        unreachable!("torn writes exist only with the fault layer")
+    }
+
     /// Reads exactly buf's capacity (bytes_total) at `pos`, or fails with UnexpectedEof.
     pub async fn read_exact_at<B: IoBufMut + Send + 'static>(&self, buf: B, pos: u64) -> io::Result<B> {
-        match self {
-            DriveFile::Uring(file) => {
+        fault_gate(self.path(), IoKind::Read, 0).await?;
+        match &self.inner {
+            Inner::Uring(file) => {
                 let (res, buf) = file.read_exact_at(buf, pos).await;
                 res.map(|()| buf)
             }
-            DriveFile::Blocking(file) => {
+            Inner::Blocking(file) => {
                 let file = file.clone();
                 blocking(move || {
                     let mut buf = buf;
@@ -120,9 +200,10 @@ impl DriveFile {
     }
 
     pub async fn sync_data(&self) -> io::Result<()> {
-        match self {
-            DriveFile::Uring(file) => file.sync_data().await,
-            DriveFile::Blocking(file) => {
+        fault_gate(self.path(), IoKind::Sync, 0).await?;
+        match &self.inner {
+            Inner::Uring(file) => file.sync_data().await,
+            Inner::Blocking(file) => {
                 let file = file.clone();
                 blocking(move || file.sync_data()).await
             }
@@ -132,6 +213,7 @@ impl DriveFile {
 
 /// fsync a directory so that entries created in it (new data files) survive power loss.
 pub async fn sync_dir(path: PathBuf) -> io::Result<()> {
+    fault_gate(&path, IoKind::Sync, 0).await?;
     if uring_enabled() {
         let dir = std::fs::File::open(&path)?;
         monoio::fs::File::from_std(dir)?.sync_all().await
@@ -142,6 +224,7 @@ pub async fn sync_dir(path: PathBuf) -> io::Result<()> {
 
 /// Removes a file; a file that is already gone is not an error.
 pub async fn remove_file(path: PathBuf) -> io::Result<()> {
+    fault_gate(&path, IoKind::Remove, 0).await?;
     let job = move || match std::fs::remove_file(&path) {
         Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
         _ => Ok(()),

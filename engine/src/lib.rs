@@ -7,9 +7,13 @@ pub mod data;
 pub mod engine;
 pub mod erasure;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod format;
+pub mod heal;
 pub mod io;
 pub mod meta;
+pub mod quorum;
 pub mod snapshot;
 pub mod wal;
 

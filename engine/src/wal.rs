@@ -24,13 +24,44 @@ const REPLAY_WINDOW_BYTES: usize = 4 << 20;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
-    Put { bucket: String, key: String, meta: ObjectMeta, inline: Option<Vec<u8>>, completes_upload: Option<String> },
-    Delete { bucket: String, key: String },
-    UploadCreate { bucket: String, key: String, upload_id: String, upload: UploadMeta },
-    UploadPart { bucket: String, key: String, upload_id: String, part_number: u32, part: PartMeta },
-    UploadAbort { bucket: String, key: String, upload_id: String },
-    BucketCreate { name: String, created_ms: i64 },
-    BucketDelete { name: String },
+    Put {
+        bucket: String,
+        key: String,
+        meta: ObjectMeta,
+        inline: Option<Vec<u8>>,
+        completes_upload: Option<String>,
+    },
+    Delete {
+        bucket: String,
+        key: String,
+    },
+    UploadCreate {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        upload: UploadMeta,
+    },
+    UploadPart {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        part_number: u32,
+        part: PartMeta,
+    },
+    UploadAbort {
+        bucket: String,
+        key: String,
+        upload_id: String,
+    },
+    BucketCreate {
+        name: String,
+        created_ms: i64,
+    },
+    BucketDelete {
+        name: String,
+    },
+    /// Covers the bytes of a batch that failed to reach a write quorum (see `encode_void`).
+    Void,
 }
 
 const KIND_PUT: u8 = 1;
@@ -40,6 +71,9 @@ const KIND_UPLOAD_PART: u8 = 4;
 const KIND_UPLOAD_ABORT: u8 = 5;
 const KIND_BUCKET_CREATE: u8 = 6;
 const KIND_BUCKET_DELETE: u8 = 7;
+const KIND_VOID: u8 = 8;
+/// The smallest framed record: header, kind, partition and sequence number.
+pub const RECORD_BYTES_MIN: usize = RECORD_HEADER_BYTES + 1 + 2 + 8;
 
 pub fn wal_file_name(wal: u16) -> String {
     format!("wal-{wal}.log")
@@ -132,6 +166,11 @@ pub fn encode_record(
             enc.u64(seq);
             enc.str(name);
         }
+        Record::Void => {
+            enc.u8(KIND_VOID);
+            enc.u16(partition);
+            enc.u64(seq);
+        }
     }
     *out = enc.0;
     let payload_len = out.len() - payload_start;
@@ -147,6 +186,33 @@ pub fn encode_record(
         data_off: (RECORD_HEADER_BYTES + off) as u32,
         data_len: len as u32,
     })
+}
+
+/// Appends void records covering exactly `len` bytes (at least `RECORD_BYTES_MIN`). A batch
+/// that failed to reach a write quorum may sit, whole or in part, on some drives, or on none
+/// (a hole of zeros would end replay there). The next batch starts by overwriting its place
+/// with void records, which replay skips, so the log stays contiguous and the failed writes
+/// stay unapplied on every drive that took the overwrite.
+pub fn encode_void(out: &mut Vec<u8>, len: usize) {
+    assert!(len >= RECORD_BYTES_MIN, "a void of {len} bytes cannot hold a record");
+    let mut left = len;
+    while left > 0 {
+        // Leave room for at least one more minimal record after this one, or take all.
+        let take = if left <= RECORD_PAYLOAD_BYTES_MAX {
+            left
+        } else {
+            (RECORD_PAYLOAD_BYTES_MAX).min(left - RECORD_BYTES_MIN)
+        };
+        let start = out.len();
+        encode_record(out, 0, 0, 0, 0, &Record::Void);
+        let pad = take - (out.len() - start);
+        out.resize(out.len() + pad, 0);
+        let payload_len = take - RECORD_HEADER_BYTES;
+        let sum = xxh3_64(&out[start + RECORD_HEADER_BYTES..]);
+        out[start + 4..start + 8].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        out[start + 8..start + 16].copy_from_slice(&sum.to_le_bytes());
+        left -= take;
+    }
 }
 
 /// Checks a framed record; returns its payload.
@@ -215,6 +281,7 @@ pub fn decode_payload(payload: &[u8], wal: u16, rec_off: u64) -> Result<Replayed
         KIND_UPLOAD_ABORT => Record::UploadAbort { bucket: dec.str()?, key: dec.str()?, upload_id: dec.str()? },
         KIND_BUCKET_CREATE => Record::BucketCreate { name: dec.str()?, created_ms: dec.i64()? },
         KIND_BUCKET_DELETE => Record::BucketDelete { name: dec.str()? },
+        KIND_VOID => Record::Void,
         other => return Err(EngineError::Corrupt(format!("unknown record kind {other}"))),
     };
     Ok(Replayed { partition, seq, record })
@@ -271,13 +338,105 @@ pub fn replay(drives: &[PathBuf], wal: u16, start: u64) -> Result<(Vec<Replayed>
             }
             let Some(framed) = log.get(off, RECORD_HEADER_BYTES + len) else { continue };
             let Some(payload) = verify_record(framed) else { continue };
-            out.push(decode_payload(payload, wal, off)?);
+            let replayed = decode_payload(payload, wal, off)?;
+            if replayed.record != Record::Void {
+                out.push(replayed);
+            }
             off += (RECORD_HEADER_BYTES + len) as u64;
             continue 'records;
         }
         break;
     }
     Ok((out, off))
+}
+
+/// Makes every online drive's copy of log `wal` hold the records replay would read, up to
+/// `end`: where a drive's bytes differ from the merged log (a hole from a missed batch, a
+/// corrupt or torn record, a replaced drive's empty file), the merged record is written
+/// there and the file fdatasync'd. Returns how many records were rewritten (summed over
+/// drives). Blocking: run it on the blocking pool.
+pub fn heal_copies(drives: &[PathBuf], online: &[bool], wal: u16, end: u64) -> Result<u64> {
+    let mut logs = Vec::new();
+    for (drive, path) in drives.iter().enumerate() {
+        if !online.get(drive).copied().unwrap_or(false) {
+            continue;
+        }
+        let file_path = wal_path(path, wal);
+        let file = match fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&file_path) {
+            Ok(file) => file,
+            Err(err) => {
+                eprintln!("ferrite: {}: cannot open for healing: {err}", file_path.display());
+                continue;
+            }
+        };
+        let len = file.metadata()?.len();
+        logs.push((DriveLog { file, len, window: Vec::new(), window_off: 0 }, Fixes::default()));
+    }
+    logs.sort_by_key(|(log, _)| std::cmp::Reverse(log.len));
+    let mut repaired = 0;
+    let mut off = 0u64;
+    while off < end {
+        let mut record = None;
+        for (log, _) in logs.iter_mut() {
+            let Some(header) = log.get(off, RECORD_HEADER_BYTES) else { continue };
+            let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+            if len > RECORD_PAYLOAD_BYTES_MAX {
+                continue;
+            }
+            let Some(framed) = log.get(off, RECORD_HEADER_BYTES + len) else { continue };
+            if verify_record(framed).is_some() {
+                record = Some(framed.to_vec());
+                break;
+            }
+        }
+        let Some(record) = record else { break };
+        for (log, fixes) in logs.iter_mut() {
+            if log.get(off, record.len()) == Some(&record[..]) {
+                continue;
+            }
+            repaired += 1;
+            fixes.add(&log.file, off, &record)?;
+        }
+        off += record.len() as u64;
+    }
+    for (log, fixes) in &mut logs {
+        fixes.flush(&log.file)?;
+        if fixes.dirty {
+            log.file.sync_data()?;
+        }
+    }
+    Ok(repaired)
+}
+
+/// Records to rewrite on one drive, gathered into runs and written a few MiB at a time.
+#[derive(Default)]
+struct Fixes {
+    start: u64,
+    run: Vec<u8>,
+    dirty: bool,
+}
+
+impl Fixes {
+    fn add(&mut self, file: &fs::File, off: u64, record: &[u8]) -> std::io::Result<()> {
+        if !self.run.is_empty() && (self.start + self.run.len() as u64 != off || self.run.len() >= REPLAY_WINDOW_BYTES)
+        {
+            self.flush(file)?;
+        }
+        if self.run.is_empty() {
+            self.start = off;
+        }
+        self.run.extend_from_slice(record);
+        Ok(())
+    }
+
+    fn flush(&mut self, file: &fs::File) -> std::io::Result<()> {
+        if !self.run.is_empty() {
+            file.write_all_at(&self.run, self.start)?;
+            self.run.clear();
+            self.dirty = true;
+        }
+        Ok(())
+    }
 }
 
 /// The log numbers present on any drive.

@@ -35,6 +35,9 @@ pub enum Code {
     RequestTimeout,
     SignatureDoesNotMatch,
     SlowDown,
+    ServiceUnavailable,
+    /// Not an AWS code (AWS never fills up); MinIO answers the same condition with 507.
+    XFerriteStorageFull,
     AuthorizationHeaderMalformed,
     XAmzContentSHA256Mismatch,
     InvalidTag,
@@ -55,7 +58,8 @@ impl Code {
             InvalidRange => 416,
             InternalError => 500,
             NotImplemented => 501,
-            SlowDown => 503,
+            SlowDown | ServiceUnavailable => 503,
+            XFerriteStorageFull => 507,
             RequestTimeout => 400,
             _ => 400,
         }
@@ -95,6 +99,8 @@ impl Code {
             RequestTimeout => "RequestTimeout",
             SignatureDoesNotMatch => "SignatureDoesNotMatch",
             SlowDown => "SlowDown",
+            ServiceUnavailable => "ServiceUnavailable",
+            XFerriteStorageFull => "XFerriteStorageFull",
             AuthorizationHeaderMalformed => "AuthorizationHeaderMalformed",
             XAmzContentSHA256Mismatch => "XAmzContentSHA256Mismatch",
             InvalidTag => "InvalidTag",
@@ -146,7 +152,10 @@ impl From<EngineError> for S3Error {
                 (Code::PreconditionFailed, "At least one of the pre-conditions you specified did not hold".into())
             }
             EngineError::InvalidPart(m) => (Code::InvalidPart, m.clone()),
-            EngineError::WriteQuorum { .. } | EngineError::ReadQuorum(_) => (Code::SlowDown, e.to_string()),
+            EngineError::WriteQuorum { .. } | EngineError::ReadQuorum(_) => (Code::ServiceUnavailable, e.to_string()),
+            EngineError::StorageFull => {
+                (Code::XFerriteStorageFull, "The drives are full: delete objects or add space, then retry.".into())
+            }
             _ => (Code::InternalError, e.to_string()),
         };
         if code == Code::InternalError {

@@ -18,6 +18,19 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A client that sends nothing for this long in the middle of a request gets RequestTimeout.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_CHUNK_BYTES: usize = 256 << 10;
+
+/// How long a client may stay silent: between requests (`idle`) and inside one (`read`).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientTimeouts {
+    pub idle: Duration,
+    pub read: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        Self { idle: IDLE_TIMEOUT, read: READ_TIMEOUT }
+    }
+}
 const LINE_BYTES_MAX: usize = 8 << 10;
 
 pub struct Request {
@@ -63,6 +76,7 @@ pub struct Conn {
     stream: Stream,
     buf: Vec<u8>,
     pos: usize,
+    timeouts: ClientTimeouts,
 }
 
 enum RawState {
@@ -74,7 +88,11 @@ enum RawState {
 
 impl Conn {
     pub fn new(stream: Stream) -> Self {
-        Self { stream, buf: Vec::with_capacity(READ_CHUNK_BYTES), pos: 0 }
+        Self::with_timeouts(stream, ClientTimeouts::default())
+    }
+
+    pub fn with_timeouts(stream: Stream, timeouts: ClientTimeouts) -> Self {
+        Self { stream, buf: Vec::with_capacity(READ_CHUNK_BYTES), pos: 0, timeouts }
     }
 
     fn available(&self) -> &[u8] {
@@ -136,7 +154,7 @@ impl Conn {
                     return Err(head_too_large());
                 }
             }
-            let timeout = if first && self.available().is_empty() { IDLE_TIMEOUT } else { READ_TIMEOUT };
+            let timeout = if first && self.available().is_empty() { self.timeouts.idle } else { self.timeouts.read };
             first = false;
             match self.fill(timeout).await {
                 Ok(0) if self.available().is_empty() => return Ok(None),
@@ -157,7 +175,7 @@ impl Conn {
     /// Up to `max` bytes already received or read now; Err on EOF.
     async fn some_bytes(&mut self, max: usize) -> S3Result<Vec<u8>> {
         if self.available().is_empty() {
-            match self.fill(READ_TIMEOUT).await {
+            match self.fill(self.timeouts.read).await {
                 Ok(0) => return Err(S3Error::new(Code::IncompleteBody, "You did not provide the number of bytes specified by the Content-Length HTTP header.").closing()),
                 Ok(_) => {}
                 Err(e) => return Err(S3Error::new(Code::RequestTimeout, format!("Your socket connection to the server was not read from or written to within the timeout period: {e}")).closing()),
@@ -179,7 +197,7 @@ impl Conn {
             if self.available().len() > LINE_BYTES_MAX {
                 return Err(S3Error::new(Code::InvalidRequest, "chunk header line too long").closing());
             }
-            match self.fill(READ_TIMEOUT).await {
+            match self.fill(self.timeouts.read).await {
                 Ok(0) => {
                     return Err(S3Error::new(Code::IncompleteBody, "connection closed inside a chunked body").closing())
                 }

@@ -1,6 +1,7 @@
 //! Ferrite's S3 front: HTTP/1.1, SigV4, aws-chunked bodies, S3 XML and the S3 operations,
 //! on top of the engine.
 
+pub mod admin;
 pub mod body;
 pub mod budget;
 pub mod checksum;

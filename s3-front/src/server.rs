@@ -9,7 +9,7 @@ use monoio::net::TcpStream;
 
 use crate::body::{Body, Mode};
 use crate::error::{Code, S3Error, S3Result};
-use crate::http::{reason, Conn, RawBody, Request, Stream};
+use crate::http::{reason, ClientTimeouts, Conn, RawBody, Request, Stream};
 use crate::sigv4::{self, Credentials, SignedRequest};
 use crate::xml::{escape, XML_DECL};
 
@@ -24,6 +24,8 @@ pub struct Config {
     /// Base domain for virtual-host-style addressing (bucket.domain).
     pub domain: Option<String>,
     pub region: String,
+    /// How long a silent client is kept (FERRITE_CLIENT_TIMEOUT_SECS shortens it for tests).
+    pub client_timeouts: ClientTimeouts,
 }
 
 impl Credentials for Config {
@@ -136,7 +138,7 @@ pub async fn serve_connection(ctx: Rc<Ctx>, stream: TcpStream, tls: Option<Rc<mo
             _ => return,
         },
     };
-    let mut conn = Conn::new(stream);
+    let mut conn = Conn::with_timeouts(stream, ctx.config.client_timeouts);
     loop {
         let request_id = new_request_id();
         let req = match conn.read_head().await {
@@ -280,6 +282,9 @@ async fn dispatch(ctx: &Ctx, req: &Request, raw: &mut Option<RawBody<'_>>, reque
     let mode = payload_mode(&auth, presigned)?;
     let decoded_len = req.header("x-amz-decoded-content-length").and_then(|v| v.parse().ok());
     let call = Call { req, bucket, key, query, auth, request_id: request_id.to_owned() };
+    if call.bucket.as_deref() == Some(crate::admin::RESERVED_BUCKET) {
+        return crate::admin::route(ctx, &call);
+    }
     let Some(raw_body) = raw.take() else {
         return Err(S3Error::new(Code::InternalError, "request body taken twice"));
     };

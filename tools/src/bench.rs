@@ -143,8 +143,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-/// One keep-alive connection with SigV4 signing.
-struct Conn {
+/// One keep-alive connection with SigV4 signing (plain HTTP).
+pub(crate) struct Conn {
     host: String,
     stream: Option<TcpStream>,
     access: String,
@@ -154,9 +154,9 @@ struct Conn {
     buf: Vec<u8>,
 }
 
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
     ttfb: Duration,
     etag: Option<String>,
 }
@@ -168,19 +168,25 @@ fn now_amz() -> String {
 
 impl Conn {
     fn new(endpoint: &str, o: &Opts) -> Conn {
+        let mut conn = Conn::with_credentials(endpoint, &o.access, &o.secret);
+        conn.sign_payload = o.sign_payload;
+        conn
+    }
+
+    pub(crate) fn with_credentials(endpoint: &str, access: &str, secret: &str) -> Conn {
         Conn {
-            host: endpoint.trim_start_matches("http://").to_owned(),
+            host: endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned(),
             stream: None,
-            access: o.access.clone(),
-            secret: o.secret.clone(),
+            access: access.to_owned(),
+            secret: secret.to_owned(),
             key_cache: None,
-            sign_payload: o.sign_payload,
+            sign_payload: false,
             buf: vec![0u8; 256 << 10],
         }
     }
 
     /// Sends one request; `keep_body` keeps the response body (else it is only counted).
-    fn call(
+    pub(crate) fn call(
         &mut self,
         method: &str,
         path: &str,

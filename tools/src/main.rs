@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use ferrite_engine::heal::HealConfig;
 use ferrite_engine::{io::set_io_mode, CoreBoot, Engine, EngineConfig, SNAPSHOT_EVERY_BYTES_DEFAULT};
+use ferrite_s3::http::ClientTimeouts;
 use ferrite_s3::{serve_connection, Config, Ctx};
 use rustls as rustls_config;
 
@@ -17,7 +21,7 @@ const MEMORY_BUDGET_MIB_DEFAULT: usize = 1024;
 /// Threads for blocking disk I/O when io_uring is unavailable (per core).
 const BLOCKING_THREADS_PER_CORE: usize = 4;
 
-const USAGE: &str = "usage: ferrite server ... | ferrite bench OP ... (see `ferrite bench`)
+const USAGE: &str = "usage: ferrite server ... | ferrite bench OP ... | ferrite admin heal ...
 
 usage: ferrite server [--address HOST:PORT] [--parity N] [--domain DOMAIN] DRIVE...
 
@@ -34,7 +38,14 @@ environment: FERRITE_ROOT_USER / FERRITE_ROOT_PASSWORD (default ferriteadmin / f
              FERRITE_MEMORY_BUDGET_MIB bounds object data in flight (default 1024); beyond
              it requests wait, then get 503 SlowDown. FERRITE_CORES sets the executor count
              (default: all cores); FERRITE_SNAPSHOT_BYTES how much metadata log each core
-             appends between index snapshots (default 64 MiB).";
+             appends between index snapshots (default 64 MiB). FERRITE_CLIENT_TIMEOUT_SECS
+             closes connections silent that long, idle or mid-request (default 60 s idle,
+             30 s inside a request).
+healing:     FERRITE_SCAN_INTERVAL_SECS between background scans (default 3600),
+             FERRITE_SCAN_MIBPS scan reads per core (default 16), FERRITE_HEAL_MIBPS heal
+             reads per core (default 0: unlimited), FERRITE_DRIVE_CHECK_SECS how often the
+             drives' formats are checked (default 10; 0 never), FERRITE_LEFTOVER_AGE_SECS
+             age of unreferenced data files the scanner removes (default 3600).";
 
 struct Args {
     address: String,
@@ -83,6 +94,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(out)
 }
 
+mod admin;
 mod bench;
 
 fn main() -> ExitCode {
@@ -93,6 +105,16 @@ fn main() -> ExitCode {
             Err(message) => {
                 eprintln!("ferrite bench: {message}");
                 ExitCode::FAILURE
+            }
+        };
+    }
+    if argv.first().map(String::as_str) == Some("admin") {
+        return match admin::run(&argv[1..]) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(message) => {
+                eprintln!("ferrite admin: {message}");
+                ExitCode::from(2)
             }
         };
     }
@@ -113,6 +135,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    #[cfg(feature = "fault-injection")]
+    ferrite_engine::fault::init_from_env();
     let forced_blocking = std::env::var("FERRITE_IO").is_ok_and(|v| v == "blocking");
     let uring = !forced_blocking && monoio::utils::detect_uring();
     set_io_mode(uring);
@@ -131,15 +155,27 @@ fn run(args: Args) -> Result<(), String> {
         _ => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
     let snapshot_every_bytes = env_number("FERRITE_SNAPSHOT_BYTES").unwrap_or(SNAPSHOT_EVERY_BYTES_DEFAULT);
-    let config = EngineConfig { drives: args.drives.clone(), parity: args.parity, cores, snapshot_every_bytes };
+    let config = EngineConfig {
+        drives: args.drives.clone(),
+        parity: args.parity,
+        cores,
+        snapshot_every_bytes,
+        heal: heal_config(),
+    };
     let (engine, boots) = Engine::open(config).map_err(|e| e.to_string())?;
+    ferrite_engine::heal::start_drive_monitor(engine.clone());
     let drives = engine.drives();
     for note in &drives.notes {
         println!("ferrite: {note}");
     }
     println!("ferrite: {}", engine.startup_note());
     for (i, path) in drives.paths.iter().enumerate() {
-        println!("ferrite: drive {} {} {}", i + 1, path.display(), if drives.online[i] { "online" } else { "MISSING" });
+        println!(
+            "ferrite: drive {} {} {}",
+            i + 1,
+            path.display(),
+            if engine.drive_online(i) { "online" } else { "MISSING" }
+        );
     }
     let layout = engine.layout();
     println!(
@@ -154,8 +190,13 @@ fn run(args: Args) -> Result<(), String> {
     if user == DEFAULT_ROOT && password == DEFAULT_ROOT {
         println!("ferrite: root credentials are the development default {DEFAULT_ROOT} / {DEFAULT_ROOT}; set FERRITE_ROOT_USER and FERRITE_ROOT_PASSWORD");
     }
-    let config =
-        Arc::new(Config { root_user: user, root_password: password, domain: args.domain, region: "us-east-1".into() });
+    let config = Arc::new(Config {
+        root_user: user,
+        root_password: password,
+        domain: args.domain,
+        region: "us-east-1".into(),
+        client_timeouts: client_timeouts(),
+    });
     let tls = match &args.certs_dir {
         Some(dir) => Some(ferrite_s3::tls::load_server_config(dir)?),
         None => None,
@@ -189,6 +230,31 @@ fn run(args: Args) -> Result<(), String> {
 
 fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// FERRITE_CLIENT_TIMEOUT_SECS, when set, replaces both the idle and the read timeout of
+/// client connections (the tests shorten them); otherwise the defaults of http.rs.
+fn client_timeouts() -> ClientTimeouts {
+    match env_number("FERRITE_CLIENT_TIMEOUT_SECS") {
+        Some(secs) if secs > 0 => {
+            let timeout = std::time::Duration::from_secs(secs);
+            ClientTimeouts { idle: timeout, read: timeout }
+        }
+        _ => ClientTimeouts::default(),
+    }
+}
+
+/// The scanner's and healer's settings from the environment (see USAGE).
+fn heal_config() -> HealConfig {
+    let defaults = HealConfig::default();
+    let secs = |name: &str, default: Duration| env_number(name).map(Duration::from_secs).unwrap_or(default);
+    HealConfig {
+        scan_interval: secs("FERRITE_SCAN_INTERVAL_SECS", defaults.scan_interval),
+        scan_rate: env_number("FERRITE_SCAN_MIBPS").map(|m| m << 20).unwrap_or(defaults.scan_rate),
+        heal_rate: env_number("FERRITE_HEAL_MIBPS").map(|m| m << 20).unwrap_or(defaults.heal_rate),
+        drive_check: secs("FERRITE_DRIVE_CHECK_SECS", defaults.drive_check),
+        leftover_age: secs("FERRITE_LEFTOVER_AGE_SECS", defaults.leftover_age),
+    }
 }
 
 /// FERRITE_MEMORY_BUDGET_MIB, default 1 GiB: object data in flight across all cores.

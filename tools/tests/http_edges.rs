@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use common::{code, Server};
-use ferrite_s3::sigv4::{self, chunk_signature, sha256_hex, signing_key, Scope};
+use common::{code, sign_head, Server};
+use ferrite_s3::sigv4::{self, chunk_signature, sha256_hex, Scope};
 
 fn connect(server: &Server) -> TcpStream {
     let s = TcpStream::connect(&server.addr).unwrap();
@@ -192,48 +192,6 @@ async fn malformed_xml_is_rejected() {
     c.complete_multipart_upload().bucket("edges").key("mx").upload_id(id).multipart_upload(parts).send().await.unwrap();
 }
 
-/// Signs a request head in its Authorization header: `headers` (lower-case names) are
-/// signed along with host, x-amz-content-sha256 and x-amz-date. Returns the head and the
-/// scope and seed signature (for aws-chunked chunk signatures).
-fn sign_head(
-    host: &str,
-    method: &str,
-    path: &str,
-    query: &str,
-    headers: &[(&str, String)],
-    payload_hash: &str,
-) -> (String, Scope, String) {
-    let (date, amz_date) = now_dates();
-    let scope = Scope {
-        access_key: common::USER.into(),
-        date: date.clone(),
-        region: "us-east-1".into(),
-        amz_date: amz_date.clone(),
-        key: signing_key(common::PASSWORD, &date, "us-east-1"),
-    };
-    let mut all: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
-    all.push(("host".into(), host.into()));
-    all.push(("x-amz-content-sha256".into(), payload_hash.into()));
-    all.push(("x-amz-date".into(), amz_date.clone()));
-    all.sort();
-    let canonical_headers: String = all.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
-    let signed_headers = all.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(";");
-    let canonical = format!("{method}\n{path}\n{query}\n{canonical_headers}\n{signed_headers}\n{payload_hash}");
-    let to_sign =
-        format!("AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}", scope.scope_string(), sha256_hex(canonical.as_bytes()));
-    let signature = hmac_hex(&scope.key, to_sign.as_bytes());
-    let mut head = format!("{method} {path}{}{query} HTTP/1.1\r\n", if query.is_empty() { "" } else { "?" });
-    for (n, v) in &all {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    head.push_str(&format!(
-        "Authorization: AWS4-HMAC-SHA256 Credential={}/{}, SignedHeaders={signed_headers}, Signature={signature}\r\n\r\n",
-        common::USER,
-        scope.scope_string()
-    ));
-    (head, scope, signature)
-}
-
 /// A request head signed with UNSIGNED-PAYLOAD.
 fn signed_head(server: &Server, method: &str, path: &str, query: &str, content_length: usize) -> String {
     signed_head_for_host(&server.addr, method, path, query, content_length)
@@ -320,20 +278,6 @@ fn chunked_put(server: &Server, key: &str, data: &[u8], signed: bool, trailer: b
     let mut out = head.into_bytes();
     out.extend_from_slice(&body(Some(&scope), &seed));
     out
-}
-
-/// Today's credential date and the current X-Amz-Date.
-fn now_dates() -> (String, String) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let amz_date = sigv4::format_amz_date(now);
-    (amz_date[..8].to_owned(), amz_date)
-}
-
-fn hmac_hex(key: &[u8], data: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-    mac.update(data);
-    sigv4::hex(&mac.finalize().into_bytes())
 }
 
 #[tokio::test]

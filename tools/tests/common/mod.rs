@@ -1,4 +1,5 @@
-//! Starts the real `ferrite` binary on fresh drive directories and builds aws-sdk-s3 clients.
+//! Starts the real `ferrite` binary on fresh drive directories, builds aws-sdk-s3 clients and
+//! signs raw request heads (SigV4) for tests that speak HTTP on a socket.
 
 #![allow(dead_code)] // Each test binary uses a different subset of these helpers.
 
@@ -8,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use ferrite_s3::sigv4::{self, sha256_hex, signing_key, Scope};
 
 pub const USER: &str = "ferriteadmin";
 pub const PASSWORD: &str = "ferriteadmin";
@@ -161,4 +163,60 @@ where
         Ok(r) => panic!("expected an error, got {r:?}"),
         Err(e) => e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0),
     }
+}
+
+/// Signs a request head in its Authorization header: `headers` (lower-case names) are
+/// signed along with host, x-amz-content-sha256 and x-amz-date. Returns the head and the
+/// scope and seed signature (for aws-chunked chunk signatures).
+pub fn sign_head(
+    host: &str,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &[(&str, String)],
+    payload_hash: &str,
+) -> (String, Scope, String) {
+    let (date, amz_date) = now_dates();
+    let scope = Scope {
+        access_key: USER.into(),
+        date: date.clone(),
+        region: "us-east-1".into(),
+        amz_date: amz_date.clone(),
+        key: signing_key(PASSWORD, &date, "us-east-1"),
+    };
+    let mut all: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
+    all.push(("host".into(), host.into()));
+    all.push(("x-amz-content-sha256".into(), payload_hash.into()));
+    all.push(("x-amz-date".into(), amz_date.clone()));
+    all.sort();
+    let canonical_headers: String = all.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
+    let signed_headers = all.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(";");
+    let canonical = format!("{method}\n{path}\n{query}\n{canonical_headers}\n{signed_headers}\n{payload_hash}");
+    let to_sign =
+        format!("AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}", scope.scope_string(), sha256_hex(canonical.as_bytes()));
+    let signature = hmac_hex(&scope.key, to_sign.as_bytes());
+    let mut head = format!("{method} {path}{}{query} HTTP/1.1\r\n", if query.is_empty() { "" } else { "?" });
+    for (n, v) in &all {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "Authorization: AWS4-HMAC-SHA256 Credential={}/{}, SignedHeaders={signed_headers}, Signature={signature}\r\n\r\n",
+        USER,
+        scope.scope_string()
+    ));
+    (head, scope, signature)
+}
+
+/// Today's credential date and the current X-Amz-Date.
+pub fn now_dates() -> (String, String) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let amz_date = sigv4::format_amz_date(now);
+    (amz_date[..8].to_owned(), amz_date)
+}
+
+pub fn hmac_hex(key: &[u8], data: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(data);
+    sigv4::hex(&mac.finalize().into_bytes())
 }

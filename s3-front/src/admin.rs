@@ -1,0 +1,42 @@
+//! The admin API, under the reserved bucket name `ferrite` (as MinIO reserves `minio`):
+//!
+//! - `GET  /ferrite/admin/v1/heal`: heal, scanner and drive status, as JSON;
+//! - `POST /ferrite/admin/v1/heal[?rate-mib=N]`: starts a heal on every core (restarting one
+//!   that runs), reading at most N MiB/s per core (0: unlimited); answers the status.
+//!
+//! Requests are signed like any S3 request; only the root user exists so far.
+
+use crate::error::{err, Code, S3Result};
+use crate::server::{Call, Ctx, RespBody, Response};
+
+/// No bucket of this name can be created: its paths are the admin API.
+pub const RESERVED_BUCKET: &str = "ferrite";
+
+pub fn route(ctx: &Ctx, call: &Call<'_>) -> S3Result<Response> {
+    let key = call.key.as_deref().unwrap_or("");
+    match (call.req.method.as_str(), key) {
+        ("GET", "admin/v1/heal") => Ok(json(ctx.engine.heal().status_json(&ctx.engine))),
+        ("POST", "admin/v1/heal") => {
+            let rate = match call.q("rate-mib") {
+                Some(v) => match v.parse::<u64>() {
+                    Ok(mib) => Some(mib << 20),
+                    Err(_) => return err(Code::InvalidArgument, "rate-mib must be a whole number of MiB/s"),
+                },
+                None => None,
+            };
+            ctx.engine.heal().request("requested through the admin API", rate);
+            Ok(json(ctx.engine.heal().status_json(&ctx.engine)))
+        }
+        _ if call.req.method == "PUT" && call.key.is_none() => {
+            err(Code::InvalidBucketName, "The bucket name ferrite is reserved for the admin API.")
+        }
+        _ => err(Code::InvalidRequest, "Unknown admin API call."),
+    }
+}
+
+fn json(body: String) -> Response {
+    let mut resp = Response::new(200);
+    resp.headers.push(("content-type".into(), "application/json".into()));
+    resp.body = RespBody::Bytes(body.into_bytes());
+    resp
+}

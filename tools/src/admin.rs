@@ -1,0 +1,95 @@
+//! `ferrite admin heal`: starts a heal and shows its progress, through the admin API
+//! (s3-front/src/admin.rs), signed with the root credentials.
+
+use std::time::Duration;
+
+use crate::bench::Conn;
+
+const USAGE: &str = "usage: ferrite admin heal [--endpoint URL] [--status] [--wait] [--rate-mib N]
+
+  --endpoint URL   the server (default http://127.0.0.1:9000)
+  --status         only show the status; do not start a heal
+  --wait           follow the heal until it is done, printing progress every second
+  --rate-mib N     read at most N MiB/s per core while healing (0: unlimited)
+
+credentials: FERRITE_ROOT_USER / FERRITE_ROOT_PASSWORD (default ferriteadmin / ferriteadmin).
+Prints the status as JSON; exits 1 when blocks were found unrecoverable.";
+
+const PATH: &str = "/ferrite/admin/v1/heal";
+
+/// Returns false when the heal found unrecoverable blocks.
+pub fn run(args: &[String]) -> Result<bool, String> {
+    if args.first().map(String::as_str) != Some("heal") {
+        return Err(USAGE.to_owned());
+    }
+    let mut endpoint = "http://127.0.0.1:9000".to_owned();
+    let (mut status_only, mut wait, mut rate) = (false, false, None);
+    let mut rest = args[1..].iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--endpoint" => endpoint = rest.next().ok_or("--endpoint needs a URL")?.clone(),
+            "--status" => status_only = true,
+            "--wait" => wait = true,
+            "--rate-mib" => {
+                let value = rest.next().ok_or("--rate-mib needs a number")?;
+                rate = Some(value.parse::<u64>().map_err(|_| "--rate-mib must be a number")?);
+            }
+            _ => return Err(USAGE.to_owned()),
+        }
+    }
+    if endpoint.starts_with("https://") {
+        return Err("ferrite admin speaks plain HTTP only so far; use the http:// endpoint".into());
+    }
+    let user = std::env::var("FERRITE_ROOT_USER").unwrap_or_else(|_| "ferriteadmin".into());
+    let password = std::env::var("FERRITE_ROOT_PASSWORD").unwrap_or_else(|_| "ferriteadmin".into());
+    let mut conn = Conn::with_credentials(&endpoint, &user, &password);
+    let mut call = |method: &str, query: &str| -> Result<String, String> {
+        let reply = conn.call(method, PATH, query, &[], &[], true).map_err(|e| format!("{endpoint}: {e}"))?;
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        if reply.status != 200 {
+            return Err(format!("{endpoint}: HTTP {}: {body}", reply.status));
+        }
+        Ok(body)
+    };
+    let mut status = if status_only {
+        call("GET", "")?
+    } else {
+        call("POST", &rate.map(|r| format!("rate-mib={r}")).unwrap_or_default())?
+    };
+    if wait {
+        // The cores pick the request up within a fraction of a second.
+        std::thread::sleep(Duration::from_millis(300));
+        loop {
+            status = call("GET", "")?;
+            if !status.contains("\"state\":\"running\"") {
+                break;
+            }
+            eprintln!("{}", progress_line(&status));
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    println!("{status}");
+    Ok(heal_field(&status, "blocks_unrecoverable") == "0")
+}
+
+/// One numeric field of the status's heal section (the JSON is flat and ours).
+fn heal_field(status: &str, name: &str) -> String {
+    let heal = status.split("\"scanner\":").next().unwrap_or(status);
+    let pattern = format!("\"{name}\":");
+    heal.split(&pattern).nth(1).map(|rest| rest.split([',', '}']).next().unwrap_or("").to_owned()).unwrap_or_default()
+}
+
+/// "objects 120/400, 1.2 GiB/3.0 GiB, 14 shards repaired, eta 9.5 s" from the status JSON.
+fn progress_line(status: &str) -> String {
+    let field = |name: &str| heal_field(status, name);
+    format!(
+        "heal: objects {}/{}, bytes {}/{}, {} shards and {} log records repaired, eta {} s",
+        field("objects_done"),
+        field("objects_total"),
+        field("bytes_done"),
+        field("bytes_total"),
+        field("shards_repaired"),
+        field("log_records_repaired"),
+        field("eta_secs")
+    )
+}
