@@ -369,7 +369,7 @@ pub async fn serve(engine: Engine, boot: CoreBoot) {
     monoio::spawn(sweep_leftovers(engine.clone(), core, state.clone(), std::time::SystemTime::now()));
     monoio::spawn(crate::heal::run_core(engine.clone(), core, Rc::new(CoreView(state.clone()))));
     let (kick_tx, kick_rx) = flume::bounded::<()>(1);
-    monoio::spawn(commit_loop(engine.clone(), core, state.clone(), wal_files, kick_rx));
+    monoio::spawn(commit_loop(engine.clone(), core, state.clone(), wal_files, kick_rx, kick_tx.clone()));
     while let Ok(req) = boot.rx.recv_async().await {
         let st = state.borrow();
         match req {
@@ -477,12 +477,17 @@ async fn open_wal_files(engine: &Engine, core: usize) -> Vec<Option<Rc<DriveFile
     files
 }
 
+/// After a batch failed, the next attempt (with the void, wal::encode_void) comes this soon
+/// even if no write arrives, so a failed batch does not linger on the drives that took it.
+const VOID_RETRY: Duration = Duration::from_secs(1);
+
 async fn commit_loop(
     engine: Engine,
     core: usize,
     state: Rc<RefCell<CoreState>>,
     wal_files: Rc<Vec<Option<Rc<DriveFile>>>>,
     kick: flume::Receiver<()>,
+    kick_again: flume::Sender<()>,
 ) {
     let mut wal_files = wal_files;
     let mut epoch = engine.drive_epoch();
@@ -503,6 +508,11 @@ async fn commit_loop(
                 st.committed_end = base + len as u64;
             } else {
                 st.failed_batch = Some((base, len));
+                let kick = kick_again.clone();
+                monoio::spawn(async move {
+                    monoio::time::sleep(VOID_RETRY).await;
+                    let _ = kick.try_send(());
+                });
             }
             for (effect, garbage, partition, reply) in entries {
                 match &result {
@@ -517,9 +527,11 @@ async fn commit_loop(
                 }
             }
             drop(st);
-            if applied {
-                maybe_snapshot(&engine, core, &state);
+            if !applied {
+                // Wait for the retry (or the next write) rather than spin on failing drives.
+                break;
             }
+            maybe_snapshot(&engine, core, &state);
         }
     }
 }
@@ -529,7 +541,7 @@ type BatchEntry = (Effect, Vec<u128>, u16, Reply<()>);
 /// Validates the queued writes in order and encodes their records into one log batch.
 fn take_batch(core: usize, state: &Rc<RefCell<CoreState>>) -> Option<(Vec<u8>, u64, Vec<BatchEntry>)> {
     let mut st = state.borrow_mut();
-    if st.pending.is_empty() {
+    if st.pending.is_empty() && st.failed_batch.is_none() {
         return None;
     }
     let mut overlay = Overlay::default();

@@ -249,15 +249,29 @@ pub struct ObjectReader {
     end: u64,
     files: Option<Rc<PartFiles>>,
     prefetch: std::collections::VecDeque<Prefetch>,
+    /// The first chunk, read before the response head is sent (see `prime`).
+    primed: Option<Vec<u8>>,
 }
 
 impl ObjectReader {
     pub(crate) fn new(engine: Engine, partition: u16, data: DataLoc, start: u64, end: u64) -> Self {
-        Self { engine, partition, data, pos: start, end, files: None, prefetch: Default::default() }
+        Self { engine, partition, data, pos: start, end, files: None, prefetch: Default::default(), primed: None }
+    }
+
+    /// Reads the first chunk now, so that an object that cannot be read (too many drives
+    /// lost) fails before any response byte is sent and the client gets a clean S3 error.
+    pub async fn prime(&mut self) -> Result<()> {
+        if self.primed.is_none() {
+            self.primed = self.next_chunk().await?;
+        }
+        Ok(())
     }
 
     /// The next chunk, or None at the end of the range.
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        if let Some(chunk) = self.primed.take() {
+            return Ok(Some(chunk));
+        }
         if self.pos >= self.end {
             return Ok(None);
         }
@@ -604,21 +618,61 @@ pub(crate) async fn heal_part(
     found
 }
 
-/// Reads and verifies an inline object's log record from the first drive that has it intact.
+/// Reads and verifies an inline object's log record from the first drive that has it
+/// intact. A drive slow to answer is hedged: the next drive is asked beside it.
 async fn read_inline_record(engine: &Engine, wal: u16, rec_off: u64, rec_len: u32) -> Result<Vec<u8>> {
     use monoio::buf::IoBufMut;
-    for (drive, path) in engine.drive_paths().iter().enumerate() {
-        if !engine.drive_online(drive) {
-            continue;
+    let mut drives: Vec<usize> = (0..engine.drive_paths().len()).filter(|d| engine.drive_online(*d)).collect();
+    drives.sort_by_key(|d| engine.drive_inflight(*d) >= quorum::STALLED_INFLIGHT);
+    let mut drives = drives.into_iter();
+    let (tx, rx) = flume::unbounded();
+    let launch = |drive: usize| {
+        let path = wal_path(&engine.drive_paths()[drive], wal);
+        let guard = engine.inflight_guard(drive);
+        let tx = tx.clone();
+        monoio::spawn(async move {
+            let read = async {
+                let file = DriveFile::open(path, OpenMode::ReadBuffered).await?;
+                let buf = Vec::with_capacity(rec_len as usize).slice_mut(0..rec_len as usize);
+                Ok::<Vec<u8>, std::io::Error>(file.read_exact_at(buf, rec_off).await?.into_inner())
+            };
+            let result = read.await;
+            drop(guard);
+            let _ = tx.send((drive, result));
+        });
+    };
+    let mut outstanding = 0;
+    if let Some(drive) = drives.next() {
+        launch(drive);
+        outstanding += 1;
+    }
+    while outstanding > 0 {
+        let (drive, result) = match monoio::time::timeout(hedge_delay(), rx.recv_async()).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(_)) => break,
+            Err(_) => {
+                // Slow to answer: ask the next drive too (or keep waiting if none is left).
+                if let Some(next) = drives.next() {
+                    launch(next);
+                    outstanding += 1;
+                }
+                continue;
+            }
+        };
+        outstanding -= 1;
+        if let Ok(record) = result {
+            if verify_record(&record).is_some() {
+                return Ok(record);
+            }
+            eprintln!(
+                "ferrite: drive {}: metadata record at {rec_off} failed its checksum",
+                engine.drive_paths()[drive].display()
+            );
         }
-        let Ok(file) = DriveFile::open(wal_path(path, wal), OpenMode::ReadBuffered).await else { continue };
-        let buf = Vec::with_capacity(rec_len as usize).slice_mut(0..rec_len as usize);
-        let Ok(buf) = file.read_exact_at(buf, rec_off).await else { continue };
-        let record = buf.into_inner();
-        if verify_record(&record).is_some() {
-            return Ok(record);
+        if let Some(next) = drives.next() {
+            launch(next);
+            outstanding += 1;
         }
-        eprintln!("ferrite: drive {}: metadata record at {rec_off} failed its checksum", path.display());
     }
     Err(EngineError::ReadQuorum("no drive has an intact copy of the inline object".into()))
 }

@@ -292,6 +292,9 @@ impl Engine {
     /// Opens the drives, replays the metadata logs and returns the handle and one boot
     /// package per core (start each with `core::serve` on that core's runtime).
     pub fn open(config: EngineConfig) -> Result<(Engine, Vec<CoreBoot>)> {
+        // Test builds only: faults to inject, from the environment (see fault.rs).
+        #[cfg(feature = "fault-injection")]
+        crate::fault::init_from_env();
         let drives = open_drives(&config.drives, config.parity)?;
         let cores = config.cores.max(1);
         let online: Vec<PathBuf> =

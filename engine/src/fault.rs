@@ -135,9 +135,14 @@ pub fn install(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads `FERRITE_FAULTS` and starts watching `FERRITE_FAULTS_FILE`, if set. Called once
-/// by the binary at start-up; prints what it installed.
+/// Reads `FERRITE_FAULTS` and starts watching `FERRITE_FAULTS_FILE`, if set (once per
+/// process: `Engine::open` calls it). Prints what it installed.
 pub fn init_from_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(init_once);
+}
+
+fn init_once() {
     if let Ok(text) = std::env::var("FERRITE_FAULTS") {
         match install(&text) {
             Ok(()) => eprintln!("ferrite: fault injection: {text}"),
@@ -202,6 +207,19 @@ pub fn check(path: &Path, kind: IoKind, len: usize) -> Verdict {
         }
     }
     Verdict::Go
+}
+
+/// Whether a delay rule still applies to this operation (a rule lifted ends the delay).
+pub fn delayed(path: &Path, kind: IoKind) -> bool {
+    let config = match CONFIG.read() {
+        Ok(config) => config,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let path = path.to_string_lossy();
+    config
+        .rules
+        .iter()
+        .any(|r| matches!(r.action, Action::Delay(_)) && r.kinds.contains(&kind) && path.contains(&r.path_contains))
 }
 
 /// Ends the process at once: no destructor runs and nothing is synced, as with `kill -9`

@@ -47,7 +47,12 @@ async fn fault_gate(path: &Path, kind: crate::fault::IoKind, len: usize) -> io::
         Verdict::Go => Ok(None),
         Verdict::Fail(err) => Err(err),
         Verdict::Delay(delay) => {
-            monoio::time::sleep(delay).await;
+            // Sleep in steps, so a drive whose delay rule is lifted recovers at once.
+            let until = std::time::Instant::now() + delay;
+            while std::time::Instant::now() < until && crate::fault::delayed(path, kind) {
+                monoio::time::sleep((until - std::time::Instant::now()).min(std::time::Duration::from_millis(20)))
+                    .await;
+            }
             Ok(None)
         }
         Verdict::TearAndCrash(n) => Ok(Some(n)),

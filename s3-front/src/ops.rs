@@ -635,7 +635,10 @@ async fn get_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, head_on
         }
     }
     if !head_only && end > start {
-        resp.body = RespBody::Object(ctx.engine.reader(bucket, key, &meta, start, end), ctx.budget.acquire().await?);
+        let slot = ctx.budget.acquire().await?;
+        let mut reader = ctx.engine.reader(bucket, key, &meta, start, end);
+        reader.prime().await?;
+        resp.body = RespBody::Object(reader, slot);
     }
     Ok(resp)
 }

@@ -135,8 +135,6 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    #[cfg(feature = "fault-injection")]
-    ferrite_engine::fault::init_from_env();
     let forced_blocking = std::env::var("FERRITE_IO").is_ok_and(|v| v == "blocking");
     let uring = !forced_blocking && monoio::utils::detect_uring();
     set_io_mode(uring);
