@@ -507,8 +507,10 @@ async fn rewrite_shards(
             let result = async {
                 let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
                 let existed = path.exists();
-                if !existed {
-                    std::fs::create_dir_all(&dir)?;
+                // Formatting creates every partition directory: without it the drive was
+                // wiped under us, and writing there would make it look used, not empty.
+                if !dir.is_dir() {
+                    return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "partition directory is gone"));
                 }
                 let file = DriveFile::open(path, OpenMode::WriteDirect).await?;
                 let frame = file.write_all_at(frame, offset).await?;

@@ -501,17 +501,39 @@ impl Engine {
         data: Finished,
         cond: Option<PutCondition>,
     ) -> Result<()> {
-        self.require_bucket(bucket)?;
-        let inline = match data {
-            Finished::Inline(bytes) => Some(bytes),
+        let (partition, tx) = self.owner_tx(bucket, key);
+        let (inline, file) = match data {
+            Finished::Inline(bytes) => (Some(bytes), None),
             Finished::Part(part) => {
+                let file = part.file_id;
                 meta.data = DataLoc::Parts(vec![part]);
-                None
+                (None, Some(file))
             }
         };
-        let (partition, tx) = self.owner_tx(bucket, key);
+        if let Err(err) = self.require_bucket(bucket) {
+            self.discard_refused(partition, file, &err).await;
+            return Err(err);
+        }
         let op = WriteOp::Put { bucket: bucket.to_owned(), key: key.to_owned(), meta, inline, cond };
-        ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
+        let result = ask(tx, |reply| MetaReq::Write { partition, op, reply }).await;
+        if let Err(err) = &result {
+            self.discard_refused(partition, file, err).await;
+        }
+        result
+    }
+
+    /// Removes the data files of a write the owning core refused (a failed condition, an
+    /// upload gone meanwhile): no record names them, so they would only wait for the
+    /// scanner. After a lost quorum the outcome is unknown (the record may be on some
+    /// drives), so those files are left to the start-up sweep and the scanner.
+    async fn discard_refused(&self, partition: u16, file: Option<u128>, err: &EngineError) {
+        let refused =
+            !matches!(err, EngineError::WriteQuorum { .. } | EngineError::StorageFull | EngineError::ShuttingDown);
+        if let (true, Some(file_id)) = (refused, file) {
+            for path in self.data_file_paths(partition, file_id) {
+                let _ = crate::io::remove_file(path).await;
+            }
+        }
     }
 
     pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectMeta> {
@@ -615,6 +637,7 @@ impl Engine {
         part: PartMeta,
     ) -> Result<()> {
         let (partition, tx) = self.owner_tx(bucket, key);
+        let file = Some(part.file_id);
         let op = WriteOp::PutPart {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
@@ -622,7 +645,11 @@ impl Engine {
             part_number,
             part,
         };
-        ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
+        let result = ask(tx, |reply| MetaReq::Write { partition, op, reply }).await;
+        if let Err(err) = &result {
+            self.discard_refused(partition, file, err).await;
+        }
+        result
     }
 
     pub async fn complete_upload(

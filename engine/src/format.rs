@@ -177,6 +177,7 @@ pub fn check_drive(path: &Path, reference: &Format, index: usize) -> DriveCheck 
             match fs::create_dir_all(path)
                 .map_err(EngineError::from)
                 .and_then(|()| write_format(path, &format, reference.partition_count))
+                .and_then(|()| mark_heal_pending(path))
             {
                 Ok(()) => DriveCheck::Formatted,
                 Err(err) => DriveCheck::Unusable(format!("cannot format it: {err}")),
@@ -184,6 +185,37 @@ pub fn check_drive(path: &Path, reference: &Format, index: usize) -> DriveCheck 
         }
         Err(err) => DriveCheck::Unusable(err.to_string()),
     }
+}
+
+/// True when a directory holds no regular file other than what an interrupted format
+/// leaves (its empty directories and the temporary format file): such a drive is treated
+/// as empty. Anything else may be somebody's data, and the drive is left alone.
+fn holds_no_files(path: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(path) else { return false };
+    for entry in entries {
+        let Ok(entry) = entry else { return false };
+        let Ok(kind) = entry.file_type() else { return false };
+        let name = entry.file_name();
+        let ok = if kind.is_dir() {
+            holds_no_files(&entry.path())
+        } else {
+            name.to_str() == Some(&format!("{FORMAT_FILE_NAME}.tmp")) || name.to_str() == Some(HEAL_PENDING_FILE)
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// Left on a drive formatted as a replacement until a heal has completed, so that a heal a
+/// crash interrupted is started again at the next start-up.
+pub const HEAL_PENDING_FILE: &str = "heal.pending";
+
+pub fn mark_heal_pending(path: &Path) -> Result<()> {
+    fs::write(path.join(HEAL_PENDING_FILE), b"")?;
+    fs::File::open(path)?.sync_all()?;
+    Ok(())
 }
 
 pub fn partition_dir_name(partition: u16) -> String {
@@ -289,10 +321,10 @@ pub fn open_drives(paths: &[PathBuf], parity: Option<usize>) -> Result<DriveSet>
         if online[i] {
             continue;
         }
-        let empty = fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
-        if empty {
+        if holds_no_files(path) {
             let format = Format { drive_id: reference.set[i].clone(), ..reference.clone() };
             write_format(path, &format, reference.partition_count)?;
+            mark_heal_pending(path)?;
             online[i] = true;
             notes.push(format!("drive {} was empty: formatted as a replacement", path.display()));
         } else {

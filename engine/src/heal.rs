@@ -339,6 +339,12 @@ pub(crate) async fn run_core(engine: Engine, core: usize, view: Rc<dyn IndexView
             if stats.cores_done.fetch_add(1, Ordering::Relaxed) + 1 == engine.cores() {
                 stats.finished_ms.store(now_ms(), Ordering::Relaxed);
                 PassStats::add(&stats.passes, 1);
+                if kind == PassKind::Heal {
+                    // Every core finished: replaced drives are whole again.
+                    for path in engine.online_paths() {
+                        let _ = std::fs::remove_file(path.join(crate::format::HEAL_PENDING_FILE));
+                    }
+                }
             }
         }
     }
@@ -499,8 +505,18 @@ impl PassStats {
     }
 }
 
-/// Starts the drive monitor thread (when `drive_check` is not zero).
+/// Starts the drive monitor thread (when `drive_check` is not zero), and a heal at once
+/// when start-up formatted replacement drives.
 pub fn start_drive_monitor(engine: Engine) {
+    let pending: Vec<String> = engine
+        .online_paths()
+        .iter()
+        .filter(|p| p.join(crate::format::HEAL_PENDING_FILE).exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !pending.is_empty() {
+        engine.heal().request(&format!("drive replaced, not yet healed: {}", pending.join(", ")), None);
+    }
     let every = engine.heal().config.drive_check;
     if every.is_zero() {
         return;
@@ -524,6 +540,9 @@ pub fn check_drives(engine: &Engine) {
             crate::format::DriveCheck::Ok => {
                 if !engine.drive_online(drive) {
                     println!("ferrite: drive {} is back", path.display());
+                    if let Err(err) = crate::format::mark_heal_pending(path) {
+                        eprintln!("ferrite: drive {}: {err}", path.display());
+                    }
                     engine.set_drive_online(drive, true);
                     healed.push(path.clone());
                 }

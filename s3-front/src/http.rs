@@ -125,37 +125,35 @@ impl Conn {
     }
 
     /// Reads the next request head. Ok(None) when the client closed an idle connection.
+    /// Once its first byte arrived, the whole head must arrive within the read timeout: a
+    /// client dripping a byte at a time cannot hold the connection open (slowloris).
     pub async fn read_head(&mut self) -> S3Result<Option<Request>> {
-        let mut first = true;
+        let mut deadline: Option<std::time::Instant> = None;
+        // Bytes of the buffered head already searched for its end (each byte is searched once),
+        // and the length at the last full parse: a partial head is parsed again only when it
+        // has doubled, so malformed input is refused early and dripping costs linear time.
+        let mut searched: usize = 0;
+        let mut parsed_at = 0;
         loop {
             if !self.available().is_empty() {
-                let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
-                let mut parsed = httparse::Request::new(&mut headers);
-                match parsed.parse(self.available()) {
-                    Ok(httparse::Status::Complete(used)) => {
-                        if used > HEAD_BYTES_MAX {
-                            return Err(head_too_large());
-                        }
-                        let req = to_request(&parsed)?;
-                        self.pos += used;
+                deadline.get_or_insert_with(|| std::time::Instant::now() + self.timeouts.read);
+                let from = searched.saturating_sub(3);
+                let complete = self.available()[from..].windows(4).any(|w| w == b"\r\n\r\n");
+                searched = self.available().len();
+                if complete || self.available().len() >= HEAD_BYTES_MAX || searched >= parsed_at * 2 {
+                    parsed_at = searched;
+                    if let Some(req) = self.parse_head()? {
                         return Ok(Some(req));
-                    }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(httparse::Error::TooManyHeaders) => {
-                        return Err(
-                            S3Error::new(Code::RequestHeaderSectionTooLarge, "too many request headers").closing()
-                        )
-                    }
-                    Err(e) => {
-                        return Err(S3Error::new(Code::InvalidRequest, format!("malformed HTTP request: {e}")).closing())
                     }
                 }
                 if self.available().len() >= HEAD_BYTES_MAX {
                     return Err(head_too_large());
                 }
             }
-            let timeout = if first && self.available().is_empty() { self.timeouts.idle } else { self.timeouts.read };
-            first = false;
+            let timeout = match deadline {
+                None => self.timeouts.idle,
+                Some(deadline) => deadline.saturating_duration_since(std::time::Instant::now()),
+            };
             match self.fill(timeout).await {
                 Ok(0) if self.available().is_empty() => return Ok(None),
                 Ok(0) => {
@@ -165,6 +163,27 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::TimedOut && self.available().is_empty() => return Ok(None),
                 Err(e) => return Err(S3Error::new(Code::RequestTimeout, format!("reading request: {e}")).closing()),
             }
+        }
+    }
+
+    /// Parses the buffered head; None while it is incomplete.
+    fn parse_head(&mut self) -> S3Result<Option<Request>> {
+        let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(self.available()) {
+            Ok(httparse::Status::Complete(used)) => {
+                if used > HEAD_BYTES_MAX {
+                    return Err(head_too_large());
+                }
+                let req = to_request(&parsed)?;
+                self.pos += used;
+                Ok(Some(req))
+            }
+            Ok(httparse::Status::Partial) => Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                Err(S3Error::new(Code::RequestHeaderSectionTooLarge, "too many request headers").closing())
+            }
+            Err(e) => Err(S3Error::new(Code::InvalidRequest, format!("malformed HTTP request: {e}")).closing()),
         }
     }
 
@@ -190,6 +209,9 @@ impl Conn {
     async fn line(&mut self) -> S3Result<String> {
         loop {
             if let Some(end) = self.available().windows(2).position(|w| w == b"\r\n") {
+                if end > LINE_BYTES_MAX {
+                    return Err(S3Error::new(Code::InvalidRequest, "chunk header line too long").closing());
+                }
                 let line = String::from_utf8_lossy(&self.available()[..end]).into_owned();
                 self.pos += end + 2;
                 return Ok(line);
