@@ -430,12 +430,16 @@ impl crate::heal::IndexView for CoreView {
         st.objects.range((lower, Bound::Unbounded)).take(limit).map(|(k, m)| (k.clone(), m.clone())).collect()
     }
 
-    fn upload_parts(&self) -> Vec<crate::meta::PartLoc> {
+    fn upload_parts(&self) -> Vec<(ObjectKey, crate::meta::PartLoc)> {
         let st = self.0.borrow();
-        st.uploads
-            .values()
-            .flat_map(|u| u.parts.values().map(|p| crate::meta::PartLoc { file_id: p.file_id, size: p.size }))
-            .collect()
+        let mut out = Vec::new();
+        for ((bucket, key, _), upload) in &st.uploads {
+            for part in upload.parts.values() {
+                let loc = crate::meta::PartLoc { file_id: part.file_id, size: part.size };
+                out.push(((bucket.clone(), key.clone()), loc));
+            }
+        }
+        out
     }
 
     fn object(&self, key: &ObjectKey) -> Option<ObjectMeta> {

@@ -76,10 +76,11 @@ pub struct PassStats {
     /// Cores that finished the current pass.
     pub cores_done: AtomicUsize,
     lost_keys: Mutex<Vec<String>>,
+    repaired_keys: Mutex<Vec<String>>,
 }
 
-/// At most this many unrecoverable keys are listed in the status.
-const LOST_KEYS_SHOWN: usize = 20;
+/// At most this many keys are listed in the status, per list.
+const KEYS_SHOWN: usize = 20;
 
 impl PassStats {
     fn reset(&self) {
@@ -98,13 +99,16 @@ impl PassStats {
         self.cores_done.store(0, Ordering::Relaxed);
         self.finished_ms.store(0, Ordering::Relaxed);
         self.started_ms.store(now_ms(), Ordering::Relaxed);
-        self.lost_list().clear();
+        locked(&self.lost_keys).clear();
+        locked(&self.repaired_keys).clear();
     }
 
-    fn lost_list(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        match self.lost_keys.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
+    /// Adds "bucket/key" to one of the key lists (the first `KEYS_SHOWN` only).
+    fn note_key(&self, list: &Mutex<Vec<String>>, key: &ObjectKey) {
+        let mut list = locked(list);
+        let name = format!("{}/{}", key.0, key.1);
+        if list.len() < KEYS_SHOWN && !list.contains(&name) {
+            list.push(name);
         }
     }
 
@@ -249,14 +253,23 @@ fn pass_json(out: &mut String, s: &PassStats, with_eta: bool) {
             out.push_str(",\"eta_secs\":null");
         }
     }
-    out.push_str(",\"unrecoverable_keys\":[");
-    for (i, key) in s.lost_list().iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+    for (name, list) in [("repaired_keys", &s.repaired_keys), ("unrecoverable_keys", &s.lost_keys)] {
+        let _ = write!(out, ",\"{name}\":[");
+        for (i, key) in locked(list).iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "\"{}\"", json_escape(key));
         }
-        let _ = write!(out, "\"{}\"", json_escape(key));
+        out.push(']');
     }
-    out.push(']');
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 pub fn json_escape(s: &str) -> String {
@@ -278,8 +291,8 @@ pub fn json_escape(s: &str) -> String {
 pub(crate) trait IndexView {
     /// Up to `limit` objects after `after`, in key order.
     fn objects_after(&self, after: Option<&ObjectKey>, limit: usize) -> Vec<(ObjectKey, ObjectMeta)>;
-    /// The parts of uploads in progress.
-    fn upload_parts(&self) -> Vec<PartLoc>;
+    /// The parts of uploads in progress, with the object key they belong to.
+    fn upload_parts(&self) -> Vec<(ObjectKey, PartLoc)>;
     fn object(&self, key: &ObjectKey) -> Option<ObjectMeta>;
     /// Objects and their bytes.
     fn totals(&self) -> (u64, u64);
@@ -403,12 +416,12 @@ async fn run_pass(
                 for part in parts {
                     let found = crate::data::heal_part(engine, partition, part, &current, &mut pacer, kind).await;
                     PassStats::add(&stats.shards_repaired, found.repaired);
+                    if found.repaired > 0 {
+                        stats.note_key(&stats.repaired_keys, &key);
+                    }
                     if found.lost_blocks > 0 && current() {
                         PassStats::add(&stats.blocks_lost, found.lost_blocks);
-                        let mut lost = stats.lost_list();
-                        if lost.len() < LOST_KEYS_SHOWN {
-                            lost.push(format!("{}/{}", key.0, key.1));
-                        }
+                        stats.note_key(&stats.lost_keys, &key);
                     }
                 }
             }
@@ -416,35 +429,22 @@ async fn run_pass(
             PassStats::add(&stats.bytes_done, meta.size);
         }
     }
-    for part in view.upload_parts() {
+    for (key, part) in view.upload_parts() {
         if cut_short() {
             return true;
         }
-        // Parts are healed the same way; they have no key to report, and a part replaced
-        // meanwhile is left alone (its files are about to be removed).
-        let partition = part_partition(engine, &part);
+        // A part replaced or completed meanwhile is left alone (its files may be going).
+        let partition = engine.partition_of(&key.0, &key.1);
         let referenced = || view.referenced_files().contains(&part.file_id);
-        if let Some(partition) = partition {
-            let found = crate::data::heal_part(engine, partition, &part, &referenced, &mut pacer, kind).await;
-            PassStats::add(&stats.shards_repaired, found.repaired);
+        let found = crate::data::heal_part(engine, partition, &part, &referenced, &mut pacer, kind).await;
+        PassStats::add(&stats.shards_repaired, found.repaired);
+        if found.repaired > 0 {
+            stats.note_key(&stats.repaired_keys, &key);
         }
     }
     let removed = reclaim_leftovers(engine, core, view, leftovers).await;
     PassStats::add(&stats.leftovers_removed, removed);
     false
-}
-
-/// Finds the partition directory that holds a part's files (uploads do not carry it).
-fn part_partition(engine: &Engine, part: &PartLoc) -> Option<u16> {
-    let name = format!("{:032x}", part.file_id);
-    for drive in engine.online_paths() {
-        for partition in 0..engine.partition_count() {
-            if drive.join("data").join(crate::format::partition_dir_name(partition)).join(&name).exists() {
-                return Some(partition);
-            }
-        }
-    }
-    None
 }
 
 /// Removes data files of this core's partitions that no object or upload references and

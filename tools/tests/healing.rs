@@ -200,6 +200,7 @@ async fn admin_heal_repairs_bit_flips_and_truncation_in_data_and_metadata() {
     let status = admin_heal(&server, &["--status"]);
     assert!(status.contains("\"state\":\"done\""), "{status}");
     assert!(field(&status, "heal", "shards_repaired") >= 8, "{status}");
+    assert!(status.contains("\"repaired_keys\":[\"rot/obj-"), "the status names what was repaired: {status}");
     assert!(field(&status, "heal", "log_records_repaired") >= 2, "{status}");
     assert_eq!(field(&status, "heal", "blocks_unrecoverable"), 0, "{status}");
     // A second heal finds nothing left to repair.
