@@ -28,6 +28,8 @@ pub enum EngineError {
     Corrupt(String),
     #[error("drive format: {0}")]
     Format(String),
+    #[error("encryption: {0}")]
+    Crypto(String),
     #[error("engine is shutting down")]
     ShuttingDown,
     #[error("i/o: {0}")]

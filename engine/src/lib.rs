@@ -15,6 +15,7 @@ pub mod io;
 pub mod meta;
 pub mod quorum;
 pub mod snapshot;
+pub mod sse;
 pub mod wal;
 
 pub use crate::core::{serve, CoreBoot};
