@@ -118,6 +118,11 @@ pub enum WriteOp {
     DeleteBucket {
         name: String,
     },
+    BucketConfig {
+        name: String,
+        item: String,
+        value: Option<String>,
+    },
 }
 
 /// What start-up hands to each core.
@@ -159,6 +164,7 @@ enum Effect {
     RemoveUpload(UploadKey),
     CompleteUpload(UploadKey, ObjectKey, ObjectMeta),
     Bucket(String, Option<i64>),
+    BucketConfig(String, String, Option<String>),
 }
 
 /// Validation sees the index as it will be after the writes queued before it in the batch.
@@ -269,6 +275,10 @@ impl CoreState {
             WriteOp::DeleteBucket { name } => {
                 Ok((Some(Record::BucketDelete { name: name.clone() }), Effect::Bucket(name, None), Vec::new()))
             }
+            WriteOp::BucketConfig { name, item, value } => {
+                let record = Record::BucketConfig { name: name.clone(), item: item.clone(), value: value.clone() };
+                Ok((Some(record), Effect::BucketConfig(name, item, value), Vec::new()))
+            }
         }
     }
 
@@ -292,6 +302,7 @@ impl CoreState {
                 self.objects.insert(k, m);
             }
             Effect::Bucket(name, created) => engine.set_bucket(name, created),
+            Effect::BucketConfig(name, item, value) => engine.set_bucket_config(&name, item, value),
         }
     }
 
@@ -718,7 +729,7 @@ fn maybe_snapshot(engine: &Engine, core: usize, state: &Rc<RefCell<CoreState>>) 
         wal_off: st.wal_end,
         wal_lens: crate::snapshot::wal_lengths(&online, &wals),
         seqs: &st.seqs,
-        buckets: if core == 0 { engine.list_buckets() } else { Vec::new() },
+        buckets: if core == 0 { engine.bucket_infos() } else { Vec::new() },
         objects: &st.objects,
         uploads: &st.uploads,
     };

@@ -82,6 +82,11 @@ impl DataWriter {
         self.size
     }
 
+    /// The id of the files this writer creates (it names them on every drive).
+    pub fn file_id(&self) -> u128 {
+        self.file_id
+    }
+
     pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
         let block_size = self.engine.block_size();
         while !data.is_empty() {

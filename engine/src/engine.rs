@@ -15,7 +15,7 @@ use crate::data::{DataWriter, Finished, ObjectReader};
 use crate::erasure::Layout;
 use crate::error::{EngineError, Result};
 use crate::format::{open_drives, partition_dir_name, random_id, DriveSet};
-use crate::meta::{DataLoc, ObjectMeta, PartMeta, UploadMeta};
+use crate::meta::{BucketInfo, DataLoc, ObjectMeta, PartMeta, UploadMeta};
 use crate::snapshot;
 use crate::wal::{list_wals, replay, Record, Replayed, BUCKET_PARTITION};
 
@@ -54,7 +54,7 @@ type StartupIndex = (Vec<IndexBuild>, HashMap<u16, u64>, usize);
 struct IndexBuild {
     objects: BTreeMap<ObjectKey, ObjectMeta>,
     uploads: BTreeMap<UploadKey, UploadMeta>,
-    buckets: BTreeMap<String, i64>,
+    buckets: BTreeMap<String, BucketInfo>,
     seqs: HashMap<u16, u64>,
     snapshot_off: u64,
 }
@@ -85,7 +85,15 @@ impl IndexBuild {
                 self.uploads.remove(&(bucket, key, upload_id));
             }
             Record::BucketCreate { name, created_ms } => {
-                self.buckets.insert(name, created_ms);
+                self.buckets.insert(name, BucketInfo { created_ms, config: BTreeMap::new() });
+            }
+            Record::BucketConfig { name, item, value } => {
+                if let Some(bucket) = self.buckets.get_mut(&name) {
+                    match value {
+                        Some(value) => bucket.config.insert(item, value),
+                        None => bucket.config.remove(&item),
+                    };
+                }
             }
             Record::BucketDelete { name } => {
                 self.buckets.remove(&name);
@@ -241,7 +249,7 @@ struct Shared {
     senders: Vec<flume::Sender<MetaReq>>,
     /// Bucket name -> creation time. Written only by bucket create/delete (rare); read on
     /// every request. A known exception to "no locks on the hot path" (ARCHITECTURE.md).
-    buckets: RwLock<BTreeMap<String, i64>>,
+    buckets: RwLock<BTreeMap<String, BucketInfo>>,
     snapshot_every_bytes: u64,
     startup: String,
     /// Per drive: online (true) or not. Starts as found at start-up; the drive monitor
@@ -432,31 +440,63 @@ impl Engine {
 
     // ----- buckets -----
 
-    pub(crate) fn set_bucket(&self, name: String, created_ms: Option<i64>) {
-        let mut buckets = match self.0.buckets.write() {
+    fn buckets_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, BucketInfo>> {
+        match self.0.buckets.read() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
-        };
+        }
+    }
+
+    fn buckets_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, BucketInfo>> {
+        match self.0.buckets.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub(crate) fn set_bucket(&self, name: String, created_ms: Option<i64>) {
+        let mut buckets = self.buckets_write();
         match created_ms {
-            Some(ms) => buckets.insert(name, ms),
+            Some(created_ms) => buckets.insert(name, BucketInfo { created_ms, config: BTreeMap::new() }),
             None => buckets.remove(&name),
         };
     }
 
+    pub(crate) fn set_bucket_config(&self, name: &str, item: String, value: Option<String>) {
+        if let Some(bucket) = self.buckets_write().get_mut(name) {
+            match value {
+                Some(value) => bucket.config.insert(item, value),
+                None => bucket.config.remove(&item),
+            };
+        }
+    }
+
     pub fn bucket_created_ms(&self, name: &str) -> Option<i64> {
-        let buckets = match self.0.buckets.read() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        buckets.get(name).copied()
+        self.buckets_read().get(name).map(|b| b.created_ms)
+    }
+
+    /// One configuration document of a bucket (None: not set). Err when there is no bucket.
+    pub fn bucket_config(&self, name: &str, item: &str) -> Result<Option<String>> {
+        match self.buckets_read().get(name) {
+            Some(bucket) => Ok(bucket.config.get(item).cloned()),
+            None => Err(EngineError::NoSuchBucket),
+        }
     }
 
     pub fn list_buckets(&self) -> Vec<(String, i64)> {
-        let buckets = match self.0.buckets.read() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        buckets.iter().map(|(n, t)| (n.clone(), *t)).collect()
+        self.buckets_read().iter().map(|(n, b)| (n.clone(), b.created_ms)).collect()
+    }
+
+    /// Every bucket with its configuration, for snapshots.
+    pub(crate) fn bucket_infos(&self) -> Vec<(String, BucketInfo)> {
+        self.buckets_read().iter().map(|(n, b)| (n.clone(), b.clone())).collect()
+    }
+
+    /// Sets (Some) or removes (None) a bucket configuration document, durably.
+    pub async fn put_bucket_config(&self, name: &str, item: &str, value: Option<String>) -> Result<()> {
+        self.require_bucket(name)?;
+        let op = WriteOp::BucketConfig { name: name.to_owned(), item: item.to_owned(), value };
+        ask(&self.0.senders[0], |reply| MetaReq::Write { partition: BUCKET_PARTITION, op, reply }).await
     }
 
     fn require_bucket(&self, bucket: &str) -> Result<()> {

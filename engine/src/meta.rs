@@ -53,6 +53,25 @@ pub struct UploadMeta {
     pub parts: std::collections::BTreeMap<u32, PartMeta>,
 }
 
+/// A bucket: when it was created, and its configuration documents by name (for example
+/// "encryption": the S3 layer's canonical form of a PutBucketEncryption request).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BucketInfo {
+    pub created_ms: i64,
+    pub config: std::collections::BTreeMap<String, String>,
+}
+
+impl BucketInfo {
+    pub fn encode(&self, enc: &mut Enc) {
+        enc.i64(self.created_ms);
+        let pairs: Vec<(String, String)> = self.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        enc.pairs(&pairs);
+    }
+    pub fn decode(dec: &mut Dec) -> Result<BucketInfo> {
+        Ok(BucketInfo { created_ms: dec.i64()?, config: dec.pairs()?.into_iter().collect() })
+    }
+}
+
 /// Little-endian writer for log records.
 #[derive(Default)]
 pub struct Enc(pub Vec<u8>);

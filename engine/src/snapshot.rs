@@ -15,10 +15,11 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::core::{ObjectKey, UploadKey};
 use crate::error::{EngineError, Result};
-use crate::meta::{Dec, Enc, ObjectMeta, PartMeta, UploadMeta};
+use crate::meta::{BucketInfo, Dec, Enc, ObjectMeta, PartMeta, UploadMeta};
 
 const SNAPSHOT_MAGIC: u32 = 0x504E_5346; // "FSNP"
-const SNAPSHOT_VERSION: u32 = 1;
+/// Version 2: buckets carry their configuration documents.
+const SNAPSHOT_VERSION: u32 = 2;
 
 pub struct Snapshot {
     /// Executor count of the process that wrote it.
@@ -29,7 +30,7 @@ pub struct Snapshot {
     /// Byte length of every log file when the snapshot was taken.
     pub wal_lens: Vec<(u16, u64)>,
     pub seqs: HashMap<u16, u64>,
-    pub buckets: BTreeMap<String, i64>,
+    pub buckets: BTreeMap<String, BucketInfo>,
     pub objects: BTreeMap<ObjectKey, ObjectMeta>,
     pub uploads: BTreeMap<UploadKey, UploadMeta>,
 }
@@ -45,7 +46,7 @@ pub struct SnapshotView<'a> {
     pub wal_off: u64,
     pub wal_lens: Vec<(u16, u64)>,
     pub seqs: &'a HashMap<u16, u64>,
-    pub buckets: Vec<(String, i64)>,
+    pub buckets: Vec<(String, BucketInfo)>,
     pub objects: &'a BTreeMap<ObjectKey, ObjectMeta>,
     pub uploads: &'a BTreeMap<UploadKey, UploadMeta>,
 }
@@ -68,9 +69,9 @@ pub fn encode(view: &SnapshotView) -> Vec<u8> {
         enc.u64(*seq);
     }
     enc.u32(view.buckets.len() as u32);
-    for (name, created) in &view.buckets {
+    for (name, info) in &view.buckets {
         enc.str(name);
-        enc.i64(*created);
+        info.encode(&mut enc);
     }
     enc.u64(view.objects.len() as u64);
     for ((bucket, key), meta) in view.objects {
@@ -124,7 +125,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
     let n = dec.u32()? as usize;
     let mut buckets = BTreeMap::new();
     for _ in 0..n {
-        buckets.insert(dec.str()?, dec.i64()?);
+        buckets.insert(dec.str()?, BucketInfo::decode(&mut dec)?);
     }
     let n = dec.u64()?;
     let mut objects = BTreeMap::new();
@@ -234,7 +235,10 @@ mod tests {
             wal_off: 4096,
             wal_lens: vec![(0, 10), (1, 4096)],
             seqs: &seqs,
-            buckets: vec![("b".into(), 5)],
+            buckets: vec![(
+                "b".into(),
+                BucketInfo { created_ms: 5, config: [("encryption".to_owned(), "AES256".to_owned())].into() },
+            )],
             objects: &objects,
             uploads: &uploads,
         };
@@ -245,7 +249,8 @@ mod tests {
         assert_eq!(snap.objects, objects);
         assert_eq!(snap.uploads, uploads);
         assert_eq!(snap.seqs, seqs);
-        assert_eq!(snap.buckets.get("b"), Some(&5));
+        assert_eq!(snap.buckets.get("b").map(|b| b.created_ms), Some(5));
+        assert_eq!(snap.buckets["b"].config.get("encryption").map(String::as_str), Some("AES256"));
         for i in [0, 10, bytes.len() / 2, bytes.len() - 1] {
             let mut bad = bytes.clone();
             bad[i] ^= 1;

@@ -60,6 +60,12 @@ pub enum Record {
     BucketDelete {
         name: String,
     },
+    /// Sets (Some) or removes (None) one configuration document of a bucket.
+    BucketConfig {
+        name: String,
+        item: String,
+        value: Option<String>,
+    },
     /// Covers the bytes of a batch that failed to reach a write quorum (see `encode_void`).
     Void,
 }
@@ -72,6 +78,7 @@ const KIND_UPLOAD_ABORT: u8 = 5;
 const KIND_BUCKET_CREATE: u8 = 6;
 const KIND_BUCKET_DELETE: u8 = 7;
 const KIND_VOID: u8 = 8;
+const KIND_BUCKET_CONFIG: u8 = 9;
 /// The smallest framed record: header, kind, partition and sequence number.
 pub const RECORD_BYTES_MIN: usize = RECORD_HEADER_BYTES + 1 + 2 + 8;
 
@@ -165,6 +172,20 @@ pub fn encode_record(
             enc.u16(partition);
             enc.u64(seq);
             enc.str(name);
+        }
+        Record::BucketConfig { name, item, value } => {
+            enc.u8(KIND_BUCKET_CONFIG);
+            enc.u16(partition);
+            enc.u64(seq);
+            enc.str(name);
+            enc.str(item);
+            match value {
+                Some(v) => {
+                    enc.u8(1);
+                    enc.str(v);
+                }
+                None => enc.u8(0),
+            }
         }
         Record::Void => {
             enc.u8(KIND_VOID);
@@ -282,6 +303,15 @@ pub fn decode_payload(payload: &[u8], wal: u16, rec_off: u64) -> Result<Replayed
         KIND_BUCKET_CREATE => Record::BucketCreate { name: dec.str()?, created_ms: dec.i64()? },
         KIND_BUCKET_DELETE => Record::BucketDelete { name: dec.str()? },
         KIND_VOID => Record::Void,
+        KIND_BUCKET_CONFIG => {
+            let name = dec.str()?;
+            let item = dec.str()?;
+            let value = match dec.u8()? {
+                0 => None,
+                _ => Some(dec.str()?),
+            };
+            Record::BucketConfig { name, item, value }
+        }
         other => return Err(EngineError::Corrupt(format!("unknown record kind {other}"))),
     };
     Ok(Replayed { partition, seq, record })

@@ -42,6 +42,9 @@ pub enum Code {
     XAmzContentSHA256Mismatch,
     InvalidTag,
     MetadataTooLarge,
+    InvalidEncryptionAlgorithmError,
+    KmsNotFound,
+    ServerSideEncryptionConfigurationNotFoundError,
 }
 
 impl Code {
@@ -50,7 +53,7 @@ impl Code {
         match self {
             NotModified => 304,
             AccessDenied | InvalidAccessKeyId | SignatureDoesNotMatch | RequestTimeTooSkewed => 403,
-            NoSuchBucket | NoSuchKey | NoSuchUpload => 404,
+            NoSuchBucket | NoSuchKey | NoSuchUpload | ServerSideEncryptionConfigurationNotFoundError => 404,
             MethodNotAllowed => 405,
             BucketAlreadyOwnedByYou | BucketNotEmpty => 409,
             MissingContentLength => 411,
@@ -104,6 +107,9 @@ impl Code {
             AuthorizationHeaderMalformed => "AuthorizationHeaderMalformed",
             XAmzContentSHA256Mismatch => "XAmzContentSHA256Mismatch",
             InvalidTag => "InvalidTag",
+            InvalidEncryptionAlgorithmError => "InvalidEncryptionAlgorithmError",
+            KmsNotFound => "KMS.NotFoundException",
+            ServerSideEncryptionConfigurationNotFoundError => "ServerSideEncryptionConfigurationNotFoundError",
             MetadataTooLarge => "MetadataTooLarge",
         }
     }

@@ -41,6 +41,8 @@ pub struct Request {
     /// Lower-case names.
     pub headers: Vec<(String, String)>,
     pub keep_alive: bool,
+    /// Arrived over TLS (set by the connection loop).
+    pub secure: bool,
 }
 
 impl Request {
@@ -256,7 +258,7 @@ fn to_request(parsed: &httparse::Request) -> S3Result<Request> {
         Some(0) => connection.as_deref() == Some("keep-alive"),
         _ => connection.as_deref() != Some("close"),
     };
-    Ok(Request { method, raw_path, raw_query, headers, keep_alive })
+    Ok(Request { method, raw_path, raw_query, headers, keep_alive, secure: false })
 }
 
 /// The request body as sent on the wire (Content-Length or chunked transfer coding).

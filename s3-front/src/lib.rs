@@ -7,9 +7,11 @@ pub mod budget;
 pub mod checksum;
 pub mod error;
 pub mod http;
+pub mod kms;
 pub mod ops;
 pub mod server;
 pub mod sigv4;
+pub mod sse;
 pub mod tls;
 pub mod xml;
 

@@ -10,7 +10,9 @@ use crate::checksum::{b64, b64_decode, md5_finish, md5_new, unhex, Algorithm, Ha
 use crate::error::{err, Code, OrBadRequest, S3Error, S3Result};
 use crate::server::{Call, Ctx, RespBody, Response};
 use crate::sigv4::hex;
+use crate::sse;
 use crate::xml::{parse, Xml};
+use ferrite_engine::sse::Sealer;
 
 /// Largest object a single PUT may carry, as on AWS.
 const PUT_BYTES_MAX: u64 = 5 << 30;
@@ -53,6 +55,12 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
                 list_objects(ctx, call, bucket).await
             }
             "POST" if call.has("delete") => delete_objects(ctx, bucket, body).await,
+            "PUT" if call.has("encryption") => put_bucket_encryption(ctx, bucket, body).await,
+            "GET" if call.has("encryption") => get_bucket_encryption(ctx, bucket),
+            "DELETE" if call.has("encryption") => {
+                ctx.engine.put_bucket_config(bucket, sse::BUCKET_CONFIG, None).await?;
+                Ok(Response::new(204))
+            }
             _ => err(
                 Code::NotImplemented,
                 "A header or query you provided implies functionality that is not implemented.",
@@ -232,17 +240,15 @@ async fn stream_body(
     body: &mut Body<'_>,
     mut writer: DataWriter,
     size_max: u64,
+    sealer: Option<Sealer>,
 ) -> S3Result<Streamed> {
     let _slot = ctx.budget.acquire().await?;
-    let result = stream_into(call, body, &mut writer, size_max).await;
+    let result = stream_into(call, body, &mut writer, size_max, sealer).await;
     match result {
-        Ok((md5, checksum)) => {
-            let size = writer.size();
-            match writer.finish().await {
-                Ok(data) => Ok(Streamed { data, size, md5, checksum }),
-                Err(e) => Err(e.into()),
-            }
-        }
+        Ok((md5, checksum, size)) => match writer.finish().await {
+            Ok(data) => Ok(Streamed { data, size, md5, checksum }),
+            Err(e) => Err(e.into()),
+        },
         Err(e) => {
             writer.discard().await;
             Err(e)
@@ -250,12 +256,15 @@ async fn stream_body(
     }
 }
 
+/// Returns the MD5, the checksum and the size of the plaintext. With a sealer, what reaches
+/// the writer is the sealed packages (sse.rs), in the same pass over each chunk.
 async fn stream_into(
     call: &Call<'_>,
     body: &mut Body<'_>,
     writer: &mut DataWriter,
     size_max: u64,
-) -> S3Result<([u8; 16], Option<(String, String)>)> {
+    mut sealer: Option<Sealer>,
+) -> S3Result<([u8; 16], Option<(String, String)>, u64)> {
     let content_md5 = match call.header("content-md5") {
         Some(v) => Some(
             b64_decode(v)
@@ -267,19 +276,34 @@ async fn stream_into(
     let wanted = requested_checksum(call)?;
     let mut hasher = wanted.as_ref().map(|(a, _)| Hasher::new(*a));
     let mut md5 = md5_new();
+    let mut size = 0u64;
+    let mut sealed = Vec::new();
     while let Some(chunk) = body.next().await? {
         md5::Digest::update(&mut md5, &chunk);
         if let Some(h) = &mut hasher {
             h.update(&chunk);
         }
-        if writer.size() + chunk.len() as u64 > size_max {
+        if size + chunk.len() as u64 > size_max {
             return Err(S3Error::new(
                 Code::EntityTooLarge,
                 "Your proposed upload exceeds the maximum allowed object size.",
             )
             .closing());
         }
-        writer.write(&chunk).await?;
+        size += chunk.len() as u64;
+        match &mut sealer {
+            Some(sealer) => {
+                sealed.clear();
+                sealer.push(&chunk, &mut sealed)?;
+                writer.write(&sealed).await?;
+            }
+            None => writer.write(&chunk).await?,
+        }
+    }
+    if let Some(sealer) = sealer {
+        sealed.clear();
+        sealer.finish(&mut sealed)?;
+        writer.write(&sealed).await?;
     }
     let md5 = md5_finish(md5);
     if let Some(expected) = content_md5 {
@@ -305,7 +329,7 @@ async fn stream_into(
         }
         _ => None,
     };
-    Ok((md5, checksum))
+    Ok((md5, checksum, size))
 }
 
 fn put_condition(call: &Call) -> Option<PutCondition> {
@@ -359,6 +383,27 @@ async fn create_bucket(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3Result
 fn head_bucket(ctx: &Ctx, bucket: &str) -> S3Result<Response> {
     require_bucket(ctx, bucket)?;
     Ok(Response::new(200).header("x-amz-bucket-region", ctx.config.region.clone()))
+}
+
+async fn put_bucket_encryption(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3Result<Response> {
+    require_bucket(ctx, bucket)?;
+    let doc = read_small_body(body, XML_BODY_BYTES_MAX).await?;
+    let config = sse::parse_bucket_config(&doc)?;
+    if ctx.kms.is_none() {
+        return err(Code::NotImplemented, "Bucket default encryption needs a KMS (set FERRITE_KMS_SECRET_KEY).");
+    }
+    ctx.engine.put_bucket_config(bucket, sse::BUCKET_CONFIG, Some(config)).await?;
+    Ok(Response::new(200))
+}
+
+fn get_bucket_encryption(ctx: &Ctx, bucket: &str) -> S3Result<Response> {
+    match ctx.engine.bucket_config(bucket, sse::BUCKET_CONFIG)? {
+        Some(config) => Ok(Response::xml(sse::bucket_config_xml(&config))),
+        None => err(
+            Code::ServerSideEncryptionConfigurationNotFoundError,
+            "The server side encryption configuration was not found",
+        ),
+    }
 }
 
 async fn delete_bucket(ctx: &Ctx, bucket: &str) -> S3Result<Response> {
@@ -498,9 +543,20 @@ async fn put_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, body: &
         None => Vec::new(),
     };
     let cond = put_condition(call);
+    let enc = sse::for_new_object(ctx, call, bucket, key).await?;
+    if let Some(enc) = &enc {
+        headers.extend(enc.stored_headers());
+    }
     let writer = ctx.engine.writer(bucket, key, true)?;
-    let streamed = stream_body(ctx, call, body, writer, PUT_BYTES_MAX).await?;
-    let etag = hex(&streamed.md5);
+    let sealer = match &enc {
+        Some(enc) => Some(enc.sealer(writer.file_id())?),
+        None => None,
+    };
+    let streamed = stream_body(ctx, call, body, writer, PUT_BYTES_MAX, sealer).await?;
+    let etag = match &enc {
+        Some(enc) => enc.etag(&streamed.md5),
+        None => hex(&streamed.md5),
+    };
     let meta = ObjectMeta {
         size: streamed.size,
         etag: etag.clone(),
@@ -512,7 +568,15 @@ async fn put_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, body: &
         data: DataLoc::Parts(Vec::new()),
     };
     ctx.engine.put_object(bucket, key, meta, streamed.data, cond).await?;
-    Ok(checksum_headers(Response::new(200).header("ETag", quoted(&etag)), &streamed.checksum))
+    let resp = checksum_headers(Response::new(200).header("ETag", quoted(&etag)), &streamed.checksum);
+    Ok(with_sse_headers(resp, enc.as_ref()))
+}
+
+fn with_sse_headers(resp: Response, enc: Option<&sse::Encryption>) -> Response {
+    match enc {
+        Some(enc) => enc.response_headers(resp),
+        None => resp,
+    }
 }
 
 /// Parses a Range header against an object size: Ok(None) = whole object.
@@ -582,6 +646,7 @@ fn check_conditions(call: &Call, meta: &ObjectMeta, prefix: &str) -> S3Result<()
 
 async fn get_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, head_only: bool) -> S3Result<Response> {
     let meta = ctx.engine.head_object(bucket, key).await?;
+    let enc = sse::open_stored(ctx, call, bucket, key, &meta.headers, false).await?;
     check_conditions(call, &meta, "")?;
     let range = match call.header("range") {
         Some(r) => match parse_range(r, meta.size) {
@@ -598,8 +663,11 @@ async fn get_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, head_on
     let mut resp = Response::new(if range.is_some() { 206 } else { 200 });
     resp.content_length = Some(end - start);
     for (name, value) in &meta.headers {
-        resp.headers.push((name.clone(), value.clone()));
+        if !name.starts_with(sse::INTERNAL_PREFIX) {
+            resp.headers.push((name.clone(), value.clone()));
+        }
     }
+    resp = with_sse_headers(resp, enc.as_ref());
     let overrides = [
         ("response-content-type", "content-type"),
         ("response-content-language", "content-language"),
@@ -636,9 +704,9 @@ async fn get_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, head_on
     }
     if !head_only && end > start {
         let slot = ctx.budget.acquire().await?;
-        let mut reader = ctx.engine.reader(bucket, key, &meta, start, end);
-        reader.prime().await?;
-        resp.body = RespBody::Object(reader, slot);
+        let mut stream = sse::object_stream(&ctx.engine, bucket, key, &meta, enc.as_ref(), start, end);
+        stream.prime().await?;
+        resp.body = RespBody::Object(stream, slot);
     }
     Ok(resp)
 }
@@ -654,21 +722,36 @@ fn parse_copy_source(call: &Call) -> S3Result<(String, String)> {
     }
 }
 
-/// Copies bytes [start, end) of the source object through the engine into `writer`.
+/// Copies plaintext bytes [start, end) of the source object (decrypting it if it is
+/// encrypted) into `writer` (sealing them again with `sealer`). Returns the plaintext MD5.
 async fn copy_data(
     ctx: &Ctx,
     src: (&str, &str),
     meta: &ObjectMeta,
-    start: u64,
-    end: u64,
+    src_enc: Option<&sse::Encryption>,
+    (start, end): (u64, u64),
     writer: &mut DataWriter,
+    mut sealer: Option<Sealer>,
 ) -> S3Result<[u8; 16]> {
     let _slot = ctx.budget.acquire().await?;
-    let mut reader = ctx.engine.reader(src.0, src.1, meta, start, end);
+    let mut reader = sse::object_stream(&ctx.engine, src.0, src.1, meta, src_enc, start, end);
     let mut md5 = md5_new();
+    let mut sealed = Vec::new();
     while let Some(chunk) = reader.next_chunk().await? {
         md5::Digest::update(&mut md5, &chunk);
-        writer.write(&chunk).await?;
+        match &mut sealer {
+            Some(sealer) => {
+                sealed.clear();
+                sealer.push(&chunk, &mut sealed)?;
+                writer.write(&sealed).await?;
+            }
+            None => writer.write(&chunk).await?,
+        }
+    }
+    if let Some(sealer) = sealer {
+        sealed.clear();
+        sealer.finish(&mut sealed)?;
+        writer.write(&sealed).await?;
     }
     Ok(md5_finish(md5))
 }
@@ -676,25 +759,45 @@ async fn copy_data(
 async fn copy_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str) -> S3Result<Response> {
     let (src_bucket, src_key) = parse_copy_source(call)?;
     let src = ctx.engine.head_object(&src_bucket, &src_key).await?;
+    let src_enc = sse::open_stored(ctx, call, &src_bucket, &src_key, &src.headers, true).await?;
     check_conditions(call, &src, "x-amz-copy-source-")?;
     let replace = match call.header("x-amz-metadata-directive") {
         None | Some("COPY") => false,
         Some("REPLACE") => true,
         Some(_) => return err(Code::InvalidArgument, "Unknown metadata directive."),
     };
-    if src_bucket == bucket && src_key == key && !replace && call.header("x-amz-tagging-directive").is_none() {
+    let changes_encryption = call.header("x-amz-server-side-encryption").is_some()
+        || call.header("x-amz-server-side-encryption-customer-algorithm").is_some();
+    if src_bucket == bucket
+        && src_key == key
+        && !replace
+        && !changes_encryption
+        && call.header("x-amz-tagging-directive").is_none()
+    {
         return err(
             Code::InvalidRequest,
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
         );
     }
-    let headers = if replace { stored_headers(call)? } else { src.headers.clone() };
+    let mut headers = if replace { stored_headers(call)? } else { src.headers.clone() };
+    // The copy is encrypted as the request (or the bucket) says, not as the source was.
+    headers.retain(|(n, _)| !n.starts_with(sse::INTERNAL_PREFIX));
+    let enc = sse::for_new_object(ctx, call, bucket, key).await?;
+    if let Some(enc) = &enc {
+        headers.extend(enc.stored_headers());
+    }
     let tags = match call.header("x-amz-tagging-directive") {
         Some("REPLACE") => parse_tag_query(call.header("x-amz-tagging").unwrap_or(""))?,
         _ => src.tags.clone(),
     };
     let mut writer = ctx.engine.writer(bucket, key, true)?;
-    let md5 = match copy_data(ctx, (&src_bucket, &src_key), &src, 0, src.size, &mut writer).await {
+    let sealer = match &enc {
+        Some(enc) => Some(enc.sealer(writer.file_id())?),
+        None => None,
+    };
+    let copied =
+        copy_data(ctx, (&src_bucket, &src_key), &src, src_enc.as_ref(), (0, src.size), &mut writer, sealer).await;
+    let md5 = match copied {
         Ok(md5) => md5,
         Err(e) => {
             writer.discard().await;
@@ -702,7 +805,10 @@ async fn copy_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str) -> S3R
         }
     };
     let data = writer.finish().await?;
-    let etag = hex(&md5);
+    let etag = match &enc {
+        Some(enc) => enc.etag(&md5),
+        None => hex(&md5),
+    };
     let mtime_ms = now_ms();
     let checksum = if src.part_sizes.is_empty() { src.checksum.clone() } else { None };
     let meta = ObjectMeta {
@@ -718,7 +824,7 @@ async fn copy_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str) -> S3R
     ctx.engine.put_object(bucket, key, meta, data, put_condition(call)).await?;
     let mut x = Xml::new("CopyObjectResult");
     x.elem("LastModified", &iso8601(mtime_ms)).elem("ETag", &quoted(&etag));
-    Ok(Response::xml(x.finish()))
+    Ok(with_sse_headers(Response::xml(x.finish()), enc.as_ref()))
 }
 
 // ----- tagging -----
@@ -821,10 +927,15 @@ async fn create_upload(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str) -> S
         Some(a) => Some(Algorithm::parse(a).or_invalid("unsupported checksum algorithm")?.name().to_owned()),
         None => None,
     };
+    let mut enc = sse::for_new_object(ctx, call, bucket, key).await?;
+    if let Some(enc) = &mut enc {
+        enc.multipart = true;
+        headers.extend(enc.stored_headers());
+    }
     let upload_id = ctx.engine.create_upload(bucket, key, headers, algorithm.clone()).await?;
     let mut x = Xml::new("InitiateMultipartUploadResult");
     x.elem("Bucket", bucket).elem("Key", key).elem("UploadId", &upload_id);
-    let mut resp = Response::xml(x.finish());
+    let mut resp = with_sse_headers(Response::xml(x.finish()), enc.as_ref());
     if let Some(a) = algorithm {
         resp = resp.header("x-amz-checksum-algorithm", a);
     }
@@ -841,40 +952,49 @@ fn part_number(call: &Call) -> S3Result<u32> {
 async fn upload_part(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, body: &mut Body<'_>) -> S3Result<Response> {
     let number = part_number(call)?;
     let upload_id = call.q("uploadId").unwrap_or("");
-    ctx.engine.get_upload(bucket, key, upload_id).await?;
+    let upload = ctx.engine.get_upload(bucket, key, upload_id).await?;
+    let enc = sse::open_stored(ctx, call, bucket, key, &upload.headers, false).await?;
     if call.header("x-amz-copy-source").is_some() {
-        return upload_part_copy(ctx, call, bucket, key, upload_id, number).await;
+        return upload_part_copy(ctx, call, (bucket, key), upload_id, number, enc.as_ref()).await;
     }
     if call.header("content-length").is_none() && call.header("transfer-encoding").is_none() {
         return err(Code::MissingContentLength, "You must provide the Content-Length HTTP header.");
     }
     let writer = ctx.engine.writer(bucket, key, false)?;
-    let streamed = stream_body(ctx, call, body, writer, PUT_BYTES_MAX).await?;
+    let sealer = match &enc {
+        Some(enc) => Some(enc.sealer(writer.file_id())?),
+        None => None,
+    };
+    let streamed = stream_body(ctx, call, body, writer, PUT_BYTES_MAX, sealer).await?;
     let Finished::Part(loc) = streamed.data else {
         return err(Code::InternalError, "a part was inlined");
     };
     let etag = hex(&streamed.md5);
+    // The stored (ciphertext) size: what the engine reads back. ListParts and Complete
+    // turn it into the plaintext size for encrypted uploads.
     let part = PartMeta {
         file_id: loc.file_id,
-        size: streamed.size,
+        size: loc.size,
         etag: etag.clone(),
         mtime_ms: now_ms(),
         checksum: streamed.checksum.clone(),
     };
     ctx.engine.put_part(bucket, key, upload_id, number, part).await?;
-    Ok(checksum_headers(Response::new(200).header("ETag", quoted(&etag)), &streamed.checksum))
+    let resp = checksum_headers(Response::new(200).header("ETag", quoted(&etag)), &streamed.checksum);
+    Ok(with_sse_headers(resp, enc.as_ref()))
 }
 
 async fn upload_part_copy(
     ctx: &Ctx,
     call: &Call<'_>,
-    bucket: &str,
-    key: &str,
+    (bucket, key): (&str, &str),
     upload_id: &str,
     number: u32,
+    enc: Option<&sse::Encryption>,
 ) -> S3Result<Response> {
     let (src_bucket, src_key) = parse_copy_source(call)?;
     let src = ctx.engine.head_object(&src_bucket, &src_key).await?;
+    let src_enc = sse::open_stored(ctx, call, &src_bucket, &src_key, &src.headers, true).await?;
     check_conditions(call, &src, "x-amz-copy-source-")?;
     let (start, end) = match call.header("x-amz-copy-source-range") {
         Some(r) => {
@@ -890,7 +1010,13 @@ async fn upload_part_copy(
         None => (0, src.size),
     };
     let mut writer = ctx.engine.writer(bucket, key, false)?;
-    let md5 = match copy_data(ctx, (&src_bucket, &src_key), &src, start, end, &mut writer).await {
+    let sealer = match enc {
+        Some(enc) => Some(enc.sealer(writer.file_id())?),
+        None => None,
+    };
+    let copied =
+        copy_data(ctx, (&src_bucket, &src_key), &src, src_enc.as_ref(), (start, end), &mut writer, sealer).await;
+    let md5 = match copied {
         Ok(md5) => md5,
         Err(e) => {
             writer.discard().await;
@@ -902,11 +1028,11 @@ async fn upload_part_copy(
     };
     let etag = hex(&md5);
     let mtime_ms = now_ms();
-    let part = PartMeta { file_id: loc.file_id, size: end - start, etag: etag.clone(), mtime_ms, checksum: None };
+    let part = PartMeta { file_id: loc.file_id, size: loc.size, etag: etag.clone(), mtime_ms, checksum: None };
     ctx.engine.put_part(bucket, key, upload_id, number, part).await?;
     let mut x = Xml::new("CopyPartResult");
     x.elem("LastModified", &iso8601(mtime_ms)).elem("ETag", &quoted(&etag));
-    Ok(Response::xml(x.finish()))
+    Ok(with_sse_headers(Response::xml(x.finish()), enc))
 }
 
 async fn complete_upload(
@@ -956,8 +1082,11 @@ async fn complete_upload(
             _ => return invalid_part(),
         }
     }
+    // Parts of an encrypted upload are stored sealed: their plaintext sizes are derived.
+    let encrypted = sse::is_encrypted(&upload.headers);
+    let plain = |stored: u64| if encrypted { sse::plain_len(stored) } else { stored };
     for (_, p) in &parts[..parts.len() - 1] {
-        if p.size < PART_BYTES_MIN {
+        if plain(p.size) < PART_BYTES_MIN {
             return err(Code::EntityTooSmall, "Your proposed upload is smaller than the minimum allowed object size.");
         }
     }
@@ -980,13 +1109,13 @@ async fn complete_upload(
         None => Vec::new(),
     };
     let meta = ObjectMeta {
-        size: parts.iter().map(|(_, p)| p.size).sum(),
+        size: parts.iter().map(|(_, p)| plain(p.size)).sum(),
         etag: etag.clone(),
         mtime_ms: now_ms(),
         headers,
         checksum: checksum.clone(),
         tags,
-        part_sizes: parts.iter().map(|(_, p)| p.size).collect(),
+        part_sizes: parts.iter().map(|(_, p)| plain(p.size)).collect(),
         data: DataLoc::Parts(parts.iter().map(|(_, p)| PartLoc { file_id: p.file_id, size: p.size }).collect()),
     };
     let used = parts.iter().map(|(n, p)| (*n, p.file_id)).collect();
@@ -1016,6 +1145,7 @@ async fn list_parts(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str) -> S3Re
     let marker = call.q("part-number-marker").and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
     let selected: Vec<_> = upload.parts.range(marker + 1..).take(max_parts + 1).collect();
     let truncated = selected.len() > max_parts;
+    let encrypted = sse::is_encrypted(&upload.headers);
     let mut x = Xml::new("ListPartsResult");
     x.elem("Bucket", bucket).elem("Key", key).elem("UploadId", upload_id);
     x.elem("PartNumberMarker", &marker.to_string()).elem("MaxParts", &max_parts.to_string());
@@ -1030,7 +1160,7 @@ async fn list_parts(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str) -> S3Re
             .elem("PartNumber", &n.to_string())
             .elem("LastModified", &iso8601(p.mtime_ms))
             .elem("ETag", &quoted(&p.etag))
-            .elem("Size", &p.size.to_string());
+            .elem("Size", &(if encrypted { sse::plain_len(p.size) } else { p.size }).to_string());
         if let Some((a, v)) = &p.checksum {
             x.elem(&format!("Checksum{a}"), v);
         }

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ferrite_engine::{Engine, ObjectReader};
+use ferrite_engine::Engine;
 use monoio::net::TcpStream;
 
 use crate::body::{Body, Mode};
@@ -26,6 +26,10 @@ pub struct Config {
     pub region: String,
     /// How long a silent client is kept (FERRITE_CLIENT_TIMEOUT_SECS shortens it for tests).
     pub client_timeouts: ClientTimeouts,
+    /// Encrypt every new object (SSE-S3) unless the request or bucket says otherwise.
+    pub encrypt_everything: bool,
+    /// Accept SSE-C keys over plain HTTP (tests only; AWS refuses them).
+    pub sse_c_allow_http: bool,
 }
 
 impl Credentials for Config {
@@ -39,13 +43,15 @@ pub struct Ctx {
     pub config: Arc<Config>,
     /// This core's share of the memory budget for requests that move object data.
     pub budget: Rc<crate::budget::Budget>,
+    /// Where object keys are sealed (None: no KMS configured; SSE-C still works).
+    pub kms: Option<Arc<crate::kms::Kms>>,
 }
 
 pub enum RespBody {
     Empty,
     Bytes(Vec<u8>),
     /// An object body streamed block by block; the slot is held until it is sent.
-    Object(ObjectReader, crate::budget::Slot),
+    Object(crate::sse::ObjectStream, crate::budget::Slot),
 }
 
 pub struct Response {
@@ -138,10 +144,11 @@ pub async fn serve_connection(ctx: Rc<Ctx>, stream: TcpStream, tls: Option<Rc<mo
             _ => return,
         },
     };
+    let secure = matches!(stream, Stream::Tls(_));
     let mut conn = Conn::with_timeouts(stream, ctx.config.client_timeouts);
     loop {
         let request_id = new_request_id();
-        let req = match conn.read_head().await {
+        let mut req = match conn.read_head().await {
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(e) => {
@@ -150,6 +157,7 @@ pub async fn serve_connection(ctx: Rc<Ctx>, stream: TcpStream, tls: Option<Rc<mo
                 return;
             }
         };
+        req.secure = secure;
         let head_only = req.method == "HEAD";
         let (resp, mut close) = {
             let raw = match RawBody::new(&mut conn, &req) {

@@ -41,6 +41,10 @@ environment: FERRITE_ROOT_USER / FERRITE_ROOT_PASSWORD (default ferriteadmin / f
              appends between index snapshots (default 64 MiB). FERRITE_CLIENT_TIMEOUT_SECS
              closes connections silent that long, idle or mid-request (default 60 s idle,
              30 s inside a request).
+encryption:  FERRITE_KMS_SECRET_KEY=NAME:BASE64[,NAME:BASE64...] static KMS keys (the first is
+             the default) for SSE-S3 and SSE-KMS; FERRITE_KMS_AUTO_ENCRYPTION=on encrypts
+             every new object; FERRITE_SSE_C_ALLOW_HTTP=on accepts SSE-C keys without TLS
+             (tests only).
 healing:     FERRITE_SCAN_INTERVAL_SECS between background scans (default 3600),
              FERRITE_SCAN_MIBPS scan reads per core (default 16), FERRITE_HEAL_MIBPS heal
              reads per core (default 0: unlimited), FERRITE_DRIVE_CHECK_SECS how often the
@@ -194,7 +198,17 @@ fn run(args: Args) -> Result<(), String> {
         domain: args.domain,
         region: "us-east-1".into(),
         client_timeouts: client_timeouts(),
+        encrypt_everything: env_flag("FERRITE_KMS_AUTO_ENCRYPTION"),
+        sse_c_allow_http: env_flag("FERRITE_SSE_C_ALLOW_HTTP"),
     });
+    let kms = ferrite_s3::kms::Kms::from_env()?.map(Arc::new);
+    match &kms {
+        Some(kms) => println!("ferrite: KMS: {}", kms.describe()),
+        None if config.encrypt_everything => {
+            return Err("FERRITE_KMS_AUTO_ENCRYPTION needs a KMS: set FERRITE_KMS_SECRET_KEY".into())
+        }
+        None => println!("ferrite: no KMS configured: SSE-S3 and SSE-KMS are refused, SSE-C works"),
+    }
     let tls = match &args.certs_dir {
         Some(dir) => Some(ferrite_s3::tls::load_server_config(dir)?),
         None => None,
@@ -214,9 +228,10 @@ fn run(args: Args) -> Result<(), String> {
         let config = config.clone();
         let listener = listener.try_clone().map_err(|e| e.to_string())?;
         let tls = tls.clone();
+        let kms = kms.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ferrite-core-{}", boot.core))
-            .spawn(move || run_core(engine, config, boot, listener, uring, tls, memory_budget_bytes))
+            .spawn(move || run_core(engine, config, kms, boot, listener, uring, tls, memory_budget_bytes))
             .map_err(|e| e.to_string())?;
         threads.push(thread);
     }
@@ -224,6 +239,11 @@ fn run(args: Args) -> Result<(), String> {
         let _ = thread.join();
     }
     Ok(())
+}
+
+/// A boolean setting: "on", "1" or "true".
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "on" | "1" | "true"))
 }
 
 fn env_number(name: &str) -> Option<u64> {
@@ -260,9 +280,11 @@ fn memory_budget_mib() -> usize {
     env_number("FERRITE_MEMORY_BUDGET_MIB").map(|n| n as usize).unwrap_or(MEMORY_BUDGET_MIB_DEFAULT)
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; the core's whole wiring
 fn run_core(
     engine: Engine,
     config: Arc<Config>,
+    kms: Option<Arc<ferrite_s3::kms::Kms>>,
     boot: CoreBoot,
     listener: std::net::TcpListener,
     uring: bool,
@@ -287,7 +309,7 @@ fn run_core(
         let per_stream =
             ferrite_s3::budget::bytes_per_stream(engine.block_size(), engine.layout().data, engine.layout().parity);
         let slots = memory_budget_bytes / cores_total / per_stream;
-        let ctx = Rc::new(Ctx { engine, config, budget: ferrite_s3::budget::Budget::new(slots) });
+        let ctx = Rc::new(Ctx { engine, config, budget: ferrite_s3::budget::Budget::new(slots), kms });
         let acceptor = tls.map(|config| Rc::new(ferrite_s3::TlsAcceptor::from(config)));
         loop {
             match listener.accept().await {
