@@ -85,6 +85,14 @@ pub enum WriteOp {
         key: String,
         tags: Vec<(String, String)>,
     },
+    /// Replaces the stored headers of an object whose data is still `data` (a key
+    /// rotation re-sealing the object key); NoSuchKey / PreconditionFailed otherwise.
+    SetHeaders {
+        bucket: String,
+        key: String,
+        data: crate::meta::DataLoc,
+        headers: Vec<(String, String)>,
+    },
     CreateUpload {
         bucket: String,
         key: String,
@@ -215,6 +223,19 @@ impl CoreState {
                     return Err(EngineError::NoSuchKey);
                 };
                 meta.tags = tags;
+                overlay.objects.insert(okey.clone(), Some(meta.clone()));
+                let record = Record::Put { bucket, key, meta: meta.clone(), inline: None, completes_upload: None };
+                Ok((Some(record), Effect::SetObject(okey, meta), Vec::new()))
+            }
+            WriteOp::SetHeaders { bucket, key, data, headers } => {
+                let okey = (bucket.clone(), key.clone());
+                let Some(mut meta) = self.object(overlay, &okey) else {
+                    return Err(EngineError::NoSuchKey);
+                };
+                if meta.data != data {
+                    return Err(EngineError::PreconditionFailed);
+                }
+                meta.headers = headers;
                 overlay.objects.insert(okey.clone(), Some(meta.clone()));
                 let record = Record::Put { bucket, key, meta: meta.clone(), inline: None, completes_upload: None };
                 Ok((Some(record), Effect::SetObject(okey, meta), Vec::new()))

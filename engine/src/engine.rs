@@ -602,6 +602,22 @@ impl Engine {
         ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
     }
 
+    /// Replaces an object's stored headers, only if its data is still `meta.data` (nothing
+    /// overwrote it meanwhile). The data is not touched.
+    pub async fn set_headers(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: &ObjectMeta,
+        headers: Vec<(String, String)>,
+    ) -> Result<()> {
+        self.require_bucket(bucket)?;
+        let (partition, tx) = self.owner_tx(bucket, key);
+        let op =
+            WriteOp::SetHeaders { bucket: bucket.to_owned(), key: key.to_owned(), data: meta.data.clone(), headers };
+        ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
+    }
+
     /// Lists keys and common prefixes in key order after `start_after`, merging every core.
     pub async fn list(
         &self,

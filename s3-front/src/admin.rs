@@ -2,7 +2,9 @@
 //!
 //! - `GET  /ferrite/admin/v1/heal`: heal, scanner and drive status, as JSON;
 //! - `POST /ferrite/admin/v1/heal[?rate-mib=N]`: starts a heal on every core (restarting one
-//!   that runs), reading at most N MiB/s per core (0: unlimited); answers the status.
+//!   that runs), reading at most N MiB/s per core (0: unlimited); answers the status;
+//! - `POST /ferrite/admin/v1/kms/rewrap`: re-seals every SSE-S3/SSE-KMS object key under
+//!   the newest version of its KMS key (after a key rotation in the KMS), data untouched.
 //!
 //! Requests are signed like any S3 request; only the root user exists so far.
 
@@ -12,7 +14,7 @@ use crate::server::{Call, Ctx, RespBody, Response};
 /// No bucket of this name can be created: its paths are the admin API.
 pub const RESERVED_BUCKET: &str = "ferrite";
 
-pub fn route(ctx: &Ctx, call: &Call<'_>) -> S3Result<Response> {
+pub async fn route(ctx: &Ctx, call: &Call<'_>) -> S3Result<Response> {
     let key = call.key.as_deref().unwrap_or("");
     match (call.req.method.as_str(), key) {
         ("GET", "admin/v1/heal") => Ok(json(ctx.engine.heal().status_json(&ctx.engine))),
@@ -26,6 +28,13 @@ pub fn route(ctx: &Ctx, call: &Call<'_>) -> S3Result<Response> {
             };
             ctx.engine.heal().request("requested through the admin API", rate);
             Ok(json(ctx.engine.heal().status_json(&ctx.engine)))
+        }
+        ("POST", "admin/v1/kms/rewrap") => {
+            let r = crate::sse::rewrap_all(ctx).await?;
+            Ok(json(format!(
+                "{{\"objects\":{},\"encrypted\":{},\"rewrapped\":{},\"failed\":{}}}",
+                r.objects, r.encrypted, r.rewrapped, r.failed
+            )))
         }
         _ if call.req.method == "PUT" && call.key.is_none() => {
             err(Code::InvalidBucketName, "The bucket name ferrite is reserved for the admin API.")

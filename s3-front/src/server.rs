@@ -291,7 +291,7 @@ async fn dispatch(ctx: &Ctx, req: &Request, raw: &mut Option<RawBody<'_>>, reque
     let decoded_len = req.header("x-amz-decoded-content-length").and_then(|v| v.parse().ok());
     let call = Call { req, bucket, key, query, auth, request_id: request_id.to_owned() };
     if call.bucket.as_deref() == Some(crate::admin::RESERVED_BUCKET) {
-        return crate::admin::route(ctx, &call);
+        return crate::admin::route(ctx, &call).await;
     }
     let Some(raw_body) = raw.take() else {
         return Err(S3Error::new(Code::InternalError, "request body taken twice"));

@@ -324,6 +324,73 @@ impl Encryption {
     }
 }
 
+/// What a key rotation did.
+#[derive(Default)]
+pub struct RewrapReport {
+    pub objects: u64,
+    pub encrypted: u64,
+    pub rewrapped: u64,
+    pub failed: u64,
+}
+
+/// Re-seals the object key of every SSE-S3 / SSE-KMS object under the newest version of
+/// its KMS key (`Kms::rewrap`); the data is not rewritten. An object overwritten meanwhile
+/// is left to its new key. SSE-C objects are the customer's business; uploads in progress
+/// keep their key until they complete.
+pub async fn rewrap_all(ctx: &Ctx) -> S3Result<RewrapReport> {
+    let kms = kms(ctx)?;
+    let mut report = RewrapReport::default();
+    for (bucket, _) in ctx.engine.list_buckets() {
+        let mut after = String::new();
+        loop {
+            let page = ctx.engine.list(&bucket, "", None, &after, 1000).await?;
+            for item in &page.items {
+                let ferrite_engine::ListItem::Object(key, ..) = item else { continue };
+                report.objects += 1;
+                let Ok(meta) = ctx.engine.head_object(&bucket, key).await else { continue };
+                let mode = header(&meta.headers, H_MODE).and_then(Mode::parse);
+                if !matches!(mode, Some(Mode::S3) | Some(Mode::Kms)) {
+                    continue;
+                }
+                report.encrypted += 1;
+                let sealed = header(&meta.headers, H_SEALED).and_then(b64_decode).unwrap_or_default();
+                let key_id = header(&meta.headers, H_KEY_ID).unwrap_or("");
+                let context = header(&meta.headers, H_CONTEXT).unwrap_or("");
+                match kms.rewrap(key_id, &sealed, &binding(&bucket, key, context)).await {
+                    Ok(Some(fresh)) => {
+                        let mut headers = meta.headers.clone();
+                        for (name, value) in headers.iter_mut() {
+                            if name == H_SEALED {
+                                *value = b64(&fresh);
+                            }
+                        }
+                        match ctx.engine.set_headers(&bucket, key, &meta, headers).await {
+                            Ok(()) => report.rewrapped += 1,
+                            // Overwritten or deleted meanwhile: its new version has a new key.
+                            Err(ferrite_engine::EngineError::PreconditionFailed)
+                            | Err(ferrite_engine::EngineError::NoSuchKey) => {}
+                            Err(e) => {
+                                eprintln!("ferrite: rewrap {bucket}/{key}: {e}");
+                                report.failed += 1;
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        eprintln!("ferrite: rewrap {bucket}/{key}: {}", e.message);
+                        report.failed += 1;
+                    }
+                }
+            }
+            match page.items.last() {
+                Some(last) if page.truncated => after = last.name().to_owned(),
+                _ => break,
+            }
+        }
+    }
+    Ok(report)
+}
+
 /// Plaintext size of `stored` ciphertext bytes (the inverse of `sealed_len`).
 pub fn plain_len(stored: u64) -> u64 {
     let packages = stored.div_ceil((format::PACKAGE_BYTES + format::TAG_BYTES) as u64);

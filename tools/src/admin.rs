@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::bench::Conn;
 
 const USAGE: &str = "usage: ferrite admin heal [--endpoint URL] [--status] [--wait] [--rate-mib N]
+       ferrite admin kms-rewrap [--endpoint URL]
 
   --endpoint URL   the server (default http://127.0.0.1:9000)
   --status         only show the status; do not start a heal
@@ -13,18 +14,53 @@ const USAGE: &str = "usage: ferrite admin heal [--endpoint URL] [--status] [--wa
   --rate-mib N     read at most N MiB/s per core while healing (0: unlimited)
 
 credentials: FERRITE_ROOT_USER / FERRITE_ROOT_PASSWORD (default ferriteadmin / ferriteadmin).
-Prints the status as JSON; exits 1 when blocks were found unrecoverable.";
+heal: prints the status as JSON; exits 1 when blocks were found unrecoverable.
+kms-rewrap: after rotating a key in the KMS, re-seals every SSE-S3/SSE-KMS object key under
+its newest version without rewriting data; prints what it did; exits 1 when some failed.";
 
 const PATH: &str = "/ferrite/admin/v1/heal";
 
 /// Returns false when the heal found unrecoverable blocks.
 pub fn run(args: &[String]) -> Result<bool, String> {
-    if args.first().map(String::as_str) != Some("heal") {
-        return Err(USAGE.to_owned());
+    match args.first().map(String::as_str) {
+        Some("heal") => heal(&args[1..]),
+        Some("kms-rewrap") => kms_rewrap(&args[1..]),
+        _ => Err(USAGE.to_owned()),
     }
+}
+
+/// The endpoint (--endpoint, default local) and a signed connection with the root credentials.
+fn connect(endpoint: &str) -> Result<Conn, String> {
+    if endpoint.starts_with("https://") {
+        return Err("ferrite admin speaks plain HTTP only so far; use the http:// endpoint".into());
+    }
+    let user = std::env::var("FERRITE_ROOT_USER").unwrap_or_else(|_| "ferriteadmin".into());
+    let password = std::env::var("FERRITE_ROOT_PASSWORD").unwrap_or_else(|_| "ferriteadmin".into());
+    Ok(Conn::with_credentials(endpoint, &user, &password))
+}
+
+fn kms_rewrap(args: &[String]) -> Result<bool, String> {
+    let endpoint = match args {
+        [] => "http://127.0.0.1:9000".to_owned(),
+        [flag, url] if flag == "--endpoint" => url.clone(),
+        _ => return Err(USAGE.to_owned()),
+    };
+    let mut conn = connect(&endpoint)?;
+    let reply = conn
+        .call("POST", "/ferrite/admin/v1/kms/rewrap", "", &[], &[], true)
+        .map_err(|e| format!("{endpoint}: {e}"))?;
+    let body = String::from_utf8_lossy(&reply.body).into_owned();
+    if reply.status != 200 {
+        return Err(format!("{endpoint}: HTTP {}: {body}", reply.status));
+    }
+    println!("{body}");
+    Ok(body.contains("\"failed\":0}"))
+}
+
+fn heal(args: &[String]) -> Result<bool, String> {
     let mut endpoint = "http://127.0.0.1:9000".to_owned();
     let (mut status_only, mut wait, mut rate) = (false, false, None);
-    let mut rest = args[1..].iter();
+    let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--endpoint" => endpoint = rest.next().ok_or("--endpoint needs a URL")?.clone(),
@@ -37,12 +73,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
             _ => return Err(USAGE.to_owned()),
         }
     }
-    if endpoint.starts_with("https://") {
-        return Err("ferrite admin speaks plain HTTP only so far; use the http:// endpoint".into());
-    }
-    let user = std::env::var("FERRITE_ROOT_USER").unwrap_or_else(|_| "ferriteadmin".into());
-    let password = std::env::var("FERRITE_ROOT_PASSWORD").unwrap_or_else(|_| "ferriteadmin".into());
-    let mut conn = Conn::with_credentials(&endpoint, &user, &password);
+    let mut conn = connect(&endpoint)?;
     let mut call = |method: &str, query: &str| -> Result<String, String> {
         let reply = conn.call(method, PATH, query, &[], &[], true).map_err(|e| format!("{endpoint}: {e}"))?;
         let body = String::from_utf8_lossy(&reply.body).into_owned();

@@ -32,6 +32,7 @@ OP: put | get | stat | list | delete | mixed | multipart
   --batch N                keys per DeleteObjects (default 100)
   --checksum ALGO          send x-amz-checksum-ALGO (crc32c only)
   --sign-payload           sign the payload SHA-256 instead of UNSIGNED-PAYLOAD
+  --sse                    ask for SSE-S3 (x-amz-server-side-encryption: AES256) on writes
   --json                   print the report as JSON
   --no-cleanup             leave the objects";
 
@@ -52,6 +53,7 @@ struct Opts {
     batch: usize,
     crc32c: bool,
     sign_payload: bool,
+    sse: bool,
     json: bool,
     cleanup: bool,
 }
@@ -109,6 +111,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         batch: 100,
         crc32c: false,
         sign_payload: false,
+        sse: false,
         json: false,
         cleanup: true,
     };
@@ -130,6 +133,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--batch" => o.batch = v()?.parse().map_err(|_| "bad --batch")?,
             "--checksum" => o.crc32c = v()?.eq_ignore_ascii_case("crc32c"),
             "--sign-payload" => o.sign_payload = true,
+            "--sse" => o.sse = true,
             "--json" => o.json = true,
             "--no-cleanup" => o.cleanup = false,
             other => return Err(format!("unknown option {other}\n\n{USAGE}")),
@@ -391,6 +395,9 @@ fn object_size(o: &Opts, rng: &mut Rng) -> u64 {
 
 fn put_headers(o: &Opts, body: &[u8]) -> Vec<(&'static str, String)> {
     let mut h = vec![("content-type", "application/octet-stream".to_owned())];
+    if o.sse {
+        h.push(("x-amz-server-side-encryption", "AES256".to_owned()));
+    }
     if o.crc32c {
         let mut c = ferrite_s3::checksum::Hasher::new(ferrite_s3::checksum::Algorithm::Crc32c);
         c.update(body);

