@@ -201,24 +201,34 @@ impl Sealer {
     }
 }
 
-/// Decrypts packages read back: `first` is the index of the first package in `sealed`.
-pub fn open_packages(key: &Key, cipher: Cipher, first: u64, sealed: &[u8]) -> Result<Vec<u8>> {
+/// Bytes one package takes on disk.
+pub const SEALED_PACKAGE_BYTES: usize = PACKAGE_BYTES + TAG_BYTES;
+
+/// Opens packages in place (`first` is the index of the first one in `sealed`): afterwards
+/// each package's plaintext is at the front of its slot; `plaintexts` walks them.
+pub fn open_in_place(key: &Key, cipher: Cipher, first: u64, sealed: &mut [u8]) -> Result<()> {
     let aead = key.aead(cipher)?;
-    let mut out = Vec::with_capacity(sealed.len());
-    for (i, package) in sealed.chunks(PACKAGE_BYTES + TAG_BYTES).enumerate() {
+    for (i, package) in sealed.chunks_mut(SEALED_PACKAGE_BYTES).enumerate() {
         let index = first + i as u64;
         if package.len() <= TAG_BYTES {
             return Err(EngineError::Corrupt(format!("encrypted package {index} is truncated")));
         }
-        let start = out.len();
-        out.extend_from_slice(package);
-        let opened = aead
-            .open_in_place(package_nonce(index), Aad::from(package_aad(index)), &mut out[start..])
-            .map_err(|_| EngineError::Crypto(format!("encrypted package {index} failed authentication")))?
-            .len();
-        out.truncate(start + opened);
+        aead.open_in_place(package_nonce(index), Aad::from(package_aad(index)), package)
+            .map_err(|_| EngineError::Crypto(format!("encrypted package {index} failed authentication")))?;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The plaintexts of packages opened by `open_in_place`.
+pub fn plaintexts(opened: &[u8]) -> impl Iterator<Item = &[u8]> {
+    opened.chunks(SEALED_PACKAGE_BYTES).map(|p| &p[..p.len().saturating_sub(TAG_BYTES)])
+}
+
+/// Decrypts packages read back: `first` is the index of the first package in `sealed`.
+pub fn open_packages(key: &Key, cipher: Cipher, first: u64, sealed: &[u8]) -> Result<Vec<u8>> {
+    let mut work = sealed.to_vec();
+    open_in_place(key, cipher, first, &mut work)?;
+    Ok(plaintexts(&work).flatten().copied().collect())
 }
 
 /// Seals a data key under a key-encryption key, bound to `context` (bucket "/" key, and

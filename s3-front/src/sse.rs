@@ -424,7 +424,9 @@ struct Current {
     segment: usize,
     reader: ObjectReader,
     next_package: u64,
+    /// Ciphertext read but not yet opened: `pending[start..]`.
     pending: Vec<u8>,
+    start: usize,
     skip: usize,
     left: u64,
     exhausted: bool,
@@ -486,19 +488,32 @@ impl DecryptingReader {
                 self.current = Some(self.open_segment()?);
             }
             let Some(cur) = self.current.as_mut() else { continue };
-            let package = format::PACKAGE_BYTES + format::TAG_BYTES;
-            let whole = cur.pending.len() / package;
-            if whole >= PACKAGES_PER_CHUNK || (cur.exhausted && !cur.pending.is_empty()) || whole * package >= 1 << 20 {
-                let take = if cur.exhausted { cur.pending.len() } else { whole.min(PACKAGES_PER_CHUNK) * package };
+            let package = format::SEALED_PACKAGE_BYTES;
+            let buffered = cur.pending.len() - cur.start;
+            let whole = buffered / package;
+            if whole >= PACKAGES_PER_CHUNK || (cur.exhausted && buffered > 0) {
+                let take = if cur.exhausted { buffered } else { PACKAGES_PER_CHUNK * package };
                 let segment = &self.segments[cur.segment];
-                let plain = format::open_packages(&segment.key, self.cipher, cur.next_package, &cur.pending[..take])?;
-                cur.pending.drain(..take);
+                let sealed = &mut cur.pending[cur.start..cur.start + take];
+                format::open_in_place(&segment.key, self.cipher, cur.next_package, sealed)?;
                 cur.next_package += take.div_ceil(package) as u64;
-                let from = cur.skip.min(plain.len());
-                cur.skip -= from;
-                let upto = (plain.len() as u64).min(from as u64 + cur.left) as usize;
-                let out = plain[from..upto].to_vec();
-                cur.left -= out.len() as u64;
+                // One copy out of the buffer, leaving out the tags and what the range skips.
+                let mut out = Vec::with_capacity((take as u64).min(cur.left) as usize);
+                for plain in format::plaintexts(sealed) {
+                    let from = cur.skip.min(plain.len());
+                    cur.skip -= from;
+                    let n = ((plain.len() - from) as u64).min(cur.left) as usize;
+                    out.extend_from_slice(&plain[from..from + n]);
+                    cur.left -= n as u64;
+                }
+                cur.start += take;
+                if cur.start == cur.pending.len() {
+                    cur.pending.clear();
+                    cur.start = 0;
+                } else if cur.start > cur.pending.len() / 2 {
+                    cur.pending.drain(..cur.start);
+                    cur.start = 0;
+                }
                 self.pos += out.len() as u64;
                 if cur.left == 0 {
                     self.current = None;
@@ -540,6 +555,7 @@ impl DecryptingReader {
             reader,
             next_package: first,
             pending: Vec::new(),
+            start: 0,
             skip: (rel_start - first * format::PACKAGE_BYTES as u64) as usize,
             left: rel_end - rel_start,
             exhausted: false,

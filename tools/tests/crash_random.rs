@@ -485,16 +485,26 @@ async fn run_seed(seed: u64) -> String {
     report
 }
 
-/// Removes everything inside a drive directory (a drive swapped for an empty one).
+/// Swaps a drive directory for an empty one, at once, as pulling a disk and inserting a
+/// blank one does: the directory is renamed aside (one atomic rename), an empty one takes
+/// its place, and the old contents are deleted afterwards, out of the server's reach.
+///
+/// Deleting the contents in place raced with the server, which keeps writing into the drive
+/// while the test wipes it: a PUT that created its data file in a partition directory after
+/// `remove_dir_all` had emptied that directory and before it removed it made the removal
+/// fail with ENOTEMPTY, and the test panicked (seen with the whole workspace running in
+/// parallel on 2 cores, where the wipe takes a few hundred milliseconds).
 fn wipe(drive: &std::path::Path) {
-    for entry in std::fs::read_dir(drive).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path).unwrap();
-        } else {
-            std::fs::remove_file(&path).unwrap();
-        }
-    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let name = drive.file_name().expect("a drive directory has a name").to_string_lossy();
+    // Beside the drive, inside the server's root, which `Server`'s drop removes anyway.
+    let aside = drive.with_file_name(format!("{name}.wiped-{nanos}"));
+    std::fs::rename(drive, &aside).unwrap();
+    // The drive monitor may have found the slot missing and created it meanwhile: fine.
+    std::fs::create_dir_all(drive).unwrap();
+    // The server reaches files by path, so nothing new lands in `aside`; files it still has
+    // open may go on growing there, which does not stop their removal.
+    let _ = std::fs::remove_dir_all(&aside);
 }
 
 fn seeds() -> Vec<u64> {
