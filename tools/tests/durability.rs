@@ -30,17 +30,9 @@ async fn two_of_four_drives_wiped_while_serving_every_object_reads_back() {
             expected.push((key, body));
         }
     }
-    // Wipe the contents of drives 1 and 3 (every file and directory inside them).
-    for drive in [&server.drives[0], &server.drives[2]] {
-        for entry in std::fs::read_dir(drive).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path).unwrap();
-            } else {
-                std::fs::remove_file(&path).unwrap();
-            }
-        }
-    }
+    // Drives 1 and 3 are swapped for empty ones.
+    common::wipe(&server.drives[0]);
+    common::wipe(&server.drives[2]);
     for (key, body) in &expected {
         assert_eq!(get(&c, "loss", key).await.as_ref(), Some(body), "{key} after losing 2 of 4 drives");
     }

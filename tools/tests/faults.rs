@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::{bytes, Server};
+use common::{bytes, wipe, Server};
 
 struct Faulty {
     server: Server,
@@ -90,17 +90,6 @@ async fn check_all(c: &aws_sdk_s3::Client, bucket: &str, objects: &[(String, Vec
         match get(c, bucket, key).await {
             Ok(got) => assert!(got == *body, "{key} {when}: wrong bytes ({} vs {})", got.len(), body.len()),
             Err(e) => panic!("GET {key} {when}: {e}"),
-        }
-    }
-}
-
-fn wipe(drive: &Path) {
-    for entry in std::fs::read_dir(drive).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path).unwrap();
-        } else {
-            std::fs::remove_file(&path).unwrap();
         }
     }
 }

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::{bytes, Server};
+use common::{bytes, wipe, Server};
 
 /// Runs `ferrite admin heal ARGS` against the server; returns its JSON status.
 fn admin_heal(server: &Server, args: &[&str]) -> String {
@@ -51,24 +51,8 @@ fn wait_for(server: &Server, limit: Duration, what: &str, done: impl Fn(&str) ->
     }
 }
 
-fn wipe(drive: &Path) {
-    for entry in std::fs::read_dir(drive).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path).unwrap();
-        } else {
-            std::fs::remove_file(&path).unwrap();
-        }
-    }
-}
-
 fn data_files(drive: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for dir in std::fs::read_dir(drive.join("data")).unwrap() {
-        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
-            out.push(file.unwrap().path());
-        }
-    }
+    let mut out = common::files_under(&drive.join("data"));
     out.sort();
     out
 }

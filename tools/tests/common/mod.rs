@@ -220,3 +220,34 @@ pub fn hmac_hex(key: &[u8], data: &[u8]) -> String {
     mac.update(data);
     sigv4::hex(&mac.finalize().into_bytes())
 }
+
+/// Swaps a drive for an empty one while the server runs: the directory is renamed aside (one
+/// atomic step, so a server writing into it cannot make the wipe fail half-way) and an
+/// empty one takes its place. Files the server still holds open go on in the renamed
+/// directory, out of the drive's reach, as they would on a pulled disk. The renamed
+/// directory stays inside the server's root, which `Server`'s drop removes.
+pub fn wipe(drive: &std::path::Path) {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let name = drive.file_name().expect("a drive directory has a name").to_string_lossy();
+    let aside = drive.with_file_name(format!("{name}.wiped-{nanos}"));
+    std::fs::rename(drive, &aside).unwrap();
+    // The drive monitor may have found the slot missing and created it meanwhile: fine.
+    std::fs::create_dir_all(drive).unwrap();
+    let _ = std::fs::remove_dir_all(&aside);
+}
+
+/// Every regular file under `dir`, skipping entries that vanish while it looks (the server
+/// removes replaced data files in the background).
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => out.extend(files_under(&path)),
+            Ok(_) => out.push(path),
+            Err(_) => {}
+        }
+    }
+    out
+}
