@@ -157,8 +157,8 @@ fn write_format(path: &Path, format: &Format, partitions: u16) -> Result<()> {
 /// What the drive monitor found on a drive.
 pub enum DriveCheck {
     Ok,
-    /// The format was gone (a wiped or replaced drive): it was formatted into its slot.
-    Formatted,
+    /// The format is gone (a wiped or replaced drive): `format_replacement` makes it new.
+    Missing,
     Unusable(String),
 }
 
@@ -172,19 +172,19 @@ pub fn check_drive(path: &Path, reference: &Format, index: usize) -> DriveCheck 
                 DriveCheck::Unusable("it carries the format of another drive or deployment".into())
             }
         }
-        Ok(None) => {
-            let format = Format { drive_id: reference.set[index].clone(), ..reference.clone() };
-            match fs::create_dir_all(path)
-                .map_err(EngineError::from)
-                .and_then(|()| write_format(path, &format, reference.partition_count))
-                .and_then(|()| mark_heal_pending(path))
-            {
-                Ok(()) => DriveCheck::Formatted,
-                Err(err) => DriveCheck::Unusable(format!("cannot format it: {err}")),
-            }
-        }
+        Ok(None) => DriveCheck::Missing,
         Err(err) => DriveCheck::Unusable(err.to_string()),
     }
+}
+
+/// Formats drive number `index` into its slot as a replacement. The heal marker goes
+/// first: a crash half-way leaves a drive that start-up recognises as a replacement whose
+/// format was interrupted (whatever was written into it meanwhile), not as foreign data.
+pub fn format_replacement(path: &Path, reference: &Format, index: usize) -> Result<()> {
+    fs::create_dir_all(path)?;
+    mark_heal_pending(path)?;
+    let format = Format { drive_id: reference.set[index].clone(), ..reference.clone() };
+    write_format(path, &format, reference.partition_count)
 }
 
 /// True when a directory holds no regular file other than what an interrupted format
@@ -321,10 +321,9 @@ pub fn open_drives(paths: &[PathBuf], parity: Option<usize>) -> Result<DriveSet>
         if online[i] {
             continue;
         }
-        if holds_no_files(path) {
-            let format = Format { drive_id: reference.set[i].clone(), ..reference.clone() };
-            write_format(path, &format, reference.partition_count)?;
-            mark_heal_pending(path)?;
+        // Empty, or a replacement whose format a crash interrupted (its heal marker is there).
+        if holds_no_files(path) || path.join(HEAL_PENDING_FILE).exists() {
+            format_replacement(path, &reference, i)?;
             online[i] = true;
             notes.push(format!("drive {} was empty: formatted as a replacement", path.display()));
         } else {

@@ -547,10 +547,19 @@ pub fn check_drives(engine: &Engine) {
                     healed.push(path.clone());
                 }
             }
-            crate::format::DriveCheck::Formatted => {
-                println!("ferrite: drive {} lost its format: formatted as a replacement", path.display());
-                engine.set_drive_online(drive, true);
-                healed.push(path.clone());
+            crate::format::DriveCheck::Missing => {
+                // Offline while it is formatted, so no write lands in a half-made drive.
+                engine.set_drive_online(drive, false);
+                match crate::format::format_replacement(path, &engine.drives().format, drive) {
+                    Ok(()) => {
+                        println!("ferrite: drive {} lost its format: formatted as a replacement", path.display());
+                        engine.set_drive_online(drive, true);
+                        healed.push(path.clone());
+                    }
+                    Err(err) => {
+                        eprintln!("ferrite: drive {} lost its format and cannot be formatted: {err}", path.display())
+                    }
+                }
             }
             crate::format::DriveCheck::Unusable(why) => {
                 if engine.drive_online(drive) {

@@ -341,6 +341,18 @@ impl DriveLog {
         let start = (off - self.window_off) as usize;
         Some(&self.window[start..start + len])
     }
+
+    /// The framed record at `off` when this copy holds a valid one there.
+    fn record_at(&mut self, off: u64) -> Option<&[u8]> {
+        let header = self.get(off, RECORD_HEADER_BYTES)?;
+        let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        if len > RECORD_PAYLOAD_BYTES_MAX {
+            return None;
+        }
+        let framed = self.get(off, RECORD_HEADER_BYTES + len)?;
+        verify_record(framed)?;
+        Some(framed)
+    }
 }
 
 /// Reads log `wal` from `start` on every drive that has it, merging: at each offset the
@@ -361,18 +373,12 @@ pub fn replay(drives: &[PathBuf], wal: u16, start: u64) -> Result<(Vec<Replayed>
     let mut off = start;
     'records: loop {
         for log in logs.iter_mut() {
-            let Some(header) = log.get(off, RECORD_HEADER_BYTES) else { continue };
-            let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
-            if len > RECORD_PAYLOAD_BYTES_MAX {
-                continue;
-            }
-            let Some(framed) = log.get(off, RECORD_HEADER_BYTES + len) else { continue };
-            let Some(payload) = verify_record(framed) else { continue };
-            let replayed = decode_payload(payload, wal, off)?;
+            let Some(framed) = log.record_at(off) else { continue };
+            let replayed = decode_payload(&framed[RECORD_HEADER_BYTES..], wal, off)?;
             if replayed.record != Record::Void {
                 out.push(replayed);
             }
-            off += (RECORD_HEADER_BYTES + len) as u64;
+            off += framed.len() as u64;
             continue 'records;
         }
         break;
@@ -406,19 +412,7 @@ pub fn heal_copies(drives: &[PathBuf], online: &[bool], wal: u16, end: u64) -> R
     let mut repaired = 0;
     let mut off = 0u64;
     while off < end {
-        let mut record = None;
-        for (log, _) in logs.iter_mut() {
-            let Some(header) = log.get(off, RECORD_HEADER_BYTES) else { continue };
-            let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
-            if len > RECORD_PAYLOAD_BYTES_MAX {
-                continue;
-            }
-            let Some(framed) = log.get(off, RECORD_HEADER_BYTES + len) else { continue };
-            if verify_record(framed).is_some() {
-                record = Some(framed.to_vec());
-                break;
-            }
-        }
+        let record = logs.iter_mut().find_map(|(log, _)| log.record_at(off).map(<[u8]>::to_vec));
         let Some(record) = record else { break };
         for (log, fixes) in logs.iter_mut() {
             if log.get(off, record.len()) == Some(&record[..]) {

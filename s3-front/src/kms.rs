@@ -111,9 +111,7 @@ impl Kms {
                 S3Error::new(Code::InternalError, "The object's key does not open: its metadata is damaged")
             }),
             Kms::Vault(v) => {
-                let ciphertext = std::str::from_utf8(sealed).map_err(|_| kms_broken("decrypt", "sealed key"))?;
-                let body = format!("{{\"ciphertext\":\"{ciphertext}\",\"context\":\"{}\"}}", b64(context));
-                let reply = v.call(&format!("decrypt/{key_id}"), body).await?;
+                let reply = v.with_ciphertext("decrypt", key_id, sealed, context).await?;
                 let plain = json_string(&reply, "plaintext")
                     .and_then(|p| b64_decode(&p))
                     .filter(|p| p.len() == 32)
@@ -133,8 +131,7 @@ impl Kms {
             Kms::Static(_) => Ok(None),
             Kms::Vault(v) => {
                 let ciphertext = std::str::from_utf8(sealed).map_err(|_| kms_broken("rewrap", "sealed key"))?;
-                let body = format!("{{\"ciphertext\":\"{ciphertext}\",\"context\":\"{}\"}}", b64(context));
-                let reply = v.call(&format!("rewrap/{key_id}"), body).await?;
+                let reply = v.with_ciphertext("rewrap", key_id, sealed, context).await?;
                 let fresh = json_string(&reply, "ciphertext").ok_or_else(|| kms_broken("rewrap", &reply))?;
                 // "vault:vN:...": a fresh ciphertext under the same version changes nothing.
                 let version = |c: &str| c.split(':').nth(1).map(str::to_owned);
@@ -184,6 +181,13 @@ fn kms_unreachable(err: impl std::fmt::Display) -> S3Error {
 }
 
 impl VaultKms {
+    /// A transit operation on a sealed key (`decrypt`, `rewrap`) with its context.
+    async fn with_ciphertext(&self, op: &str, key_id: &str, sealed: &[u8], context: &[u8]) -> S3Result<String> {
+        let ciphertext = std::str::from_utf8(sealed).map_err(|_| kms_broken(op, "sealed key"))?;
+        let body = format!("{{\"ciphertext\":\"{ciphertext}\",\"context\":\"{}\"}}", b64(context));
+        self.call(&format!("{op}/{key_id}"), body).await
+    }
+
     /// POSTs a JSON body to /v1/{mount}/{path} and returns the response body of a 2xx.
     /// Runs on the blocking pool (one short request; connections are not kept).
     async fn call(&self, path: &str, body: String) -> S3Result<String> {

@@ -224,6 +224,41 @@ fn requested_checksum(call: &Call) -> S3Result<Option<(Algorithm, Option<String>
     }
 }
 
+/// The writer of an object's bytes, sealing them first when the object is encrypted.
+struct SealingWriter<'w> {
+    writer: &'w mut DataWriter,
+    sealer: Option<Sealer>,
+    sealed: Vec<u8>,
+}
+
+impl<'w> SealingWriter<'w> {
+    fn new(writer: &'w mut DataWriter, sealer: Option<Sealer>) -> Self {
+        SealingWriter { writer, sealer, sealed: Vec::new() }
+    }
+
+    async fn write(&mut self, plain: &[u8]) -> S3Result<()> {
+        match &mut self.sealer {
+            Some(sealer) => {
+                self.sealed.clear();
+                sealer.push(plain, &mut self.sealed)?;
+                self.writer.write(&self.sealed).await?;
+            }
+            None => self.writer.write(plain).await?,
+        }
+        Ok(())
+    }
+
+    /// Seals the last partial package, if any.
+    async fn finish(mut self) -> S3Result<()> {
+        if let Some(sealer) = self.sealer.take() {
+            self.sealed.clear();
+            sealer.finish(&mut self.sealed)?;
+            self.writer.write(&self.sealed).await?;
+        }
+        Ok(())
+    }
+}
+
 /// The result of streaming a body into the engine.
 struct Streamed {
     data: Finished,
@@ -263,7 +298,7 @@ async fn stream_into(
     body: &mut Body<'_>,
     writer: &mut DataWriter,
     size_max: u64,
-    mut sealer: Option<Sealer>,
+    sealer: Option<Sealer>,
 ) -> S3Result<([u8; 16], Option<(String, String)>, u64)> {
     let content_md5 = match call.header("content-md5") {
         Some(v) => Some(
@@ -277,7 +312,7 @@ async fn stream_into(
     let mut hasher = wanted.as_ref().map(|(a, _)| Hasher::new(*a));
     let mut md5 = md5_new();
     let mut size = 0u64;
-    let mut sealed = Vec::new();
+    let mut out = SealingWriter::new(writer, sealer);
     while let Some(chunk) = body.next().await? {
         md5::Digest::update(&mut md5, &chunk);
         if let Some(h) = &mut hasher {
@@ -291,20 +326,9 @@ async fn stream_into(
             .closing());
         }
         size += chunk.len() as u64;
-        match &mut sealer {
-            Some(sealer) => {
-                sealed.clear();
-                sealer.push(&chunk, &mut sealed)?;
-                writer.write(&sealed).await?;
-            }
-            None => writer.write(&chunk).await?,
-        }
+        out.write(&chunk).await?;
     }
-    if let Some(sealer) = sealer {
-        sealed.clear();
-        sealer.finish(&mut sealed)?;
-        writer.write(&sealed).await?;
-    }
+    out.finish().await?;
     let md5 = md5_finish(md5);
     if let Some(expected) = content_md5 {
         if expected != md5 {
@@ -731,28 +755,17 @@ async fn copy_data(
     src_enc: Option<&sse::Encryption>,
     (start, end): (u64, u64),
     writer: &mut DataWriter,
-    mut sealer: Option<Sealer>,
+    sealer: Option<Sealer>,
 ) -> S3Result<[u8; 16]> {
     let _slot = ctx.budget.acquire().await?;
     let mut reader = sse::object_stream(&ctx.engine, src.0, src.1, meta, src_enc, start, end);
     let mut md5 = md5_new();
-    let mut sealed = Vec::new();
+    let mut out = SealingWriter::new(writer, sealer);
     while let Some(chunk) = reader.next_chunk().await? {
         md5::Digest::update(&mut md5, &chunk);
-        match &mut sealer {
-            Some(sealer) => {
-                sealed.clear();
-                sealer.push(&chunk, &mut sealed)?;
-                writer.write(&sealed).await?;
-            }
-            None => writer.write(&chunk).await?,
-        }
+        out.write(&chunk).await?;
     }
-    if let Some(sealer) = sealer {
-        sealed.clear();
-        sealer.finish(&mut sealed)?;
-        writer.write(&sealed).await?;
-    }
+    out.finish().await?;
     Ok(md5_finish(md5))
 }
 

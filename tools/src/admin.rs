@@ -14,7 +14,8 @@ const USAGE: &str = "usage: ferrite admin heal [--endpoint URL] [--status] [--wa
   --rate-mib N     read at most N MiB/s per core while healing (0: unlimited)
 
 credentials: FERRITE_ROOT_USER / FERRITE_ROOT_PASSWORD (default ferriteadmin / ferriteadmin).
-heal: prints the status as JSON; exits 1 when blocks were found unrecoverable.
+heal: prints the status as JSON; exits 1 when blocks were found unrecoverable or a drive
+is offline.
 kms-rewrap: after rotating a key in the KMS, re-seals every SSE-S3/SSE-KMS object key under
 its newest version without rewriting data; prints what it did; exits 1 when some failed.";
 
@@ -100,7 +101,11 @@ fn heal(args: &[String]) -> Result<bool, String> {
         }
     }
     println!("{status}");
-    Ok(heal_field(&status, "blocks_unrecoverable") == "0")
+    let offline = status.matches("\"online\":false").count();
+    if offline > 0 {
+        eprintln!("ferrite admin heal: {offline} drive(s) offline: the heal could not rebuild them");
+    }
+    Ok(heal_field(&status, "blocks_unrecoverable") == "0" && offline == 0)
 }
 
 /// One numeric field of the status's heal section (the JSON is flat and ours).

@@ -436,7 +436,7 @@ async fn run_seed(seed: u64) -> String {
     let kill_after_ms = Rng(seed).between(KILL_AFTER_MS_MIN, KILL_AFTER_MS_MAX);
     if heal_during {
         tokio::time::sleep(Duration::from_millis(kill_after_ms / 2)).await;
-        wipe(&server.drives[3]);
+        common::wipe(&server.drives[3]);
         tokio::time::sleep(Duration::from_millis(kill_after_ms - kill_after_ms / 2)).await;
     } else {
         tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
@@ -467,8 +467,8 @@ async fn run_seed(seed: u64) -> String {
         if !out.status.success() {
             problems.push(format!("heal after the restart failed: {}", String::from_utf8_lossy(&out.stdout)));
         }
-        wipe(&server.drives[0]);
-        wipe(&server.drives[1]);
+        common::wipe(&server.drives[0]);
+        common::wipe(&server.drives[1]);
         problems.extend(check(&server, &model).await.into_iter().map(|p| format!("after heal, drives 1+2 lost: {p}")));
     }
     println!(
@@ -483,28 +483,6 @@ async fn run_seed(seed: u64) -> String {
         let _ = writeln!(report, "  - {p}");
     }
     report
-}
-
-/// Swaps a drive directory for an empty one, at once, as pulling a disk and inserting a
-/// blank one does: the directory is renamed aside (one atomic rename), an empty one takes
-/// its place, and the old contents are deleted afterwards, out of the server's reach.
-///
-/// Deleting the contents in place raced with the server, which keeps writing into the drive
-/// while the test wipes it: a PUT that created its data file in a partition directory after
-/// `remove_dir_all` had emptied that directory and before it removed it made the removal
-/// fail with ENOTEMPTY, and the test panicked (seen with the whole workspace running in
-/// parallel on 2 cores, where the wipe takes a few hundred milliseconds).
-fn wipe(drive: &std::path::Path) {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let name = drive.file_name().expect("a drive directory has a name").to_string_lossy();
-    // Beside the drive, inside the server's root, which `Server`'s drop removes anyway.
-    let aside = drive.with_file_name(format!("{name}.wiped-{nanos}"));
-    std::fs::rename(drive, &aside).unwrap();
-    // The drive monitor may have found the slot missing and created it meanwhile: fine.
-    std::fs::create_dir_all(drive).unwrap();
-    // The server reaches files by path, so nothing new lands in `aside`; files it still has
-    // open may go on growing there, which does not stop their removal.
-    let _ = std::fs::remove_dir_all(&aside);
 }
 
 fn seeds() -> Vec<u64> {
