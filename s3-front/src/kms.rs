@@ -93,13 +93,7 @@ impl Kms {
                 let body = format!("{{\"context\":\"{}\",\"bits\":256}}", b64(context));
                 let reply = v.call(&format!("datakey/plaintext/{key_id}"), body).await?;
                 let sealed = json_string(&reply, "ciphertext").ok_or_else(|| kms_broken("datakey", &reply))?;
-                let plain = json_string(&reply, "plaintext")
-                    .and_then(|p| b64_decode(&p))
-                    .filter(|p| p.len() == 32)
-                    .ok_or_else(|| kms_broken("datakey", &reply))?;
-                let mut key = [0u8; 32];
-                key.copy_from_slice(&plain);
-                Ok(DataKey { key: Key(key), sealed: sealed.into_bytes() })
+                Ok(DataKey { key: plaintext_key(&reply, "datakey")?, sealed: sealed.into_bytes() })
             }
         }
     }
@@ -112,13 +106,7 @@ impl Kms {
             }),
             Kms::Vault(v) => {
                 let reply = v.with_ciphertext("decrypt", key_id, sealed, context).await?;
-                let plain = json_string(&reply, "plaintext")
-                    .and_then(|p| b64_decode(&p))
-                    .filter(|p| p.len() == 32)
-                    .ok_or_else(|| kms_broken("decrypt", &reply))?;
-                let mut key = [0u8; 32];
-                key.copy_from_slice(&plain);
-                Ok(Key(key))
+                plaintext_key(&reply, "decrypt")
             }
         }
     }
@@ -168,6 +156,17 @@ impl StaticKms {
             .map(|(_, k)| k)
             .ok_or_else(|| S3Error::new(Code::KmsNotFound, format!("Invalid keyId {key_id}: the KMS has no such key")))
     }
+}
+
+/// The 256-bit key in a transit answer's "plaintext" field (base64).
+fn plaintext_key(reply: &str, op: &str) -> S3Result<Key> {
+    let plain = json_string(reply, "plaintext")
+        .and_then(|p| b64_decode(&p))
+        .filter(|p| p.len() == 32)
+        .ok_or_else(|| kms_broken(op, reply))?;
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&plain);
+    Ok(Key(key))
 }
 
 fn kms_broken(what: &str, detail: &str) -> S3Error {
