@@ -355,6 +355,31 @@ impl DriveLog {
     }
 }
 
+/// The record the merged log holds at `off`: a valid record from the first copy that has
+/// one, except that a void beats any other record (the copies may disagree only where a
+/// batch failed and was voided: a drive that took the failed batch but missed the void
+/// must not bring it back), and the void reaching furthest beats a shorter one (a void
+/// that failed itself is covered again by a longer one).
+fn merged_record_at<L: std::borrow::BorrowMut<DriveLog>>(logs: &mut [L], off: u64) -> Option<Vec<u8>> {
+    let mut chosen: Option<Vec<u8>> = None;
+    for log in logs.iter_mut() {
+        let Some(framed) = log.borrow_mut().record_at(off) else { continue };
+        let void = is_void(framed);
+        let better = match &chosen {
+            None => true,
+            Some(current) => void && (!is_void(current) || framed.len() > current.len()),
+        };
+        if better {
+            chosen = Some(framed.to_vec());
+        }
+    }
+    chosen
+}
+
+fn is_void(framed: &[u8]) -> bool {
+    framed.get(RECORD_HEADER_BYTES) == Some(&KIND_VOID)
+}
+
 /// Reads log `wal` from `start` on every drive that has it, merging: at each offset the
 /// first drive with a valid record wins (drives that missed a batch have a hole there).
 /// Returns the records and the offset where the next append goes.
@@ -371,17 +396,12 @@ pub fn replay(drives: &[PathBuf], wal: u16, start: u64) -> Result<(Vec<Replayed>
     logs.sort_by_key(|log| std::cmp::Reverse(log.len));
     let mut out = Vec::new();
     let mut off = start;
-    'records: loop {
-        for log in logs.iter_mut() {
-            let Some(framed) = log.record_at(off) else { continue };
-            let replayed = decode_payload(&framed[RECORD_HEADER_BYTES..], wal, off)?;
-            if replayed.record != Record::Void {
-                out.push(replayed);
-            }
-            off += framed.len() as u64;
-            continue 'records;
+    while let Some(framed) = merged_record_at(&mut logs, off) {
+        let replayed = decode_payload(&framed[RECORD_HEADER_BYTES..], wal, off)?;
+        if replayed.record != Record::Void {
+            out.push(replayed);
         }
-        break;
+        off += framed.len() as u64;
     }
     Ok((out, off))
 }
@@ -412,7 +432,10 @@ pub fn heal_copies(drives: &[PathBuf], online: &[bool], wal: u16, end: u64) -> R
     let mut repaired = 0;
     let mut off = 0u64;
     while off < end {
-        let record = logs.iter_mut().find_map(|(log, _)| log.record_at(off).map(<[u8]>::to_vec));
+        let record = {
+            let mut copies: Vec<&mut DriveLog> = logs.iter_mut().map(|(log, _)| log).collect();
+            merged_record_at(&mut copies, off)
+        };
         let Some(record) = record else { break };
         for (log, fixes) in logs.iter_mut() {
             if log.get(off, record.len()) == Some(&record[..]) {
@@ -556,6 +579,53 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(list_wals(&drives), vec![0]);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_void_beats_the_failed_batch_it_covers_in_replay_and_healing() {
+        let root = std::env::temp_dir().join(format!("ferrite-void-{}", crate::format::random_id()));
+        let drives: Vec<PathBuf> = (0..3).map(|i| root.join(format!("d{i}"))).collect();
+        for d in &drives {
+            fs::create_dir_all(d.join("meta")).unwrap();
+        }
+        let put = |key: &str| Record::Put {
+            bucket: "b".into(),
+            key: key.into(),
+            meta: meta(DataLoc::Parts(vec![])),
+            inline: None,
+            completes_upload: None,
+        };
+        let mut before = Vec::new();
+        encode_record(&mut before, 0, 0, 5, 1, &put("acked-1"));
+        // The batch that failed: it reached drive 0 only.
+        let mut failed = Vec::new();
+        encode_record(&mut failed, before.len() as u64, 0, 5, 2, &put("refused"));
+        // What the next batch wrote on drives 1 and 2: a void over it, then an acked record.
+        let mut next = Vec::new();
+        encode_void(&mut next, failed.len());
+        encode_record(&mut next, (before.len() + failed.len()) as u64, 0, 5, 3, &put("acked-2"));
+        // Drive 0 (the longest copy, listed first) missed the void and the next batch.
+        fs::write(wal_path(&drives[0], 0), [&before[..], &failed[..], &[0u8; 4096][..]].concat()).unwrap();
+        for d in &drives[1..] {
+            fs::write(wal_path(d, 0), [&before[..], &next[..]].concat()).unwrap();
+        }
+        let keys = |records: &[Replayed]| -> Vec<String> {
+            records
+                .iter()
+                .map(|r| match &r.record {
+                    Record::Put { key, .. } => key.clone(),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        };
+        let (got, end) = replay(&drives, 0, 0).unwrap();
+        assert_eq!(keys(&got), vec!["acked-1", "acked-2"], "the refused write stays refused");
+        assert_eq!(end, (before.len() + next.len()) as u64, "replay reads past the void");
+        // Healing copies the void (and what follows) onto drive 0, never the failed batch.
+        assert!(heal_copies(&drives, &[true, true, true], 0, end).unwrap() >= 2);
+        let (alone, _) = replay(&drives[..1], 0, 0).unwrap();
+        assert_eq!(keys(&alone), vec!["acked-1", "acked-2"]);
         fs::remove_dir_all(root).unwrap();
     }
 

@@ -577,10 +577,7 @@ async fn put_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, body: &
         None => None,
     };
     let streamed = stream_body(ctx, call, body, writer, PUT_BYTES_MAX, sealer).await?;
-    let etag = match &enc {
-        Some(enc) => enc.etag(&streamed.md5),
-        None => hex(&streamed.md5),
-    };
+    let etag = etag_of(enc.as_ref(), &streamed.md5);
     let meta = ObjectMeta {
         size: streamed.size,
         etag: etag.clone(),
@@ -594,6 +591,14 @@ async fn put_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, body: &
     ctx.engine.put_object(bucket, key, meta, streamed.data, cond).await?;
     let resp = checksum_headers(Response::new(200).header("ETag", quoted(&etag)), &streamed.checksum);
     Ok(with_sse_headers(resp, enc.as_ref()))
+}
+
+/// The ETag of an object or part: its MD5, or for SSE-KMS / SSE-C an opaque value (`Encryption::etag`).
+fn etag_of(enc: Option<&sse::Encryption>, md5: &[u8; 16]) -> String {
+    match enc {
+        Some(enc) => enc.etag(md5),
+        None => hex(md5),
+    }
 }
 
 fn with_sse_headers(resp: Response, enc: Option<&sse::Encryption>) -> Response {
@@ -818,10 +823,7 @@ async fn copy_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str) -> S3R
         }
     };
     let data = writer.finish().await?;
-    let etag = match &enc {
-        Some(enc) => enc.etag(&md5),
-        None => hex(&md5),
-    };
+    let etag = etag_of(enc.as_ref(), &md5);
     let mtime_ms = now_ms();
     let checksum = if src.part_sizes.is_empty() { src.checksum.clone() } else { None };
     let meta = ObjectMeta {
@@ -982,7 +984,7 @@ async fn upload_part(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, body: 
     let Finished::Part(loc) = streamed.data else {
         return err(Code::InternalError, "a part was inlined");
     };
-    let etag = hex(&streamed.md5);
+    let etag = etag_of(enc.as_ref(), &streamed.md5);
     // The stored (ciphertext) size: what the engine reads back. ListParts and Complete
     // turn it into the plaintext size for encrypted uploads.
     let part = PartMeta {
@@ -1039,7 +1041,7 @@ async fn upload_part_copy(
     let Finished::Part(loc) = writer.finish().await? else {
         return err(Code::InternalError, "a part was inlined");
     };
-    let etag = hex(&md5);
+    let etag = etag_of(enc, &md5);
     let mtime_ms = now_ms();
     let part = PartMeta { file_id: loc.file_id, size: loc.size, etag: etag.clone(), mtime_ms, checksum: None };
     ctx.engine.put_part(bucket, key, upload_id, number, part).await?;

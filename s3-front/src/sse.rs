@@ -180,6 +180,7 @@ pub async fn for_new_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str)
     };
     let kms = kms(ctx)?;
     let key_id = key_id.unwrap_or_else(|| kms.default_key_id().to_owned());
+    check_key_id(&key_id)?;
     let context = match (mode, call.header("x-amz-server-side-encryption-context")) {
         (Mode::Kms, Some(c)) => {
             let json = b64_decode(c).and_then(|j| String::from_utf8(j).ok()).ok_or_else(|| {
@@ -613,6 +614,19 @@ pub fn object_stream(
     }
 }
 
+/// A KMS key id is a name, never a path: it goes into KMS request paths (Vault transit).
+fn check_key_id(id: &str) -> S3Result<()> {
+    let fine = !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !id.starts_with('.');
+    if fine {
+        Ok(())
+    } else {
+        err(Code::KmsNotFound, format!("Invalid keyId {id:?}: a key id is 1-128 of A-Z a-z 0-9 - _ ."))
+    }
+}
+
 /// Parses a PutBucketEncryption document into the stored form ("AES256" or "aws:kms:ID").
 pub fn parse_bucket_config(doc: &[u8]) -> S3Result<String> {
     let root = crate::xml::parse(doc)?;
@@ -631,7 +645,12 @@ pub fn parse_bucket_config(doc: &[u8]) -> S3Result<String> {
     match algorithm.as_str() {
         "AES256" if key_id.is_empty() => Ok("AES256".into()),
         "AES256" => err(Code::InvalidArgument, "a KMS key id is not allowed with SSEAlgorithm AES256"),
-        "aws:kms" | "aws:kms:dsse" => Ok(format!("aws:kms:{key_id}")),
+        "aws:kms" | "aws:kms:dsse" => {
+            if !key_id.is_empty() {
+                check_key_id(&key_id)?;
+            }
+            Ok(format!("aws:kms:{key_id}"))
+        }
         _ => err(Code::MalformedXML, format!("unsupported SSEAlgorithm {algorithm:?}")),
     }
 }

@@ -117,6 +117,19 @@ async fn sse_s3_and_kms_round_trip_with_ranges_multipart_copies_restart_and_driv
         .send()
         .await;
     assert_eq!(code(unknown), "KMS.NotFoundException");
+    // A key id is a name: anything path-like is refused before it reaches the KMS.
+    for bad in ["../k1", "k1/rotate", "a b", ""] {
+        let put = c
+            .put_object()
+            .bucket("enc")
+            .key("badkey")
+            .server_side_encryption(ServerSideEncryption::AwsKms)
+            .ssekms_key_id(bad)
+            .body(ByteStream::from(vec![1u8; 10]))
+            .send()
+            .await;
+        assert_eq!(code(put), "KMS.NotFoundException", "key id {bad:?}");
+    }
     // Multipart: two parts, each sealed under its own derived key.
     let up = c
         .create_multipart_upload()
