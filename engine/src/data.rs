@@ -78,10 +78,6 @@ impl DataWriter {
         }
     }
 
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// The id of the files this writer creates (it names them on every drive).
     pub fn file_id(&self) -> u128 {
         self.file_id

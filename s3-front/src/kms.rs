@@ -170,7 +170,8 @@ fn plaintext_key(reply: &str, op: &str) -> S3Result<Key> {
 }
 
 fn kms_broken(what: &str, detail: &str) -> S3Error {
-    eprintln!("ferrite: KMS {what}: unexpected answer: {}", &detail[..detail.len().min(200)]);
+    let shown: String = detail.chars().take(200).collect();
+    eprintln!("ferrite: KMS {what}: unexpected answer: {shown}");
     S3Error::new(Code::InternalError, format!("The KMS answered {what} in a way Ferrite does not understand"))
 }
 
@@ -227,8 +228,9 @@ pub fn http_post(addr: &str, token: &str, target: &str, body: &str) -> std::io::
     stream.write_all(body.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, payload) = text.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other("no HTTP head"))?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no HTTP head"))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let payload = &raw[split + 4..];
     let status = head
         .split_whitespace()
         .nth(1)
@@ -236,19 +238,20 @@ pub fn http_post(addr: &str, token: &str, target: &str, body: &str) -> std::io::
         .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
     let chunked =
         head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
-    let payload = if chunked { dechunk(payload) } else { payload.to_owned() };
-    Ok((status, payload))
+    let payload = if chunked { dechunk(payload) } else { payload.to_vec() };
+    Ok((status, String::from_utf8_lossy(&payload).into_owned()))
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
+/// Decodes a chunked body (bytes, so a chunk boundary inside a UTF-8 character is harmless);
+/// stops at the last chunk or at anything malformed.
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..eol]).ok().and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
+        let rest = &body[eol + 2..];
+        let Some(n) = size.filter(|n| *n > 0 && rest.len() >= *n) else { break };
+        out.extend_from_slice(&rest[..n]);
+        body = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
     }
     out
 }
@@ -260,4 +263,25 @@ pub fn json_string(json: &str, field: &str) -> Option<String> {
     let rest = json.split(&pattern).nth(1)?.trim_start();
     let rest = rest.strip_prefix('"')?;
     Some(rest[..rest.find('"')?].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_answers_and_fields_parse_without_panicking_on_any_bytes() {
+        // "é" is two bytes; the chunk boundary falls between them.
+        let body = b"3\r\n{\"\xc3\r\n5\r\n\xa9\":1}\r\n0\r\n\r\n";
+        assert_eq!(dechunk(body), "{\"é\":1}".as_bytes());
+        for cut in 0..body.len() {
+            let _ = dechunk(&body[..cut]);
+        }
+        assert_eq!(dechunk(b"zz\r\nabc"), b"");
+        let reply = r#"{"data":{"ciphertext":"vault:v2:abc","plaintext":"AQ=="}}"#;
+        assert_eq!(json_string(reply, "ciphertext").as_deref(), Some("vault:v2:abc"));
+        assert_eq!(json_string(reply, "missing"), None);
+        assert_eq!(json_string(r#"{"plaintext":"unterminated"#, "plaintext"), None);
+        let _ = kms_broken("test", &"é".repeat(150));
+    }
 }

@@ -395,7 +395,8 @@ pub async fn rewrap_all(ctx: &Ctx) -> S3Result<RewrapReport> {
 /// Plaintext size of `stored` ciphertext bytes (the inverse of `sealed_len`).
 pub fn plain_len(stored: u64) -> u64 {
     let packages = stored.div_ceil((format::PACKAGE_BYTES + format::TAG_BYTES) as u64);
-    stored - packages * format::TAG_BYTES as u64
+    // Saturating: a stored size no sealer produced is an error elsewhere, never a panic.
+    stored.saturating_sub(packages * format::TAG_BYTES as u64)
 }
 
 /// One stored file of an encrypted object, in plaintext and ciphertext coordinates.
