@@ -30,6 +30,8 @@ pub struct Config {
     pub encrypt_everything: bool,
     /// Accept SSE-C keys over plain HTTP (tests only; AWS refuses them).
     pub sse_c_allow_http: bool,
+    /// The bearer token `GET /ferrite/metrics` needs (None: the metrics are public).
+    pub metrics_token: Option<String>,
 }
 
 impl Credentials for Config {
@@ -208,6 +210,7 @@ pub fn error_response(e: &S3Error, resource: &str, request_id: &str, head_only: 
 }
 
 async fn write_response(conn: &mut Conn, resp: Response, request_id: &str, close: bool) -> std::io::Result<()> {
+    crate::metrics::response(resp.status);
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     let body_len = match &resp.body {
         RespBody::Bytes(b) => b.len() as u64,
@@ -274,6 +277,10 @@ fn split_target(ctx: &Ctx, req: &Request) -> S3Result<(Option<String>, Option<St
 }
 
 async fn dispatch(ctx: &Ctx, req: &Request, raw: &mut Option<RawBody<'_>>, request_id: &str) -> S3Result<Response> {
+    if req.method == "GET" && req.raw_path == crate::metrics::PATH {
+        return crate::metrics::answer(ctx, req.header("authorization"))
+            .ok_or_else(|| S3Error::new(Code::AccessDenied, "The metrics need the bearer token."));
+    }
     let (bucket, key) = split_target(ctx, req)?;
     let query = parse_query(&req.raw_query)?;
     let path = percent_decode(&req.raw_path)?;

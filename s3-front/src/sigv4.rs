@@ -136,7 +136,7 @@ fn string_to_sign(scope: &Scope, canonical: &str) -> String {
     format!("AWS4-HMAC-SHA256\n{}\n{}\n{}", scope.amz_date, scope.scope_string(), sha256_hex(canonical.as_bytes()))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

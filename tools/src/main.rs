@@ -200,6 +200,7 @@ fn run(args: Args) -> Result<(), String> {
         client_timeouts: client_timeouts(),
         encrypt_everything: env_flag("FERRITE_KMS_AUTO_ENCRYPTION"),
         sse_c_allow_http: env_flag("FERRITE_SSE_C_ALLOW_HTTP"),
+        metrics_token: std::env::var("FERRITE_METRICS_TOKEN").ok().filter(|t| !t.is_empty()),
     });
     let kms = ferrite_s3::kms::Kms::from_env()?.map(Arc::new);
     match &kms {

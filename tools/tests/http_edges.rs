@@ -396,3 +396,29 @@ async fn memory_budget_pushes_back_with_slow_down() {
     c.put_object().bucket("budget").key("after").body(ByteStream::from(vec![5u8; 3_000_000])).send().await.unwrap();
     assert_eq!(c.list_objects_v2().bucket("budget").send().await.unwrap().key_count(), Some(1));
 }
+
+#[tokio::test]
+async fn metrics_are_public_or_need_their_bearer_token() {
+    use ferrite_s3::outbound::{request, Url};
+    let get = |server: &Server, auth: Option<&str>| {
+        let url = Url::parse(&format!("{}/ferrite/metrics", server.endpoint)).unwrap();
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        let reply = request("GET", &url, &headers, b"").unwrap();
+        (reply.status, reply.text())
+    };
+    let public = Server::start(4);
+    let (status, text) = get(&public, None);
+    assert_eq!(status, 200);
+    assert!(text.contains("ferrite_drives{state=\"online\"} 4"), "{text}");
+    assert!(text.contains("ferrite_kms_requests_total{backend=\"none\",op=\"decrypt\",outcome=\"ok\"} 0"), "{text}");
+    // Responses are counted: one 4xx (an unsigned request) shows up in the next scrape.
+    let url = Url::parse(&format!("{}/bucket", public.endpoint)).unwrap();
+    assert_eq!(request("GET", &url, &[], b"").unwrap().status, 403);
+    let (_, text) = get(&public, None);
+    assert!(text.contains("ferrite_http_responses_total{class=\"4xx\"} 1"), "{text}");
+    let guarded = Server::start_with(4, &[], &[("FERRITE_METRICS_TOKEN", "scrape-me")]);
+    assert_eq!(get(&guarded, None).0, 403);
+    assert_eq!(get(&guarded, Some("Bearer wrong")).0, 403);
+    assert_eq!(get(&guarded, Some("Bearer scrape-me")).0, 200);
+    still_serves(&guarded).await;
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use common::{code, Server};
-use ferrite_s3::kms::http_post;
+use ferrite_s3::outbound::{request, Url};
 
 const TOKEN: &str = "ferrite-test-root";
 
@@ -58,9 +58,10 @@ impl Bao {
     }
 
     fn post(&self, path: &str, body: &str) -> Result<String, String> {
-        match http_post(&self.addr, TOKEN, &format!("/v1/{path}"), body) {
-            Ok((status, reply)) if (200..300).contains(&status) => Ok(reply),
-            Ok((status, reply)) => Err(format!("HTTP {status}: {reply}")),
+        let url = Url::parse(&format!("http://{}/v1/{path}", self.addr)).unwrap();
+        match request("POST", &url, &[("X-Vault-Token", TOKEN)], body.as_bytes()) {
+            Ok(reply) if (200..300).contains(&reply.status) => Ok(reply.text()),
+            Ok(reply) => Err(format!("HTTP {}: {}", reply.status, reply.text())),
             Err(e) => Err(e.to_string()),
         }
     }

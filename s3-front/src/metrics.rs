@@ -1,0 +1,84 @@
+//! Prometheus metrics: `GET /ferrite/metrics` in the text exposition format, answered before
+//! SigV4 (Prometheus does not sign). With `FERRITE_METRICS_TOKEN` set it needs
+//! `Authorization: Bearer <token>`; without, it is public (counts only, no names or keys).
+//!
+//! Counters are process-wide atomics, shared by every core.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::error::{Code, S3Error};
+use crate::server::{Ctx, RespBody, Response};
+
+pub const PATH: &str = "/ferrite/metrics";
+
+static RESPONSES: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+
+/// What a KMS call was for.
+#[derive(Clone, Copy)]
+pub enum KmsOp {
+    Generate = 0,
+    Decrypt = 1,
+    Rewrap = 2,
+}
+const KMS_OPS: [&str; 3] = ["generate", "decrypt", "rewrap"];
+/// ok, refused (the KMS answered no: unknown key, access denied, damaged key), unreachable
+/// (no answer, or a 5xx/429: the request was refused with 503).
+const KMS_OUTCOMES: [&str; 3] = ["ok", "refused", "unreachable"];
+static KMS: [[AtomicU64; 3]; 3] = [const { [const { AtomicU64::new(0) }; 3] }; 3];
+
+/// Counts one response by status class.
+pub fn response(status: u16) {
+    if let Some(slot) = RESPONSES.get((status / 100).saturating_sub(1) as usize) {
+        slot.fetch_add(1, Relaxed);
+    }
+}
+
+/// Counts one KMS call by its outcome.
+pub fn kms<T>(op: KmsOp, result: &Result<T, S3Error>) {
+    let outcome = match result {
+        Ok(_) => 0,
+        Err(e) if e.code == Code::ServiceUnavailable => 2,
+        Err(_) => 1,
+    };
+    KMS[op as usize][outcome].fetch_add(1, Relaxed);
+}
+
+/// The metrics answer, or None when the bearer token is required and missing or wrong.
+pub fn answer(ctx: &Ctx, authorization: Option<&str>) -> Option<Response> {
+    if let Some(token) = &ctx.config.metrics_token {
+        let given = authorization.and_then(|a| a.strip_prefix("Bearer "))?;
+        if !crate::sigv4::constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return None;
+        }
+    }
+    let mut resp = Response::new(200);
+    resp.headers.push(("content-type".into(), "text/plain; version=0.0.4".into()));
+    resp.body = RespBody::Bytes(render(ctx).into_bytes());
+    Some(resp)
+}
+
+fn render(ctx: &Ctx) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP ferrite_http_responses_total Responses sent, by status class.\n");
+    out.push_str("# TYPE ferrite_http_responses_total counter\n");
+    for (i, slot) in RESPONSES.iter().enumerate() {
+        out.push_str(&format!("ferrite_http_responses_total{{class=\"{}xx\"}} {}\n", i + 1, slot.load(Relaxed)));
+    }
+    out.push_str("# HELP ferrite_kms_requests_total KMS calls by operation and outcome (unreachable: answered 503).\n");
+    out.push_str("# TYPE ferrite_kms_requests_total counter\n");
+    let backend = ctx.kms.as_deref().map_or("none", |k| k.backend_name());
+    for (op, row) in KMS_OPS.iter().zip(&KMS) {
+        for (outcome, slot) in KMS_OUTCOMES.iter().zip(row) {
+            out.push_str(&format!(
+                "ferrite_kms_requests_total{{backend=\"{backend}\",op=\"{op}\",outcome=\"{outcome}\"}} {}\n",
+                slot.load(Relaxed)
+            ));
+        }
+    }
+    let drives = ctx.engine.drive_paths().len();
+    let online = ctx.engine.online_paths().len();
+    out.push_str("# HELP ferrite_drives Drives in the erasure set, and how many are online.\n");
+    out.push_str("# TYPE ferrite_drives gauge\n");
+    out.push_str(&format!("ferrite_drives{{state=\"total\"}} {drives}\nferrite_drives{{state=\"online\"}} {online}\n"));
+    out
+}
