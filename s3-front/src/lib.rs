@@ -10,7 +10,7 @@ pub mod http;
 pub mod kms;
 pub mod metrics;
 pub mod ops;
-pub mod outbound;
+pub use ferrite_tiering::outbound;
 pub mod server;
 pub mod sigv4;
 pub mod sse;

@@ -11,6 +11,8 @@ use std::time::Duration;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use ferrite_s3::sigv4::{self, sha256_hex, signing_key, Scope};
 
+pub mod azurite;
+
 pub const USER: &str = "ferriteadmin";
 pub const PASSWORD: &str = "ferriteadmin";
 

@@ -1,7 +1,7 @@
-//! Ferrite's own outbound HTTP/1.1 client, for the short control requests it makes to other
+//! Ferrite's own outbound HTTP/1.1 client, for the requests it makes to other
 //! services: a KMS (OpenBao/Vault, Azure Key Vault), an identity endpoint (Entra ID, the
-//! instance metadata service). Blocking, one connection per request, small bodies; callers
-//! on an executor run it on the blocking pool (`send`).
+//! instance metadata service), Azure Blob. Blocking, one connection per request, bodies held
+//! in memory (at most 16 MiB); callers on an executor run it on the blocking pool (`send`).
 //!
 //! `https://` uses rustls with the system's CA bundle (`SSL_CERT_FILE`, or the usual
 //! Debian/RHEL/Alpine paths) plus `FERRITE_CA_FILE` (a PEM bundle of extra roots, e.g. a
@@ -17,8 +17,9 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Control answers are small; anything larger is refused rather than buffered.
-const REPLY_MAX: usize = 4 << 20;
+/// Answers are buffered whole: control answers, and blob ranges of a few MiB. Anything
+/// larger is refused.
+const REPLY_MAX: usize = 16 << 20;
 const HEAD_MAX: usize = 64 << 10;
 
 /// Where CA bundles usually are (Debian/Ubuntu/Alpine, RHEL/Fedora, others).
