@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::engine::{Engine, ListItem, ListPage, PutCondition, UploadSummary};
 use crate::error::{EngineError, Result};
 use crate::io::{remove_file, DriveFile, OpenMode};
-use crate::meta::{ObjectMeta, PartMeta, UploadMeta};
+use crate::meta::{DataLoc, ObjectMeta, PartMeta, UploadMeta};
 use crate::quorum;
 use crate::wal::{encode_record, wal_path, Record, BUCKET_PARTITION};
 
@@ -86,12 +86,15 @@ pub enum WriteOp {
         tags: Vec<(String, String)>,
     },
     /// Replaces the stored headers of an object whose data is still `data` (a key
-    /// rotation re-sealing the object key); NoSuchKey / PreconditionFailed otherwise.
+    /// rotation re-sealing the object key), and with `new_data` its data too (the old data
+    /// files become garbage: a transition to a remote tier, a restore, the expiry of a
+    /// restored copy); NoSuchKey / PreconditionFailed otherwise.
     SetHeaders {
         bucket: String,
         key: String,
         data: crate::meta::DataLoc,
         headers: Vec<(String, String)>,
+        new_data: Option<crate::meta::DataLoc>,
     },
     CreateUpload {
         bucket: String,
@@ -227,7 +230,7 @@ impl CoreState {
                 let record = Record::Put { bucket, key, meta: meta.clone(), inline: None, completes_upload: None };
                 Ok((Some(record), Effect::SetObject(okey, meta), Vec::new()))
             }
-            WriteOp::SetHeaders { bucket, key, data, headers } => {
+            WriteOp::SetHeaders { bucket, key, data, headers, new_data } => {
                 let okey = (bucket.clone(), key.clone());
                 let Some(mut meta) = self.object(overlay, &okey) else {
                     return Err(EngineError::NoSuchKey);
@@ -235,10 +238,20 @@ impl CoreState {
                 if meta.data != data {
                     return Err(EngineError::PreconditionFailed);
                 }
+                let mut garbage = Vec::new();
+                if let Some(new_data) = new_data {
+                    // Only data in files can be swapped.
+                    if matches!(new_data, DataLoc::Inline { .. }) || matches!(data, DataLoc::Inline { .. }) {
+                        return Err(EngineError::PreconditionFailed);
+                    }
+                    garbage = meta.file_ids();
+                    meta.data = new_data;
+                    garbage.retain(|id| !meta.file_ids().contains(id));
+                }
                 meta.headers = headers;
                 overlay.objects.insert(okey.clone(), Some(meta.clone()));
                 let record = Record::Put { bucket, key, meta: meta.clone(), inline: None, completes_upload: None };
-                Ok((Some(record), Effect::SetObject(okey, meta), Vec::new()))
+                Ok((Some(record), Effect::SetObject(okey, meta), garbage))
             }
             WriteOp::CreateUpload { bucket, key, upload_id, upload } => {
                 let ukey = (bucket.clone(), key.clone(), upload_id.clone());

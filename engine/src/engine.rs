@@ -88,6 +88,9 @@ impl IndexBuild {
                 self.buckets.insert(name, BucketInfo { created_ms, config: BTreeMap::new() });
             }
             Record::BucketConfig { name, item, value } => {
+                if name == SYSTEM_BUCKET {
+                    self.buckets.entry(name.clone()).or_default();
+                }
                 if let Some(bucket) = self.buckets.get_mut(&name) {
                     match value {
                         Some(value) => bucket.config.insert(item, value),
@@ -277,6 +280,10 @@ impl Drop for InflightGuard {
 #[derive(Clone)]
 pub struct Engine(Arc<Shared>);
 
+/// Holds cluster-wide configuration; not a valid S3 bucket name, never listed, never holds
+/// objects (every bucket check treats it as missing).
+const SYSTEM_BUCKET: &str = ".ferrite";
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -463,7 +470,11 @@ impl Engine {
     }
 
     pub(crate) fn set_bucket_config(&self, name: &str, item: String, value: Option<String>) {
-        if let Some(bucket) = self.buckets_write().get_mut(name) {
+        let mut buckets = self.buckets_write();
+        if name == SYSTEM_BUCKET {
+            buckets.entry(name.to_owned()).or_default();
+        }
+        if let Some(bucket) = buckets.get_mut(name) {
             match value {
                 Some(value) => bucket.config.insert(item, value),
                 None => bucket.config.remove(&item),
@@ -472,19 +483,45 @@ impl Engine {
     }
 
     pub fn bucket_created_ms(&self, name: &str) -> Option<i64> {
+        if name == SYSTEM_BUCKET {
+            return None;
+        }
         self.buckets_read().get(name).map(|b| b.created_ms)
+    }
+
+    /// One cluster-wide configuration document (remote tiers, ...): None when not set.
+    pub fn cluster_config(&self, item: &str) -> Option<String> {
+        self.buckets_read().get(SYSTEM_BUCKET).and_then(|b| b.config.get(item).cloned())
+    }
+
+    /// Every cluster-wide configuration document whose name starts with `prefix`.
+    pub fn cluster_configs(&self, prefix: &str) -> Vec<(String, String)> {
+        let buckets = self.buckets_read();
+        let Some(system) = buckets.get(SYSTEM_BUCKET) else { return Vec::new() };
+        system.config.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Sets (Some) or removes (None) a cluster-wide configuration document, durably (a
+    /// bucket-configuration record of the hidden system bucket).
+    pub async fn put_cluster_config(&self, item: &str, value: Option<String>) -> Result<()> {
+        let op = WriteOp::BucketConfig { name: SYSTEM_BUCKET.to_owned(), item: item.to_owned(), value };
+        ask(&self.0.senders[0], |reply| MetaReq::Write { partition: BUCKET_PARTITION, op, reply }).await
     }
 
     /// One configuration document of a bucket (None: not set). Err when there is no bucket.
     pub fn bucket_config(&self, name: &str, item: &str) -> Result<Option<String>> {
-        match self.buckets_read().get(name) {
+        match self.buckets_read().get(name).filter(|_| name != SYSTEM_BUCKET) {
             Some(bucket) => Ok(bucket.config.get(item).cloned()),
             None => Err(EngineError::NoSuchBucket),
         }
     }
 
     pub fn list_buckets(&self) -> Vec<(String, i64)> {
-        self.buckets_read().iter().map(|(n, b)| (n.clone(), b.created_ms)).collect()
+        self.buckets_read()
+            .iter()
+            .filter(|(n, _)| *n != SYSTEM_BUCKET)
+            .map(|(n, b)| (n.clone(), b.created_ms))
+            .collect()
     }
 
     /// Every bucket with its configuration, for snapshots.
@@ -613,8 +650,38 @@ impl Engine {
     ) -> Result<()> {
         self.require_bucket(bucket)?;
         let (partition, tx) = self.owner_tx(bucket, key);
-        let op =
-            WriteOp::SetHeaders { bucket: bucket.to_owned(), key: key.to_owned(), data: meta.data.clone(), headers };
+        let op = WriteOp::SetHeaders {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            data: meta.data.clone(),
+            headers,
+            new_data: None,
+        };
+        ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
+    }
+
+    /// Replaces an object's data files and headers at once, if its data is still what `meta`
+    /// says (PreconditionFailed otherwise; NoSuchKey when it is gone). The old files are
+    /// removed after the commit. For tiering: `new_data` is `Parts(vec![])` when the bytes
+    /// moved to a remote tier (the headers say where), or freshly written parts when they
+    /// come back. Objects with inline data cannot be swapped.
+    pub async fn swap_data(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: &ObjectMeta,
+        new_data: DataLoc,
+        headers: Vec<(String, String)>,
+    ) -> Result<()> {
+        self.require_bucket(bucket)?;
+        let (partition, tx) = self.owner_tx(bucket, key);
+        let op = WriteOp::SetHeaders {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            data: meta.data.clone(),
+            headers,
+            new_data: Some(new_data),
+        };
         ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
     }
 

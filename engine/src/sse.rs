@@ -234,17 +234,7 @@ pub fn open_packages(key: &Key, cipher: Cipher, first: u64, sealed: &[u8]) -> Re
 /// Seals a data key under a key-encryption key, bound to `context` (bucket "/" key, and
 /// whatever else must match when it is opened). Output: nonce (12) || ciphertext || tag.
 pub fn seal_key(kek: &Key, data_key: &Key, context: &[u8]) -> Result<Vec<u8>> {
-    let mut nonce = [0u8; 12];
-    getrandom::fill(&mut nonce).map_err(|e| EngineError::Crypto(format!("no randomness: {e}")))?;
-    let aead = kek.aead(Cipher::AesGcm)?;
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&data_key.0);
-    let aad = [KEY_AAD, context].concat();
-    let tag = aead
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad[..]), &mut out[12..])
-        .map_err(|_| EngineError::Crypto("sealing the key failed".into()))?;
-    out.extend_from_slice(tag.as_ref());
-    Ok(out)
+    seal_secret(kek, &data_key.0, context)
 }
 
 /// Opens a key sealed by `seal_key` with the same key-encryption key and context.
@@ -252,18 +242,46 @@ pub fn open_key(kek: &Key, sealed: &[u8], context: &[u8]) -> Result<Key> {
     if sealed.len() != 12 + 32 + TAG_BYTES {
         return Err(EngineError::Crypto("sealed key has the wrong length".into()));
     }
+    let mut plain = open_secret(kek, sealed, context)
+        .map_err(|_| EngineError::Crypto("the object key does not open with this key and object name".into()))?;
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&plain);
+    plain.iter_mut().for_each(|b| *b = 0);
+    Ok(Key(key))
+}
+
+/// Seals any short secret (a key, a remote tier's credentials) under `kek`, bound to
+/// `context`, with AES-256-GCM and a random nonce: nonce (12) || ciphertext || tag.
+pub fn seal_secret(kek: &Key, secret: &[u8], context: &[u8]) -> Result<Vec<u8>> {
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce).map_err(|e| EngineError::Crypto(format!("no randomness: {e}")))?;
+    let aead = kek.aead(Cipher::AesGcm)?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(secret);
+    let aad = [KEY_AAD, context].concat();
+    let tag = aead
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad[..]), &mut out[12..])
+        .map_err(|_| EngineError::Crypto("sealing failed".into()))?;
+    out.extend_from_slice(tag.as_ref());
+    Ok(out)
+}
+
+/// Opens what `seal_secret` sealed with the same key and context.
+pub fn open_secret(kek: &Key, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>> {
+    if sealed.len() < 12 + TAG_BYTES {
+        return Err(EngineError::Crypto("sealed secret is too short".into()));
+    }
     let mut nonce = [0u8; 12];
     nonce.copy_from_slice(&sealed[..12]);
     let mut body = sealed[12..].to_vec();
     let aad = [KEY_AAD, context].concat();
     let aead = kek.aead(Cipher::AesGcm)?;
-    let plain = aead
+    let len = aead
         .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&aad[..]), &mut body)
-        .map_err(|_| EngineError::Crypto("the object key does not open with this key and object name".into()))?;
-    let mut key = [0u8; 32];
-    key.copy_from_slice(plain);
-    body.iter_mut().for_each(|b| *b = 0);
-    Ok(Key(key))
+        .map_err(|_| EngineError::Crypto("the secret does not open with this key and context".into()))?
+        .len();
+    body.truncate(len);
+    Ok(body)
 }
 
 #[cfg(test)]

@@ -4,19 +4,49 @@
 //! - `POST /ferrite/admin/v1/heal[?rate-mib=N]`: starts a heal on every core (restarting one
 //!   that runs), reading at most N MiB/s per core (0: unlimited); answers the status;
 //! - `POST /ferrite/admin/v1/kms/rewrap`: re-seals every SSE-S3/SSE-KMS object key under
-//!   the newest version of its KMS key (after a key rotation in the KMS), data untouched.
+//!   the newest version of its KMS key (after a key rotation in the KMS), data untouched;
+//! - `GET /ferrite/admin/v1/tier`: the remote tiers (credentials left out);
+//!   `PUT /ferrite/admin/v1/tier/NAME[?force=true]` adds one (JSON body: endpoint, account,
+//!   container, prefix, access_tier, and account_key or sas), after a test write, read and
+//!   delete; `POST .../tier/NAME` replaces its credential; `DELETE .../tier/NAME` removes it;
+//! - `GET /ferrite/admin/v1/lifecycle`: what lifecycle passes did since start-up;
+//!   `POST /ferrite/admin/v1/lifecycle/run`: runs a pass now and answers when it is done.
 //!
 //! Requests are signed like any S3 request; only the root user exists so far.
 
+use crate::body::Body;
 use crate::error::{err, Code, S3Result};
 use crate::server::{Call, Ctx, RespBody, Response};
+
+/// Admin request bodies are small JSON documents.
+const BODY_BYTES_MAX: usize = 64 << 10;
 
 /// No bucket of this name can be created: its paths are the admin API.
 pub const RESERVED_BUCKET: &str = "ferrite";
 
-pub async fn route(ctx: &Ctx, call: &Call<'_>) -> S3Result<Response> {
+pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<Response> {
     let key = call.key.as_deref().unwrap_or("");
+    if let Some(name) = key.strip_prefix("admin/v1/tier/") {
+        return match call.req.method.as_str() {
+            "PUT" => {
+                let force = call.q("force") == Some("true");
+                Ok(json(crate::tier::add(&ctx.engine, name, &text(body).await?, force).await?))
+            }
+            "POST" => Ok(json(crate::tier::edit(&ctx.engine, name, &text(body).await?).await?)),
+            "DELETE" => {
+                crate::tier::remove(&ctx.engine, name).await?;
+                Ok(Response::new(204))
+            }
+            _ => err(Code::InvalidRequest, "Unknown admin API call."),
+        };
+    }
     match (call.req.method.as_str(), key) {
+        ("GET", "admin/v1/tier") => Ok(json(crate::tier::list_json(&ctx.engine)?)),
+        ("GET", "admin/v1/lifecycle") => Ok(json(crate::lifecycle::counters_json())),
+        ("POST", "admin/v1/lifecycle/run") => {
+            crate::lifecycle::pass(&ctx.engine, crate::lifecycle::day_ms()).await;
+            Ok(json(crate::lifecycle::counters_json()))
+        }
         ("GET", "admin/v1/heal") => Ok(json(ctx.engine.heal().status_json(&ctx.engine))),
         ("POST", "admin/v1/heal") => {
             let rate = match call.q("rate-mib") {
@@ -41,6 +71,11 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>) -> S3Result<Response> {
         }
         _ => err(Code::InvalidRequest, "Unknown admin API call."),
     }
+}
+
+async fn text(body: &mut Body<'_>) -> S3Result<String> {
+    let bytes = crate::ops::read_small_body(body, BODY_BYTES_MAX).await?;
+    String::from_utf8(bytes).map_err(|_| crate::error::S3Error::new(Code::InvalidArgument, "the body is not UTF-8"))
 }
 
 fn json(body: String) -> Response {

@@ -45,6 +45,8 @@ pub enum Code {
     InvalidEncryptionAlgorithmError,
     KmsNotFound,
     ServerSideEncryptionConfigurationNotFoundError,
+    InvalidStorageClass,
+    NoSuchLifecycleConfiguration,
 }
 
 impl Code {
@@ -53,7 +55,11 @@ impl Code {
         match self {
             NotModified => 304,
             AccessDenied | InvalidAccessKeyId | SignatureDoesNotMatch | RequestTimeTooSkewed => 403,
-            NoSuchBucket | NoSuchKey | NoSuchUpload | ServerSideEncryptionConfigurationNotFoundError => 404,
+            NoSuchBucket
+            | NoSuchKey
+            | NoSuchUpload
+            | ServerSideEncryptionConfigurationNotFoundError
+            | NoSuchLifecycleConfiguration => 404,
             MethodNotAllowed => 405,
             BucketAlreadyOwnedByYou | BucketNotEmpty => 409,
             MissingContentLength => 411,
@@ -111,6 +117,8 @@ impl Code {
             KmsNotFound => "KMS.NotFoundException",
             ServerSideEncryptionConfigurationNotFoundError => "ServerSideEncryptionConfigurationNotFoundError",
             MetadataTooLarge => "MetadataTooLarge",
+            InvalidStorageClass => "InvalidStorageClass",
+            NoSuchLifecycleConfiguration => "NoSuchLifecycleConfiguration",
         }
     }
 }

@@ -8,6 +8,7 @@ use ferrite_engine::{now_ms, DataLoc, DataWriter, Finished, ListItem, ObjectMeta
 use crate::body::Body;
 use crate::checksum::{b64, b64_decode, md5_finish, md5_new, unhex, Algorithm, Hasher};
 use crate::error::{err, Code, OrBadRequest, S3Error, S3Result};
+use crate::lifecycle;
 use crate::server::{Call, Ctx, RespBody, Response};
 use crate::sigv4::hex;
 use crate::sse;
@@ -61,6 +62,15 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
                 ctx.engine.put_bucket_config(bucket, sse::BUCKET_CONFIG, None).await?;
                 Ok(Response::new(204))
             }
+            "PUT" if call.has("lifecycle") => put_bucket_lifecycle(ctx, bucket, body).await,
+            "GET" if call.has("lifecycle") => match ctx.engine.bucket_config(bucket, lifecycle::BUCKET_CONFIG)? {
+                Some(doc) => Ok(Response::xml(doc.into_bytes())),
+                None => err(Code::NoSuchLifecycleConfiguration, "The lifecycle configuration does not exist"),
+            },
+            "DELETE" if call.has("lifecycle") => {
+                ctx.engine.put_bucket_config(bucket, lifecycle::BUCKET_CONFIG, None).await?;
+                Ok(Response::new(204))
+            }
             _ => err(
                 Code::NotImplemented,
                 "A header or query you provided implies functionality that is not implemented.",
@@ -92,7 +102,11 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
             Ok(Response::new(204))
         }
         "DELETE" => {
+            let remote = ctx.engine.head_object(bucket, key).await.ok().and_then(|m| crate::tier::remote_of(&m));
             ctx.engine.delete_object(bucket, key).await?;
+            if let Some(remote) = remote {
+                crate::tier::delete_remote(&ctx.engine, remote).await;
+            }
             Ok(Response::new(204))
         }
         _ => err(Code::NotImplemented, "A header or query you provided implies functionality that is not implemented."),
@@ -154,7 +168,7 @@ pub fn valid_bucket_name(name: &str) -> bool {
         && name.parse::<std::net::Ipv4Addr>().is_err()
 }
 
-async fn read_small_body(body: &mut Body<'_>, limit: usize) -> S3Result<Vec<u8>> {
+pub(crate) async fn read_small_body(body: &mut Body<'_>, limit: usize) -> S3Result<Vec<u8>> {
     let mut out = Vec::new();
     while let Some(chunk) = body.next().await? {
         out.extend_from_slice(&chunk);
@@ -407,6 +421,16 @@ async fn create_bucket(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3Result
 fn head_bucket(ctx: &Ctx, bucket: &str) -> S3Result<Response> {
     require_bucket(ctx, bucket)?;
     Ok(Response::new(200).header("x-amz-bucket-region", ctx.config.region.clone()))
+}
+
+async fn put_bucket_lifecycle(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3Result<Response> {
+    require_bucket(ctx, bucket)?;
+    let doc = read_small_body(body, XML_BODY_BYTES_MAX).await?;
+    let engine = &ctx.engine;
+    lifecycle::parse(&doc, &|tier| crate::tier::get(engine, tier).ok().flatten().is_some())?;
+    let doc = String::from_utf8(doc).map_err(|_| S3Error::new(Code::MalformedXML, "the document is not UTF-8"))?;
+    ctx.engine.put_bucket_config(bucket, lifecycle::BUCKET_CONFIG, Some(doc)).await?;
+    Ok(Response::new(200))
 }
 
 async fn put_bucket_encryption(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3Result<Response> {
@@ -717,6 +741,9 @@ async fn get_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, head_on
         .header("Accept-Ranges", "bytes");
     if !meta.tags.is_empty() {
         resp = resp.header("x-amz-tagging-count", meta.tags.len().to_string());
+    }
+    if let Some(remote) = crate::tier::remote_of(&meta) {
+        resp = resp.header("x-amz-storage-class", remote.tier);
     }
     if !meta.part_sizes.is_empty() {
         resp = resp.header("x-amz-mp-parts-count", meta.part_sizes.len().to_string());

@@ -297,14 +297,15 @@ async fn dispatch(ctx: &Ctx, req: &Request, raw: &mut Option<RawBody<'_>>, reque
     let mode = payload_mode(&auth, presigned)?;
     let decoded_len = req.header("x-amz-decoded-content-length").and_then(|v| v.parse().ok());
     let call = Call { req, bucket, key, query, auth, request_id: request_id.to_owned() };
-    if call.bucket.as_deref() == Some(crate::admin::RESERVED_BUCKET) {
-        return crate::admin::route(ctx, &call).await;
-    }
     let Some(raw_body) = raw.take() else {
         return Err(S3Error::new(Code::InternalError, "request body taken twice"));
     };
     let mut body = Body::new(raw_body, mode, decoded_len);
-    let result = crate::ops::route(ctx, &call, &mut body).await;
+    let result = if call.bucket.as_deref() == Some(crate::admin::RESERVED_BUCKET) {
+        crate::admin::route(ctx, &call, &mut body).await
+    } else {
+        crate::ops::route(ctx, &call, &mut body).await
+    };
     // Hand the raw body back so the connection loop can drain what the operation left.
     *raw = Some(body.into_raw());
     result

@@ -10,11 +10,12 @@
 //! plaintext; the engine stores the ciphertext, whose part sizes are the stored sizes.
 
 use ferrite_engine::sse::{self as format, open_key, seal_key, Cipher, Key, Sealer};
-use ferrite_engine::{DataLoc, Engine, ObjectMeta, ObjectReader};
+use ferrite_engine::{DataLoc, Engine, ObjectMeta};
 
 use crate::checksum::{b64, b64_decode};
 use crate::error::{err, Code, S3Error, S3Result};
 use crate::server::{Call, Ctx, Response};
+use crate::tier::StoredReader;
 
 /// Internal header names (the prefix is never sent to clients).
 pub const INTERNAL_PREFIX: &str = "x-ferrite-";
@@ -424,7 +425,7 @@ pub struct DecryptingReader {
 
 struct Current {
     segment: usize,
-    reader: ObjectReader,
+    reader: StoredReader,
     next_package: u64,
     /// Ciphertext read but not yet opened: `pending[start..]`.
     pending: Vec<u8>,
@@ -448,13 +449,13 @@ impl DecryptingReader {
         end: u64,
     ) -> DecryptingReader {
         let mut segments = Vec::new();
-        match &meta.data {
-            DataLoc::Inline { .. } => {
+        match (&meta.data, crate::tier::remote_of(meta)) {
+            (DataLoc::Inline { .. }, None) => {
                 segments.push(Segment { plain_start: 0, plain_len: meta.size, cipher_start: 0, key: enc.key.clone() })
             }
-            DataLoc::Parts(parts) => {
+            _ => {
                 let (mut plain, mut cipher) = (0, 0);
-                for part in parts {
+                for part in crate::tier::stored_parts(meta) {
                     let len = plain_len(part.size);
                     segments.push(Segment {
                         plain_start: plain,
@@ -545,7 +546,8 @@ impl DecryptingReader {
         let rel_start = self.pos - segment.plain_start;
         let rel_end = self.end.min(segment.plain_start + segment.plain_len) - segment.plain_start;
         let (first, cs, ce) = format::package_span(rel_start, rel_end, segment.plain_len);
-        let reader = self.engine.reader(
+        let reader = StoredReader::open(
+            &self.engine,
             &self.bucket,
             &self.key,
             &self.meta,
@@ -567,7 +569,7 @@ impl DecryptingReader {
 
 /// An object body on its way out: plain, or decrypted as it goes.
 pub enum ObjectStream {
-    Plain(ObjectReader),
+    Plain(StoredReader),
     Decrypting(Box<DecryptingReader>),
 }
 
@@ -608,7 +610,7 @@ pub fn object_stream(
     end: u64,
 ) -> ObjectStream {
     match enc {
-        None => ObjectStream::Plain(engine.reader(bucket, key, meta, start, end)),
+        None => ObjectStream::Plain(StoredReader::open(engine, bucket, key, meta, start, end)),
         Some(enc) => {
             ObjectStream::Decrypting(Box::new(DecryptingReader::new(engine, bucket, key, meta, enc, start, end)))
         }

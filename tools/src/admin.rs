@@ -1,5 +1,5 @@
-//! `ferrite admin heal`: starts a heal and shows its progress, through the admin API
-//! (s3-front/src/admin.rs), signed with the root credentials.
+//! `ferrite admin heal | kms-rewrap | tier | lifecycle`: the admin API
+//! (s3-front/src/admin.rs) from the command line, signed with the root credentials.
 
 use std::time::Duration;
 
@@ -7,6 +7,13 @@ use crate::bench::Conn;
 
 const USAGE: &str = "usage: ferrite admin heal [--endpoint URL] [--status] [--wait] [--rate-mib N]
        ferrite admin kms-rewrap [--endpoint URL]
+       ferrite admin tier ls [--endpoint URL]
+       ferrite admin tier add NAME --azure-endpoint URL --account A --container C
+                              [--prefix P] [--access-tier Hot|Cool|Cold]
+                              (--account-key KEY | --sas TOKEN) [--force] [--endpoint URL]
+       ferrite admin tier edit NAME (--account-key KEY | --sas TOKEN) [--endpoint URL]
+       ferrite admin tier rm NAME [--endpoint URL]
+       ferrite admin lifecycle [run] [--endpoint URL]
 
   --endpoint URL   the server (default http://127.0.0.1:9000)
   --status         only show the status; do not start a heal
@@ -17,7 +24,10 @@ credentials: FERRITE_ROOT_USER / FERRITE_ROOT_PASSWORD (default ferriteadmin / f
 heal: prints the status as JSON; exits 1 when blocks were found unrecoverable or a drive
 is offline.
 kms-rewrap: after rotating a key in the KMS, re-seals every SSE-S3/SSE-KMS object key under
-its newest version without rewriting data; prints what it did; exits 1 when some failed.";
+its newest version without rewriting data; prints what it did; exits 1 when some failed.
+tier: remote tiers (Azure Blob containers) that lifecycle rules move objects to; adding one
+checks it with a test write, read and delete, and refuses a container that holds data unless
+--force. lifecycle: what the lifecycle passes did; `run` runs one now.";
 
 const PATH: &str = "/ferrite/admin/v1/heal";
 
@@ -26,6 +36,8 @@ pub fn run(args: &[String]) -> Result<bool, String> {
     match args.first().map(String::as_str) {
         Some("heal") => heal(&args[1..]),
         Some("kms-rewrap") => kms_rewrap(&args[1..]),
+        Some("tier") => tier(&args[1..]),
+        Some("lifecycle") => lifecycle(&args[1..]),
         _ => Err(USAGE.to_owned()),
     }
 }
@@ -56,6 +68,85 @@ fn kms_rewrap(args: &[String]) -> Result<bool, String> {
     }
     println!("{body}");
     Ok(body.contains("\"failed\":0}"))
+}
+
+/// Positional words, and flags as (name, value) pairs.
+type Parsed = (Vec<String>, Vec<(String, String)>);
+
+/// Splits arguments into words and flags; `--force` takes no value.
+fn flags(args: &[String]) -> Result<Parsed, String> {
+    let (mut words, mut pairs) = (Vec::new(), Vec::new());
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.strip_prefix("--") {
+            Some("force") => pairs.push(("force".to_owned(), "true".to_owned())),
+            Some(name) => {
+                let value = rest.next().ok_or_else(|| format!("--{name} needs a value"))?;
+                pairs.push((name.to_owned(), value.clone()));
+            }
+            None => words.push(arg.clone()),
+        }
+    }
+    Ok((words, pairs))
+}
+
+/// One admin call; prints the answer; Err unless it is 2xx.
+fn admin_call(endpoint: &str, method: &str, path: &str, query: &str, body: &str) -> Result<bool, String> {
+    let mut conn = connect(endpoint)?;
+    let reply = conn.call(method, path, query, &[], body.as_bytes(), true).map_err(|e| format!("{endpoint}: {e}"))?;
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    if !(200..300).contains(&reply.status) {
+        return Err(format!("{endpoint}: HTTP {}: {text}", reply.status));
+    }
+    if !text.is_empty() {
+        println!("{text}");
+    }
+    Ok(true)
+}
+
+fn tier(args: &[String]) -> Result<bool, String> {
+    let (words, pairs) = flags(args)?;
+    let get = |name: &str| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let endpoint = get("endpoint").unwrap_or("http://127.0.0.1:9000");
+    let body = || {
+        let fields = [
+            ("azure-endpoint", "endpoint"),
+            ("account", "account"),
+            ("container", "container"),
+            ("prefix", "prefix"),
+            ("access-tier", "access_tier"),
+            ("account-key", "account_key"),
+            ("sas", "sas"),
+        ];
+        let items: Vec<String> = fields
+            .iter()
+            .filter_map(|(flag, field)| {
+                get(flag).map(|v| format!("\"{field}\":\"{}\"", ferrite_s3::tier::json_escape(v)))
+            })
+            .collect();
+        format!("{{{}}}", items.join(","))
+    };
+    let path = |name: &str| format!("/ferrite/admin/v1/tier/{name}");
+    match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["ls"] => admin_call(endpoint, "GET", "/ferrite/admin/v1/tier", "", ""),
+        ["add", name] => {
+            let query = if get("force").is_some() { "force=true" } else { "" };
+            admin_call(endpoint, "PUT", &path(name), query, &body())
+        }
+        ["edit", name] => admin_call(endpoint, "POST", &path(name), "", &body()),
+        ["rm", name] => admin_call(endpoint, "DELETE", &path(name), "", ""),
+        _ => Err(USAGE.to_owned()),
+    }
+}
+
+fn lifecycle(args: &[String]) -> Result<bool, String> {
+    let (words, pairs) = flags(args)?;
+    let endpoint = pairs.iter().find(|(n, _)| n == "endpoint").map_or("http://127.0.0.1:9000", |(_, v)| v.as_str());
+    match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => admin_call(endpoint, "GET", "/ferrite/admin/v1/lifecycle", "", ""),
+        ["run"] => admin_call(endpoint, "POST", "/ferrite/admin/v1/lifecycle/run", "", ""),
+        _ => Err(USAGE.to_owned()),
+    }
 }
 
 fn heal(args: &[String]) -> Result<bool, String> {

@@ -49,7 +49,12 @@ healing:     FERRITE_SCAN_INTERVAL_SECS between background scans (default 3600),
              FERRITE_SCAN_MIBPS scan reads per core (default 16), FERRITE_HEAL_MIBPS heal
              reads per core (default 0: unlimited), FERRITE_DRIVE_CHECK_SECS how often the
              drives' formats are checked (default 10; 0 never), FERRITE_LEFTOVER_AGE_SECS
-             age of unreferenced data files the scanner removes (default 3600).";
+             age of unreferenced data files the scanner removes (default 3600).
+tiering:     FERRITE_LIFECYCLE_INTERVAL_SECS between lifecycle passes (default 3600; 0
+             never: run them with `ferrite admin lifecycle run`), FERRITE_LIFECYCLE_DAY_SECS
+             the length of a lifecycle day (tests; default 86400).
+metrics:     GET /ferrite/metrics (Prometheus); FERRITE_METRICS_TOKEN requires that bearer
+             token.";
 
 struct Args {
     address: String,
@@ -202,6 +207,7 @@ fn run(args: Args) -> Result<(), String> {
         sse_c_allow_http: env_flag("FERRITE_SSE_C_ALLOW_HTTP"),
         metrics_token: std::env::var("FERRITE_METRICS_TOKEN").ok().filter(|t| !t.is_empty()),
     });
+    ferrite_s3::tier::init(&config.root_password);
     let kms = ferrite_s3::kms::Kms::from_env()?.map(Arc::new);
     match &kms {
         Some(kms) => println!("ferrite: KMS: {}", kms.describe()),
@@ -299,6 +305,13 @@ fn run_core(
     }
     let pool = Box::new(monoio::blocking::DefaultThreadPool::new(BLOCKING_THREADS_PER_CORE));
     let main = async move {
+        if core == 0 {
+            let interval = env_number("FERRITE_LIFECYCLE_INTERVAL_SECS").unwrap_or(3600);
+            if interval > 0 {
+                let day_ms = ferrite_s3::lifecycle::day_ms();
+                monoio::spawn(ferrite_s3::lifecycle::run(engine.clone(), Duration::from_secs(interval), day_ms));
+            }
+        }
         monoio::spawn(ferrite_engine::serve(engine.clone(), boot));
         let listener = match monoio::net::TcpListener::from_std(listener) {
             Ok(l) => l,

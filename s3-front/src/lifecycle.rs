@@ -1,0 +1,605 @@
+//! Bucket lifecycle: Put/Get/DeleteBucketLifecycleConfiguration, and the background pass
+//! that applies the rules (expiration, transition to a remote tier, aborting incomplete
+//! multipart uploads) at a bounded rate.
+//!
+//! The configuration is validated as AWS does and stored as sent (bucket configuration
+//! `lifecycle`); the pass parses it again. Versioning does not exist yet, so the
+//! noncurrent-version actions and ExpiredObjectDeleteMarker are accepted and have nothing to
+//! act on.
+//!
+//! Days count from the object's last modification. AWS moves the due time to the next
+//! midnight UTC; so does Ferrite when a day is 86,400 s. `FERRITE_LIFECYCLE_DAY_SECS`
+//! shortens the day for tests (then no rounding).
+//!
+//! Objects stored inline in the metadata log (under 128 KiB) are not transitioned: AWS does
+//! not transition objects under 128 KiB by default either.
+
+use std::time::Duration;
+
+use ferrite_engine::meta::DataLoc;
+use ferrite_engine::{Engine, EngineError, ListItem, ObjectMeta};
+use ferrite_tiering::azure::block_id;
+use sha2::Digest;
+
+use crate::error::{err, Code, S3Error, S3Result};
+use crate::tier::{self, StoredReader};
+use crate::xml::Node;
+
+pub const BUCKET_CONFIG: &str = "lifecycle";
+const RULES_MAX: usize = 1000;
+const DAY_MS: i64 = 86_400_000;
+/// Bytes per block put to a tier.
+const UPLOAD_BLOCK_BYTES: usize = 4 << 20;
+/// Blob names are at most 1,024 characters: keys longer than this stay local.
+const TRANSITION_KEY_MAX: usize = 900;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum When {
+    Days(u32),
+    /// Midnight UTC, in ms since the epoch.
+    Date(i64),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub prefix: String,
+    pub tags: Vec<(String, String)>,
+    pub size_greater_than: Option<u64>,
+    pub size_less_than: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub enabled: bool,
+    pub filter: Filter,
+    pub expiration: Option<When>,
+    pub transition: Option<(When, String)>,
+    pub abort_incomplete_days: Option<u32>,
+}
+
+fn malformed(why: &str) -> S3Error {
+    S3Error::new(
+        Code::MalformedXML,
+        format!("The XML you provided was not well-formed or did not validate against our published schema: {why}"),
+    )
+}
+
+fn invalid(why: impl Into<String>) -> S3Error {
+    S3Error::new(Code::InvalidArgument, why)
+}
+
+/// Parses and validates a LifecycleConfiguration document. `tier_exists` says whether a
+/// Transition's StorageClass names a configured tier.
+pub fn parse(doc: &[u8], tier_exists: &dyn Fn(&str) -> bool) -> S3Result<Vec<Rule>> {
+    let root = crate::xml::parse(doc)?;
+    if root.name != "LifecycleConfiguration" {
+        return Err(malformed("the root must be LifecycleConfiguration"));
+    }
+    let nodes: Vec<&Node> = root.all("Rule").collect();
+    if nodes.is_empty() {
+        return Err(malformed("at least one Rule is needed"));
+    }
+    if nodes.len() > RULES_MAX {
+        return Err(malformed("at most 1,000 rules"));
+    }
+    let mut rules: Vec<Rule> = Vec::new();
+    for node in nodes {
+        let rule = parse_rule(node, tier_exists)?;
+        if !rule.id.is_empty() && rules.iter().any(|r| r.id == rule.id) {
+            return Err(invalid("Rule ID must be unique. Found same ID for more than one rule"));
+        }
+        rules.push(rule);
+    }
+    Ok(rules)
+}
+
+fn parse_rule(node: &Node, tier_exists: &dyn Fn(&str) -> bool) -> S3Result<Rule> {
+    let id = node.text_of("ID").unwrap_or("").to_owned();
+    if id.len() > 255 {
+        return Err(invalid("ID length should not exceed allowed limit of 255"));
+    }
+    let enabled = match node.text_of("Status") {
+        Some("Enabled") => true,
+        Some("Disabled") => false,
+        _ => return Err(malformed("Status must be Enabled or Disabled")),
+    };
+    let filter = match (node.child("Filter"), node.child("Prefix")) {
+        (Some(_), Some(_)) => return Err(malformed("a rule has either Filter or Prefix")),
+        (Some(f), None) => parse_filter(f)?,
+        (None, Some(p)) => Filter { prefix: p.text.clone(), ..Filter::default() },
+        (None, None) => return Err(malformed("a rule needs a Filter")),
+    };
+    let expiration = match node.child("Expiration") {
+        Some(e) => {
+            let when = parse_when(e, "Expiration")?;
+            let marker = e.child("ExpiredObjectDeleteMarker").is_some();
+            if when.is_none() && !marker {
+                return Err(malformed("Expiration needs Days, Date or ExpiredObjectDeleteMarker"));
+            }
+            if when.is_some() && marker {
+                return Err(malformed("ExpiredObjectDeleteMarker cannot be combined with Days or Date"));
+            }
+            when
+        }
+        None => None,
+    };
+    let transitions: Vec<&Node> = node.all("Transition").collect();
+    if transitions.len() > 1 {
+        return Err(invalid("Ferrite supports one Transition per rule (one remote tier)"));
+    }
+    let transition = match transitions.first() {
+        Some(t) => {
+            let when = parse_when(t, "Transition")?.ok_or_else(|| malformed("Transition needs Days or Date"))?;
+            let class = t.text_of("StorageClass").unwrap_or("");
+            if !tier_exists(class) {
+                return Err(S3Error::new(
+                    Code::InvalidStorageClass,
+                    format!("The storage class you specified is not valid: no remote tier is called {class:?}"),
+                ));
+            }
+            Some((when, class.to_owned()))
+        }
+        None => None,
+    };
+    if let (Some(When::Days(e)), Some((When::Days(t), _))) = (&expiration, &transition) {
+        if e <= t {
+            return Err(invalid(
+                "'Days' in the Expiration action must be greater than 'Days' in the Transition action",
+            ));
+        }
+    }
+    let abort_incomplete_days = match node.child("AbortIncompleteMultipartUpload") {
+        Some(a) => Some(positive(a.text_of("DaysAfterInitiation"), "DaysAfterInitiation")?),
+        None => None,
+    };
+    if abort_incomplete_days.is_some() && !filter.tags.is_empty() {
+        return Err(invalid("AbortIncompleteMultipartUpload cannot be specified with Tags"));
+    }
+    let noncurrent =
+        node.child("NoncurrentVersionExpiration").is_some() || node.child("NoncurrentVersionTransition").is_some();
+    let marker = node.child("Expiration").is_some_and(|e| e.child("ExpiredObjectDeleteMarker").is_some());
+    if expiration.is_none() && transition.is_none() && abort_incomplete_days.is_none() && !noncurrent && !marker {
+        return Err(invalid("At least one action needs to be specified in a rule"));
+    }
+    Ok(Rule { id, enabled, filter, expiration, transition, abort_incomplete_days })
+}
+
+fn positive(text: Option<&str>, what: &str) -> S3Result<u32> {
+    match text.map(str::trim).and_then(|t| t.parse::<u32>().ok()) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(invalid(format!("'{what}' must be a positive integer"))),
+    }
+}
+
+fn parse_when(node: &Node, action: &str) -> S3Result<Option<When>> {
+    match (node.text_of("Days"), node.text_of("Date")) {
+        (Some(_), Some(_)) => Err(malformed("Days and Date cannot both be given")),
+        (Some(days), None) => Ok(Some(When::Days(positive(Some(days), &format!("Days' for {action} action"))?))),
+        (None, Some(date)) => Ok(Some(When::Date(midnight(date)?))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// An ISO 8601 date at midnight UTC ("2026-12-01" or "2026-12-01T00:00:00Z" / ".000Z").
+fn midnight(date: &str) -> S3Result<i64> {
+    let date = date.trim();
+    let (day, time) = date.split_once('T').unwrap_or((date, "00:00:00Z"));
+    if !matches!(time, "00:00:00Z" | "00:00:00.000Z" | "00:00:00+00:00") {
+        return Err(invalid("'Date' must be at midnight GMT"));
+    }
+    let mut parts = day.split('-').map(|p| p.parse::<i64>().ok());
+    let (Some(Some(y)), Some(Some(m)), Some(Some(d)), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid("'Date' must be an ISO 8601 date"));
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(invalid("'Date' must be an ISO 8601 date"));
+    }
+    Ok(days_from_civil(y, m, d) * DAY_MS)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn filter_node(f: &Node, filter: &mut Filter) -> S3Result<()> {
+    for child in &f.children {
+        match child.name.as_str() {
+            "Prefix" => filter.prefix = child.text.clone(),
+            "Tag" => filter.tags.push(parse_tag(child)?),
+            "ObjectSizeGreaterThan" => filter.size_greater_than = Some(size(child)?),
+            "ObjectSizeLessThan" => filter.size_less_than = Some(size(child)?),
+            "And" => return Err(malformed("And cannot hold And")),
+            other => return Err(malformed(&format!("unknown filter element {other}"))),
+        }
+    }
+    Ok(())
+}
+
+fn parse_filter(f: &Node) -> S3Result<Filter> {
+    let mut filter = Filter::default();
+    match f.children.as_slice() {
+        [] => {}
+        [and] if and.name == "And" => {
+            filter_node(and, &mut filter)?;
+            let conditions = filter.tags.len()
+                + usize::from(!filter.prefix.is_empty())
+                + usize::from(filter.size_greater_than.is_some())
+                + usize::from(filter.size_less_than.is_some());
+            if conditions < 2 && filter.tags.len() < 2 {
+                return Err(malformed("And needs at least two conditions"));
+            }
+        }
+        [_] => filter_node(f, &mut filter)?,
+        _ => return Err(malformed("a Filter holds one condition; combine them with And")),
+    }
+    if let (Some(gt), Some(lt)) = (filter.size_greater_than, filter.size_less_than) {
+        if gt >= lt {
+            return Err(invalid("ObjectSizeGreaterThan must be less than ObjectSizeLessThan"));
+        }
+    }
+    Ok(filter)
+}
+
+fn parse_tag(node: &Node) -> S3Result<(String, String)> {
+    match (node.text_of("Key"), node.text_of("Value")) {
+        (Some(k), v) if !k.is_empty() => Ok((k.to_owned(), v.unwrap_or("").to_owned())),
+        _ => Err(malformed("a Tag needs a Key")),
+    }
+}
+
+fn size(node: &Node) -> S3Result<u64> {
+    node.text.trim().parse().map_err(|_| invalid(format!("{} must be a whole number of bytes", node.name)))
+}
+
+/// Whether a stored configuration names `tier` in a Transition.
+pub fn names_tier(doc: &str, tier: &str) -> bool {
+    parse(doc.as_bytes(), &|_| true)
+        .is_ok_and(|rules| rules.iter().any(|r| r.transition.as_ref().is_some_and(|(_, class)| class == tier)))
+}
+
+// ----- evaluation -----
+
+impl Filter {
+    fn matches(&self, key: &str, size: u64, tags: &[(String, String)]) -> bool {
+        key.starts_with(&self.prefix)
+            && self.tags.iter().all(|t| tags.contains(t))
+            && self.size_greater_than.is_none_or(|gt| size > gt)
+            && self.size_less_than.is_none_or(|lt| size < lt)
+    }
+}
+
+/// When `when` falls due for an object modified at `mtime_ms`.
+fn due_ms(when: &When, mtime_ms: i64, day_ms: i64) -> i64 {
+    match when {
+        When::Date(ms) => *ms,
+        When::Days(days) => {
+            let due = mtime_ms + i64::from(*days) * day_ms;
+            if day_ms == DAY_MS {
+                due.div_euclid(DAY_MS) * DAY_MS + if due.rem_euclid(DAY_MS) == 0 { 0 } else { DAY_MS }
+            } else {
+                due
+            }
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    Expire,
+    Transition(String),
+}
+
+/// What the rules say about one object now (expiration wins over transition).
+pub fn action_for(rules: &[Rule], key: &str, meta: &ObjectMeta, now_ms: i64, day_ms: i64) -> Option<Action> {
+    let live = rules.iter().filter(|r| r.enabled && r.filter.matches(key, meta.size, &meta.tags));
+    let mut transition = None;
+    for rule in live {
+        if let Some(when) = &rule.expiration {
+            if due_ms(when, meta.mtime_ms, day_ms) <= now_ms {
+                return Some(Action::Expire);
+            }
+        }
+        if let Some((when, class)) = &rule.transition {
+            if due_ms(when, meta.mtime_ms, day_ms) <= now_ms {
+                transition = Some(Action::Transition(class.clone()));
+            }
+        }
+    }
+    transition
+}
+
+// ----- the background pass -----
+
+/// What lifecycle passes did since start-up (shown by the admin API and in metrics).
+#[derive(Default)]
+pub struct Counters {
+    pub transitioned: std::sync::atomic::AtomicU64,
+    pub transitioned_bytes: std::sync::atomic::AtomicU64,
+    pub transition_failed: std::sync::atomic::AtomicU64,
+    pub expired: std::sync::atomic::AtomicU64,
+    pub uploads_aborted: std::sync::atomic::AtomicU64,
+}
+
+pub static COUNTERS: std::sync::LazyLock<Counters> = std::sync::LazyLock::new(Counters::default);
+
+pub fn counters_json() -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &*COUNTERS;
+    format!(
+        "{{\"transitioned\":{},\"transitioned_bytes\":{},\"transition_failed\":{},\"expired\":{},\"uploads_aborted\":{}}}",
+        c.transitioned.load(Relaxed),
+        c.transitioned_bytes.load(Relaxed),
+        c.transition_failed.load(Relaxed),
+        c.expired.load(Relaxed),
+        c.uploads_aborted.load(Relaxed)
+    )
+}
+
+/// The length of a lifecycle day: 86,400 s, or `FERRITE_LIFECYCLE_DAY_SECS` (tests).
+pub fn day_ms() -> i64 {
+    std::env::var("FERRITE_LIFECYCLE_DAY_SECS")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(DAY_MS, |s| s * 1000)
+}
+
+/// Runs lifecycle passes forever, one every `interval` (on one executor).
+pub async fn run(engine: Engine, interval: Duration, day_ms: i64) {
+    loop {
+        monoio::time::sleep(interval).await;
+        pass(&engine, day_ms).await;
+    }
+}
+
+/// One pass over every bucket with a lifecycle configuration.
+pub async fn pass(engine: &Engine, day_ms: i64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (bucket, _) in engine.list_buckets() {
+        let Ok(Some(doc)) = engine.bucket_config(&bucket, BUCKET_CONFIG) else { continue };
+        let Ok(rules) = parse(doc.as_bytes(), &|_| true) else { continue };
+        let now = ferrite_engine::now_ms();
+        let mut after = String::new();
+        loop {
+            let Ok(page) = engine.list(&bucket, "", None, &after, 1000).await else { break };
+            for item in &page.items {
+                let ListItem::Object(key, ..) = item else { continue };
+                let Ok(meta) = engine.head_object(&bucket, key).await else { continue };
+                match action_for(&rules, key, &meta, now, day_ms) {
+                    Some(Action::Expire) => {
+                        let remote = tier::remote_of(&meta);
+                        if engine.delete_object(&bucket, key).await.is_ok() {
+                            COUNTERS.expired.fetch_add(1, Relaxed);
+                            if let Some(remote) = remote {
+                                tier::delete_remote(engine, remote).await;
+                            }
+                        }
+                    }
+                    Some(Action::Transition(tier_name)) => {
+                        match transition(engine, &bucket, key, &meta, &tier_name).await {
+                            Ok(true) => {
+                                COUNTERS.transitioned.fetch_add(1, Relaxed);
+                                COUNTERS.transitioned_bytes.fetch_add(meta.size, Relaxed);
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                COUNTERS.transition_failed.fetch_add(1, Relaxed);
+                                eprintln!("ferrite: lifecycle: {bucket}/{key} to {tier_name}: {}", e.message);
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            }
+            match page.items.last() {
+                Some(last) if page.truncated => after = last.name().to_owned(),
+                _ => break,
+            }
+        }
+        abort_incomplete(engine, &bucket, &rules, now, day_ms).await;
+    }
+}
+
+async fn abort_incomplete(engine: &Engine, bucket: &str, rules: &[Rule], now: i64, day_ms: i64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let rules: Vec<&Rule> = rules.iter().filter(|r| r.enabled && r.abort_incomplete_days.is_some()).collect();
+    if rules.is_empty() {
+        return;
+    }
+    let Ok(uploads) = engine.list_uploads(bucket, "", "", "", 10_000).await else { return };
+    for upload in uploads {
+        let due = rules.iter().any(|r| {
+            let days = i64::from(r.abort_incomplete_days.unwrap_or(u32::MAX));
+            upload.key.starts_with(&r.filter.prefix) && upload.initiated_ms + days * day_ms <= now
+        });
+        if due && engine.abort_upload(bucket, &upload.key, &upload.upload_id).await.is_ok() {
+            COUNTERS.uploads_aborted.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// The blob an object version goes to: the tier's prefix, the bucket, the key, and the
+/// version's modification time and ETag (deterministic, so a retried transition resumes
+/// into the same blob).
+pub fn blob_name(prefix: &str, bucket: &str, key: &str, meta: &ObjectMeta) -> String {
+    let version = sha2::Sha256::digest(format!("{}\n{}", meta.mtime_ms, meta.etag));
+    format!("{prefix}{bucket}/{key}/{}", crate::sigv4::hex(&version[..8]))
+}
+
+/// Moves one object's stored bytes to `tier_name`: upload (resuming blocks the tier holds
+/// already), commit, then swap the local data for the remote location if the object is
+/// unchanged. Ok(false): nothing to do (inline, already moved, too long a key) or the
+/// object changed meanwhile (the blob is deleted again).
+pub async fn transition(
+    engine: &Engine,
+    bucket: &str,
+    key: &str,
+    meta: &ObjectMeta,
+    tier_name: &str,
+) -> S3Result<bool> {
+    let parts = match &meta.data {
+        DataLoc::Parts(parts) if !parts.is_empty() && tier::remote_of(meta).is_none() => parts.clone(),
+        _ => return Ok(false),
+    };
+    if key.len() > TRANSITION_KEY_MAX {
+        return Ok(false);
+    }
+    let Some(tier) = tier::get(engine, tier_name)? else {
+        return err(Code::InvalidStorageClass, format!("no remote tier is called {tier_name}"));
+    };
+    let container = tier.container().map_err(|e| S3Error::new(Code::InternalError, e))?;
+    let blob = blob_name(&tier.prefix, bucket, key, meta);
+    let stored: u64 = parts.iter().map(|p| p.size).sum();
+    let held = {
+        let (c, b) = (container.clone(), blob.clone());
+        tier::blocking(move || c.uncommitted_blocks(&b)).await?.map_err(blob_failed)?
+    };
+    let mut reader = StoredReader::open(engine, bucket, key, meta, 0, stored);
+    let mut ids = Vec::new();
+    let mut block = Vec::with_capacity(UPLOAD_BLOCK_BYTES);
+    let mut done = false;
+    while !done {
+        match reader.next_chunk().await? {
+            Some(chunk) => block.extend_from_slice(&chunk),
+            None => done = true,
+        }
+        while block.len() >= UPLOAD_BLOCK_BYTES || (done && !block.is_empty()) {
+            let rest = if block.len() > UPLOAD_BLOCK_BYTES { block.split_off(UPLOAD_BLOCK_BYTES) } else { Vec::new() };
+            let id = block_id(ids.len() as u64);
+            let already = held.iter().any(|(h, size)| *h == id && *size == block.len() as u64);
+            if !already {
+                let (c, b, i, data) =
+                    (container.clone(), blob.clone(), id.clone(), std::mem::replace(&mut block, rest));
+                tier::blocking(move || c.put_block(&b, &i, data)).await?.map_err(blob_failed)?;
+            } else {
+                block = rest;
+            }
+            ids.push(id);
+        }
+    }
+    let access_tier = tier.access_tier.clone();
+    let etag = {
+        let (c, b, ids) = (container.clone(), blob.clone(), ids);
+        tier::blocking(move || c.commit_blocks(&b, &ids, &access_tier, &[])).await?.map_err(blob_failed)?
+    };
+    let headers = tier::transitioned_headers(meta, tier_name, &blob, &etag);
+    match engine.swap_data(bucket, key, meta, DataLoc::Parts(Vec::new()), headers).await {
+        Ok(()) => Ok(true),
+        Err(EngineError::PreconditionFailed) | Err(EngineError::NoSuchKey) => {
+            // Overwritten or deleted since it was listed: the copy is not needed.
+            let remote = tier::Remote { tier: tier_name.to_owned(), blob, parts: Vec::new() };
+            tier::delete_remote(engine, remote).await;
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn blob_failed(e: ferrite_tiering::azure::BlobError) -> S3Error {
+    let code = match e {
+        ferrite_tiering::azure::BlobError::Unavailable(_) => Code::ServiceUnavailable,
+        _ => Code::InternalError,
+    };
+    S3Error::new(code, format!("remote tier: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(xml: &str) -> S3Result<Vec<Rule>> {
+        parse(xml.as_bytes(), &|t| t == "COLD")
+    }
+
+    fn doc(rule: &str) -> String {
+        format!("<LifecycleConfiguration><Rule>{rule}</Rule></LifecycleConfiguration>")
+    }
+
+    #[test]
+    fn valid_rules_parse_and_bad_ones_get_aws_errors() {
+        let r = rules(&doc(
+            "<ID>a</ID><Status>Enabled</Status><Filter><And><Prefix>logs/</Prefix><Tag><Key>t</Key><Value>v</Value></Tag></And></Filter>\
+             <Transition><Days>30</Days><StorageClass>COLD</StorageClass></Transition><Expiration><Days>365</Days></Expiration>",
+        ))
+        .unwrap();
+        assert_eq!(r[0].filter.prefix, "logs/");
+        assert_eq!(r[0].filter.tags, [("t".to_owned(), "v".to_owned())]);
+        assert_eq!(r[0].transition, Some((When::Days(30), "COLD".to_owned())));
+        let r = rules(&doc(
+            "<Status>Enabled</Status><Prefix>x</Prefix><Expiration><Date>2026-12-01T00:00:00Z</Date></Expiration>",
+        ))
+        .unwrap();
+        assert_eq!(r[0].expiration, Some(When::Date(days_from_civil(2026, 12, 1) * DAY_MS)));
+        let code = |xml: &str| rules(xml).unwrap_err().code;
+        assert_eq!(code("<Other/>"), Code::MalformedXML);
+        assert_eq!(code("<LifecycleConfiguration></LifecycleConfiguration>"), Code::MalformedXML);
+        assert_eq!(
+            code(&doc("<Status>On</Status><Filter/><Expiration><Days>1</Days></Expiration>")),
+            Code::MalformedXML
+        );
+        assert_eq!(
+            code(&doc("<Status>Enabled</Status><Filter/><Expiration><Days>0</Days></Expiration>")),
+            Code::InvalidArgument
+        );
+        assert_eq!(code(&doc("<Status>Enabled</Status><Filter/>")), Code::InvalidArgument);
+        assert_eq!(
+            code(&doc("<Status>Enabled</Status><Filter/><Expiration><Date>2026-12-01T10:00:00Z</Date></Expiration>")),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(&doc("<Status>Enabled</Status><Filter/><Transition><Days>1</Days><StorageClass>GLACIER</StorageClass></Transition>")),
+            Code::InvalidStorageClass
+        );
+        assert_eq!(
+            code(&doc(
+                "<Status>Enabled</Status><Filter/><Transition><Days>10</Days><StorageClass>COLD</StorageClass></Transition><Expiration><Days>5</Days></Expiration>"
+            )),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(&doc("<Status>Enabled</Status><Filter><Prefix>a</Prefix><Tag><Key>k</Key></Tag></Filter><Expiration><Days>1</Days></Expiration>")),
+            Code::MalformedXML
+        );
+        let dup = "<LifecycleConfiguration><Rule><ID>x</ID><Status>Enabled</Status><Filter/><Expiration><Days>1</Days></Expiration></Rule>\
+                   <Rule><ID>x</ID><Status>Enabled</Status><Filter/><Expiration><Days>2</Days></Expiration></Rule></LifecycleConfiguration>";
+        assert_eq!(code(dup), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn actions_fall_due_by_days_dates_filters_and_midnight() {
+        let r = rules(&doc(
+            "<Status>Enabled</Status><Filter><And><Prefix>p/</Prefix><ObjectSizeGreaterThan>10</ObjectSizeGreaterThan></And></Filter>\
+             <Transition><Days>1</Days><StorageClass>COLD</StorageClass></Transition><Expiration><Days>3</Days></Expiration>",
+        ))
+        .unwrap();
+        let meta = |size: u64, mtime_ms: i64| ObjectMeta {
+            size,
+            etag: String::new(),
+            mtime_ms,
+            headers: Vec::new(),
+            checksum: None,
+            tags: Vec::new(),
+            part_sizes: Vec::new(),
+            data: DataLoc::Parts(Vec::new()),
+        };
+        let day = 1000;
+        assert_eq!(action_for(&r, "p/a", &meta(11, 0), 999, day), None);
+        assert_eq!(action_for(&r, "p/a", &meta(11, 0), 1000, day), Some(Action::Transition("COLD".into())));
+        assert_eq!(action_for(&r, "p/a", &meta(11, 0), 3000, day), Some(Action::Expire));
+        assert_eq!(action_for(&r, "q/a", &meta(11, 0), 3000, day), None, "prefix");
+        assert_eq!(action_for(&r, "p/a", &meta(10, 0), 3000, day), None, "size");
+        // Real days: due at the midnight after mtime + 1 day.
+        let noon = 5 * DAY_MS + DAY_MS / 2;
+        assert_eq!(due_ms(&When::Days(1), noon, DAY_MS), 7 * DAY_MS);
+        assert_eq!(due_ms(&When::Days(1), 5 * DAY_MS, DAY_MS), 6 * DAY_MS);
+    }
+}

@@ -1,0 +1,503 @@
+//! Remote tiers (Azure Blob containers) and objects that live in them.
+//!
+//! A tier is cluster-wide configuration (`tier/NAME` in the engine's cluster config): the
+//! Blob endpoint, account, container, a blob-name prefix, the access tier (Hot, Cool, Cold)
+//! and the credential (account key or SAS), sealed with AES-256-GCM under a key derived from
+//! the root credentials, so the metadata log never holds it in the clear.
+//!
+//! A transitioned object keeps its metadata (size, ETag, headers, checksum, tags) in the
+//! engine; its data files are replaced by internal headers that say where the stored bytes
+//! went (`x-ferrite-tier*`). The stored bytes move unchanged, so an encrypted object stays
+//! encrypted and is opened on the way out as before. Reads fetch ranges from the blob in
+//! 4 MiB requests on the blocking pool.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use ferrite_engine::meta::{DataLoc, PartLoc};
+use ferrite_engine::sse::{open_secret, seal_secret, Key};
+use ferrite_engine::{Engine, EngineError, ObjectMeta, ObjectReader};
+use ferrite_tiering::azure::{Auth, BlobError, Container, ACCESS_TIERS};
+use hmac::{Hmac, Mac};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
+use sha2::Sha256;
+
+use crate::checksum::{b64, b64_decode};
+use crate::error::{Code, S3Error, S3Result};
+use crate::outbound::json_string;
+
+/// Internal headers of a transitioned object (never shown to clients).
+pub const H_TIER: &str = "x-ferrite-tier";
+const H_BLOB: &str = "x-ferrite-tier-blob";
+const H_BLOB_ETAG: &str = "x-ferrite-tier-etag";
+/// The stored parts as they were ("file id hex:size" by commas): multipart encrypted
+/// objects derive each part's key from its file id.
+const H_PARTS: &str = "x-ferrite-tier-parts";
+
+const CONFIG_PREFIX: &str = "tier/";
+/// Bytes per ranged GET from a tier.
+const REMOTE_READ_BYTES: u64 = 4 << 20;
+/// S3's own storage classes cannot name a tier.
+const S3_CLASSES: [&str; 10] = [
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "OUTPOSTS",
+    "EXPRESS_ONEZONE",
+];
+
+/// A configured tier.
+#[derive(Clone)]
+pub struct Tier {
+    pub name: String,
+    pub endpoint: String,
+    pub account: String,
+    pub container: String,
+    pub prefix: String,
+    pub access_tier: String,
+    pub auth: Auth,
+}
+
+/// The key that seals tier credentials, derived from the root credentials at start-up.
+static SEAL_KEY: OnceLock<Key> = OnceLock::new();
+/// Parsed tiers by name, with the stored text they came from (reparsed when it changes).
+static CACHE: OnceLock<TierCache> = OnceLock::new();
+type TierCache = RwLock<HashMap<String, (String, Arc<Tier>)>>;
+
+/// Called once at start-up.
+pub fn init(root_password: &str) {
+    let mut mac = Hmac::<Sha256>::new_from_slice(root_password.as_bytes()).expect("HMAC takes any key length");
+    mac.update(b"ferrite: remote tier credentials");
+    let _ = SEAL_KEY.set(Key(mac.finalize().into_bytes().into()));
+}
+
+fn seal_key() -> S3Result<&'static Key> {
+    SEAL_KEY.get().ok_or_else(|| S3Error::new(Code::InternalError, "tier credentials key not initialised"))
+}
+
+fn enc(v: &str) -> String {
+    utf8_percent_encode(v, NON_ALPHANUMERIC).to_string()
+}
+
+fn dec(v: &str) -> String {
+    percent_decode_str(v).decode_utf8_lossy().into_owned()
+}
+
+impl Tier {
+    pub fn container(&self) -> Result<Container, String> {
+        Container::new(&self.endpoint, &self.account, &self.container, self.auth.clone())
+    }
+
+    /// The stored form: `key=value` lines, values percent-encoded, the credential sealed.
+    fn encode(&self) -> S3Result<String> {
+        let (kind, secret) = match &self.auth {
+            Auth::SharedKey(key) => ("shared-key", key.clone()),
+            Auth::Sas(sas) => ("sas", sas.as_bytes().to_vec()),
+        };
+        let sealed = seal_secret(seal_key()?, &secret, self.context().as_bytes()).map_err(S3Error::from)?;
+        Ok(format!(
+            "endpoint={}\naccount={}\ncontainer={}\nprefix={}\naccess_tier={}\nauth={kind}\nsecret={}\n",
+            enc(&self.endpoint),
+            enc(&self.account),
+            enc(&self.container),
+            enc(&self.prefix),
+            enc(&self.access_tier),
+            b64(&sealed)
+        ))
+    }
+
+    fn decode(name: &str, text: &str) -> Result<Tier, String> {
+        let fields: HashMap<&str, String> =
+            text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k, dec(v))).collect();
+        let field = |k: &str| fields.get(k).cloned().ok_or_else(|| format!("tier {name}: {k} is missing"));
+        let mut tier = Tier {
+            name: name.to_owned(),
+            endpoint: field("endpoint")?,
+            account: field("account")?,
+            container: field("container")?,
+            prefix: field("prefix")?,
+            access_tier: field("access_tier")?,
+            auth: Auth::Sas(String::new()),
+        };
+        let sealed = b64_decode(&field("secret")?).ok_or_else(|| format!("tier {name}: damaged secret"))?;
+        let key = seal_key().map_err(|e| e.message)?;
+        let secret = open_secret(key, &sealed, tier.context().as_bytes())
+            .map_err(|_| format!("tier {name}: its credential does not open (were the root credentials changed?)"))?;
+        tier.auth = match field("auth")?.as_str() {
+            "shared-key" => Auth::SharedKey(secret),
+            "sas" => Auth::Sas(String::from_utf8(secret).map_err(|_| format!("tier {name}: damaged SAS"))?),
+            other => return Err(format!("tier {name}: unknown auth {other}")),
+        };
+        Ok(tier)
+    }
+
+    fn context(&self) -> String {
+        format!("{CONFIG_PREFIX}{}", self.name)
+    }
+
+    fn describe_json(&self) -> String {
+        let auth = match self.auth {
+            Auth::SharedKey(_) => "account key",
+            Auth::Sas(_) => "SAS",
+        };
+        format!(
+            "{{\"name\":\"{}\",\"endpoint\":\"{}\",\"account\":\"{}\",\"container\":\"{}\",\"prefix\":\"{}\",\"access_tier\":\"{}\",\"auth\":\"{auth}\"}}",
+            json_escape(&self.name),
+            json_escape(&self.endpoint),
+            json_escape(&self.account),
+            json_escape(&self.container),
+            json_escape(&self.prefix),
+            json_escape(&self.access_tier)
+        )
+    }
+}
+
+pub fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The tier called `name`, if configured.
+pub fn get(engine: &Engine, name: &str) -> S3Result<Option<Arc<Tier>>> {
+    let Some(text) = engine.cluster_config(&format!("{CONFIG_PREFIX}{name}")) else { return Ok(None) };
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some((seen, tier)) = cache.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+        if *seen == text {
+            return Ok(Some(tier.clone()));
+        }
+    }
+    let tier = Arc::new(Tier::decode(name, &text).map_err(|e| S3Error::new(Code::InternalError, e))?);
+    cache.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), (text, tier.clone()));
+    Ok(Some(tier))
+}
+
+/// Every configured tier, as JSON (credentials left out).
+pub fn list_json(engine: &Engine) -> S3Result<String> {
+    let mut items = Vec::new();
+    for (item, _) in engine.cluster_configs(CONFIG_PREFIX) {
+        let name = &item[CONFIG_PREFIX.len()..];
+        if let Some(tier) = get(engine, name)? {
+            items.push(tier.describe_json());
+        }
+    }
+    Ok(format!("{{\"tiers\":[{}]}}", items.join(",")))
+}
+
+/// Runs a blocking Blob call on the blocking pool.
+pub async fn blocking<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> S3Result<T> {
+    monoio::spawn_blocking(job).await.map_err(|_| S3Error::new(Code::InternalError, "a tier request was cancelled"))
+}
+
+fn check_failed(tier: &str, e: BlobError) -> S3Error {
+    let code = match e {
+        BlobError::Denied(_) => Code::AccessDenied,
+        BlobError::Unavailable(_) => Code::ServiceUnavailable,
+        _ => Code::InvalidArgument,
+    };
+    S3Error::new(code, format!("Tier {tier}: the check against Azure Blob failed: {e}"))
+}
+
+fn credential_from(body: &str) -> S3Result<Auth> {
+    match (json_string(body, "account_key"), json_string(body, "sas")) {
+        (Some(key), None) => b64_decode(&key)
+            .filter(|k| !k.is_empty())
+            .map(Auth::SharedKey)
+            .ok_or_else(|| S3Error::new(Code::InvalidArgument, "account_key must be the account key in base64")),
+        (None, Some(sas)) if !sas.is_empty() => Ok(Auth::Sas(sas.trim_start_matches('?').to_owned())),
+        _ => Err(S3Error::new(Code::InvalidArgument, "give exactly one of account_key and sas")),
+    }
+}
+
+fn check_name(name: &str) -> S3Result<()> {
+    let fine = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !fine {
+        return Err(S3Error::new(
+            Code::InvalidArgument,
+            "A tier name is 1-64 upper-case letters, digits, '_' and '-', starting with a letter.",
+        ));
+    }
+    if S3_CLASSES.contains(&name) {
+        return Err(S3Error::new(Code::InvalidArgument, format!("{name} is an S3 storage class, not a tier name")));
+    }
+    Ok(())
+}
+
+/// Adds a tier after a test write, read and delete in its container. A container (under
+/// the prefix) that already holds blobs is refused unless `force`.
+pub async fn add(engine: &Engine, name: &str, body: &str, force: bool) -> S3Result<String> {
+    check_name(name)?;
+    if get(engine, name)?.is_some() {
+        return Err(S3Error::new(Code::InvalidRequest, format!("Tier {name} exists already; edit or remove it.")));
+    }
+    let field = |k: &str| json_string(body, k).unwrap_or_default();
+    let access_tier = json_string(body, "access_tier").unwrap_or_else(|| "Hot".into());
+    if access_tier.eq_ignore_ascii_case("Archive") {
+        return Err(S3Error::new(
+            Code::InvalidArgument,
+            "The Archive access tier cannot serve reads immediately; use Hot, Cool or Cold.",
+        ));
+    }
+    let Some(access_tier) = ACCESS_TIERS.iter().find(|t| t.eq_ignore_ascii_case(&access_tier)) else {
+        return Err(S3Error::new(Code::InvalidArgument, "access_tier must be Hot, Cool or Cold"));
+    };
+    let prefix = field("prefix");
+    let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix } else { format!("{prefix}/") };
+    let tier = Tier {
+        name: name.to_owned(),
+        endpoint: field("endpoint"),
+        account: field("account"),
+        container: field("container"),
+        prefix,
+        access_tier: access_tier.to_string(),
+        auth: credential_from(body)?,
+    };
+    let container = tier.container().map_err(|e| S3Error::new(Code::InvalidArgument, e))?;
+    let (probe_prefix, tier_name) = (tier.prefix.clone(), name.to_owned());
+    blocking(move || probe(&container, &probe_prefix, force)).await?.map_err(|e| match e {
+        Probe::Blob(e) => check_failed(&tier_name, e),
+        Probe::HoldsData(blob) => S3Error::new(
+            Code::InvalidRequest,
+            format!("Tier {tier_name}: the container already holds data ({blob}); add it with force to use it anyway."),
+        ),
+        Probe::Mismatch => {
+            S3Error::new(Code::InvalidArgument, format!("Tier {tier_name}: the test blob read back wrong"))
+        }
+    })?;
+    engine.put_cluster_config(&tier.context(), Some(tier.encode()?)).await?;
+    Ok(tier.describe_json())
+}
+
+/// Replaces a tier's credential, after the same test write, read and delete.
+pub async fn edit(engine: &Engine, name: &str, body: &str) -> S3Result<String> {
+    let Some(current) = get(engine, name)? else {
+        return Err(S3Error::new(Code::InvalidArgument, format!("No tier {name}.")));
+    };
+    let tier = Tier { auth: credential_from(body)?, ..(*current).clone() };
+    let container = tier.container().map_err(|e| S3Error::new(Code::InvalidArgument, e))?;
+    let (prefix, tier_name) = (tier.prefix.clone(), name.to_owned());
+    blocking(move || probe(&container, &prefix, true)).await?.map_err(|e| match e {
+        Probe::Blob(e) => check_failed(&tier_name, e),
+        _ => S3Error::new(Code::InvalidArgument, format!("Tier {tier_name}: the test blob read back wrong")),
+    })?;
+    engine.put_cluster_config(&tier.context(), Some(tier.encode()?)).await?;
+    Ok(tier.describe_json())
+}
+
+/// Removes a tier that no lifecycle rule names. Objects already moved to it are not
+/// tracked here: removing their tier makes them unreadable until it is added again.
+pub async fn remove(engine: &Engine, name: &str) -> S3Result<()> {
+    if get(engine, name)?.is_none() {
+        return Err(S3Error::new(Code::InvalidArgument, format!("No tier {name}.")));
+    }
+    for (bucket, _) in engine.list_buckets() {
+        if let Ok(Some(doc)) = engine.bucket_config(&bucket, crate::lifecycle::BUCKET_CONFIG) {
+            if crate::lifecycle::names_tier(&doc, name) {
+                return Err(S3Error::new(
+                    Code::InvalidRequest,
+                    format!("Tier {name} is used by the lifecycle configuration of bucket {bucket}."),
+                ));
+            }
+        }
+    }
+    engine.put_cluster_config(&format!("{CONFIG_PREFIX}{name}"), None).await?;
+    Ok(())
+}
+
+enum Probe {
+    Blob(BlobError),
+    HoldsData(String),
+    Mismatch,
+}
+
+fn probe(container: &Container, prefix: &str, force: bool) -> Result<(), Probe> {
+    if !force {
+        if let Some(blob) = container.list(prefix, 1).map_err(Probe::Blob)?.pop() {
+            return Err(Probe::HoldsData(blob));
+        }
+    }
+    let mut nonce = [0u8; 8];
+    let _ = getrandom::fill(&mut nonce);
+    let blob = format!("{prefix}.ferrite-probe-{}", crate::sigv4::hex(&nonce));
+    let payload = format!("ferrite tier check {}", crate::sigv4::hex(&nonce)).into_bytes();
+    let id = ferrite_tiering::azure::block_id(0);
+    container.put_block(&blob, &id, payload.clone()).map_err(Probe::Blob)?;
+    container.commit_blocks(&blob, &[id], "Hot", &[]).map_err(Probe::Blob)?;
+    let back = container.get_range(&blob, 0, payload.len() as u64 - 1).map_err(Probe::Blob)?;
+    container.delete(&blob).map_err(Probe::Blob)?;
+    if back != payload {
+        return Err(Probe::Mismatch);
+    }
+    Ok(())
+}
+
+// ----- transitioned objects -----
+
+/// Where a transitioned object's stored bytes are.
+pub struct Remote {
+    pub tier: String,
+    pub blob: String,
+    pub parts: Vec<PartLoc>,
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+/// The remote location of a transitioned object (None: its data is local).
+pub fn remote_of(meta: &ObjectMeta) -> Option<Remote> {
+    let tier = header(&meta.headers, H_TIER)?;
+    let blob = header(&meta.headers, H_BLOB)?;
+    let parts = header(&meta.headers, H_PARTS)
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|p| p.split_once(':'))
+        .filter_map(|(id, size)| {
+            Some(PartLoc { file_id: u128::from_str_radix(id, 16).ok()?, size: size.parse().ok()? })
+        })
+        .collect();
+    Some(Remote { tier: tier.to_owned(), blob: blob.to_owned(), parts })
+}
+
+/// The object's stored parts: its data files, or the parts it had before it moved out.
+pub fn stored_parts(meta: &ObjectMeta) -> Vec<PartLoc> {
+    match (&meta.data, remote_of(meta)) {
+        (_, Some(remote)) => remote.parts,
+        (DataLoc::Parts(parts), None) => parts.clone(),
+        (DataLoc::Inline { .. }, None) => Vec::new(),
+    }
+}
+
+/// The headers a transitioned object carries: its own plus where its bytes went.
+pub fn transitioned_headers(meta: &ObjectMeta, tier: &str, blob: &str, blob_etag: &str) -> Vec<(String, String)> {
+    let parts = match &meta.data {
+        DataLoc::Parts(parts) => {
+            parts.iter().map(|p| format!("{:x}:{}", p.file_id, p.size)).collect::<Vec<_>>().join(",")
+        }
+        DataLoc::Inline { .. } => String::new(),
+    };
+    let mut headers: Vec<(String, String)> =
+        meta.headers.iter().filter(|(n, _)| !n.starts_with(H_TIER)).cloned().collect();
+    headers.push((H_TIER.into(), tier.into()));
+    headers.push((H_BLOB.into(), blob.into()));
+    headers.push((H_BLOB_ETAG.into(), blob_etag.into()));
+    headers.push((H_PARTS.into(), parts));
+    headers
+}
+
+/// Reads stored bytes [start, end) of an object, from its data files or its tier.
+pub enum StoredReader {
+    Local(ObjectReader),
+    Remote(Box<RemoteReader>),
+}
+
+pub struct RemoteReader {
+    container: Option<Container>,
+    error: Option<String>,
+    blob: String,
+    pos: u64,
+    end: u64,
+    primed: Option<Vec<u8>>,
+}
+
+impl StoredReader {
+    pub fn open(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, start: u64, end: u64) -> StoredReader {
+        let Some(remote) = remote_of(meta) else {
+            return StoredReader::Local(engine.reader(bucket, key, meta, start, end));
+        };
+        let (container, error) = match get(engine, &remote.tier) {
+            Ok(Some(tier)) => match tier.container() {
+                Ok(c) => (Some(c), None),
+                Err(e) => (None, Some(e)),
+            },
+            Ok(None) => (None, Some(format!("tier {} is not configured", remote.tier))),
+            Err(e) => (None, Some(e.message)),
+        };
+        StoredReader::Remote(Box::new(RemoteReader {
+            container,
+            error,
+            blob: remote.blob,
+            pos: start,
+            end,
+            primed: None,
+        }))
+    }
+
+    pub async fn next_chunk(&mut self) -> ferrite_engine::Result<Option<Vec<u8>>> {
+        match self {
+            StoredReader::Local(r) => r.next_chunk().await,
+            StoredReader::Remote(r) => match r.primed.take() {
+                Some(chunk) => Ok(Some(chunk)),
+                None => r.fetch().await,
+            },
+        }
+    }
+
+    pub async fn prime(&mut self) -> ferrite_engine::Result<()> {
+        match self {
+            StoredReader::Local(r) => r.prime().await,
+            StoredReader::Remote(r) => {
+                if r.primed.is_none() {
+                    r.primed = r.fetch().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl RemoteReader {
+    async fn fetch(&mut self) -> ferrite_engine::Result<Option<Vec<u8>>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let unavailable = |why: String| EngineError::ReadQuorum(format!("remote tier: {why}"));
+        let Some(container) = self.container.clone() else {
+            return Err(unavailable(self.error.clone().unwrap_or_default()));
+        };
+        let (blob, from, to) = (self.blob.clone(), self.pos, (self.pos + REMOTE_READ_BYTES).min(self.end) - 1);
+        let chunk = monoio::spawn_blocking(move || container.get_range(&blob, from, to))
+            .await
+            .map_err(|_| unavailable("cancelled".into()))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        if chunk.len() as u64 != to + 1 - from {
+            return Err(unavailable(format!("blob {} answered {} bytes for {from}-{to}", self.blob, chunk.len())));
+        }
+        self.pos = to + 1;
+        Ok(Some(chunk))
+    }
+}
+
+/// Deletes a transitioned object's blob (after the object itself was deleted or replaced).
+/// Failures are logged; the orphan is left behind.
+pub async fn delete_remote(engine: &Engine, remote: Remote) {
+    let container = match get(engine, &remote.tier) {
+        Ok(Some(tier)) => tier.container(),
+        _ => Err(format!("tier {} is not configured", remote.tier)),
+    };
+    let blob = remote.blob;
+    let outcome: Result<bool, String> = match container {
+        Ok(c) => match blocking(move || c.delete(&blob)).await {
+            Ok(deleted) => deleted.map_err(|e| e.to_string()),
+            Err(e) => Err(e.message),
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = outcome {
+        eprintln!("ferrite: tier: the blob of a deleted object was left behind: {e}");
+    }
+}

@@ -1,0 +1,275 @@
+//! Lifecycle transitions to an Azure Blob tier, against Azurite (the real Blob REST API) and
+//! the real server, driven by aws-sdk-s3 and `ferrite admin`:
+//! tier add (wrong key, Archive, a container holding data, force), lifecycle configuration
+//! (validation, round trip), a pass that moves plain, encrypted and multipart objects by
+//! prefix and by tag while leaving others, byte-identical GETs and ranged GETs with the same
+//! ETag and the tier as storage class, the local files freed, restarts, DELETE removing the
+//! blob, and Azurite stopped and restarted under a read.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketLifecycleConfiguration, CompletedMultipartUpload, CompletedPart, LifecycleRule, LifecycleRuleFilter,
+    ServerSideEncryption, StorageClass, Tag, Transition, TransitionStorageClass,
+};
+use common::azurite::{Azurite, ACCOUNT, KEY};
+use common::{code, Server};
+use ferrite_tiering::azure::{block_id, Auth, Container};
+
+const KMS_KEYS: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+
+fn admin(server: &Server, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .arg("admin")
+        .args(args)
+        .args(["--endpoint", &server.endpoint])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn container(azurite: &Azurite, name: &str) -> Container {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD.decode(KEY).unwrap();
+    Container::new(&azurite.endpoint(), ACCOUNT, name, Auth::SharedKey(key)).unwrap()
+}
+
+fn add_tier(
+    server: &Server,
+    azurite: &Azurite,
+    name: &str,
+    container: &str,
+    key: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    let endpoint = azurite.endpoint();
+    let mut args = vec!["tier", "add", name, "--azure-endpoint", &endpoint, "--account", ACCOUNT];
+    args.extend(["--container", container, "--account-key", key]);
+    args.extend(extra);
+    admin(server, &args)
+}
+
+async fn get(c: &aws_sdk_s3::Client, key: &str, range: Option<&str>) -> Result<(Vec<u8>, Option<String>), String> {
+    let mut req = c.get_object().bucket("tiered").key(key);
+    if let Some(r) = range {
+        req = req.range(r);
+    }
+    match req.send().await {
+        Ok(out) => {
+            let etag = out.e_tag().map(str::to_owned);
+            Ok((out.body.collect().await.map_err(|e| e.to_string())?.into_bytes().to_vec(), etag))
+        }
+        Err(e) => Err(code(Err::<(), _>(e))),
+    }
+}
+
+fn transition_rule(id: &str, filter: LifecycleRuleFilter) -> LifecycleRule {
+    LifecycleRule::builder()
+        .id(id)
+        .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
+        .filter(filter)
+        .transitions(Transition::builder().days(1).storage_class(TransitionStorageClass::from("COOL")).build())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_moves_objects_to_azure_blob_and_serves_them_transparently() {
+    let mut azurite = Azurite::start();
+    container(&azurite, "ferrite-tier").create().unwrap();
+    let occupied = container(&azurite, "occupied");
+    occupied.create().unwrap();
+    occupied.put_block("someone-else", &block_id(0), b"theirs".to_vec()).unwrap();
+    occupied.commit_blocks("someone-else", &[block_id(0)], "Hot", &[]).unwrap();
+
+    let envs = [
+        ("FERRITE_LIFECYCLE_INTERVAL_SECS", "0"),
+        ("FERRITE_LIFECYCLE_DAY_SECS", "1"),
+        ("FERRITE_KMS_SECRET_KEY", KMS_KEYS),
+        ("FERRITE_DRIVE_CHECK_SECS", "0"),
+    ];
+    let server = Server::start_with(4, &[], &envs);
+
+    // Adding a tier: checked against the service before anything is stored.
+    let wrong = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let (ok, out) = add_tier(&server, &azurite, "COOL", "ferrite-tier", wrong, &[]);
+    assert!(!ok && out.contains("AccessDenied"), "a wrong key is refused clearly: {out}");
+    let (ok, out) = add_tier(&server, &azurite, "COOL", "ferrite-tier", KEY, &["--access-tier", "Archive"]);
+    assert!(!ok && out.contains("Archive"), "{out}");
+    let (ok, out) = add_tier(&server, &azurite, "OTHER", "occupied", KEY, &[]);
+    assert!(!ok && out.contains("already holds data"), "{out}");
+    let (ok, out) = add_tier(&server, &azurite, "OTHER", "occupied", KEY, &["--force"]);
+    assert!(ok, "{out}");
+    let (ok, out) = add_tier(&server, &azurite, "lower", "ferrite-tier", KEY, &[]);
+    assert!(!ok && out.contains("upper-case"), "{out}");
+    let (ok, out) =
+        add_tier(&server, &azurite, "COOL", "ferrite-tier", KEY, &["--access-tier", "Cool", "--prefix", "data"]);
+    assert!(ok, "{out}");
+    let (ok, out) = add_tier(&server, &azurite, "COOL", "ferrite-tier", KEY, &[]);
+    assert!(!ok && out.contains("exists already"), "{out}");
+    let (ok, listing) = admin(&server, &["tier", "ls"]);
+    assert!(ok && listing.contains("\"name\":\"COOL\"") && listing.contains("\"access_tier\":\"Cool\""), "{listing}");
+    assert!(!listing.contains(&KEY[..20]), "the key is never shown: {listing}");
+    let (ok, out) = admin(&server, &["tier", "rm", "OTHER"]);
+    assert!(ok, "{out}");
+
+    let c = server.client();
+    c.create_bucket().bucket("tiered").send().await.unwrap();
+    let plain = common::bytes(1_500_000, 1);
+    let secret = common::bytes(700_000, 2);
+    let kept = common::bytes(300_000, 3);
+    let tagged = common::bytes(400_000, 4);
+    let small = common::bytes(1_000, 5);
+    let put = |key: &'static str, data: &Vec<u8>| {
+        c.put_object().bucket("tiered").key(key).body(ByteStream::from(data.clone())).send()
+    };
+    let plain_etag = put("logs/plain", &plain).await.unwrap().e_tag().unwrap().to_owned();
+    c.put_object()
+        .bucket("tiered")
+        .key("logs/secret")
+        .server_side_encryption(ServerSideEncryption::Aes256)
+        .body(ByteStream::from(secret.clone()))
+        .send()
+        .await
+        .unwrap();
+    put("keep/local", &kept).await.unwrap();
+    put("logs/small", &small).await.unwrap();
+    c.put_object()
+        .bucket("tiered")
+        .key("misc/tagged")
+        .tagging("archive=yes")
+        .body(ByteStream::from(tagged.clone()))
+        .send()
+        .await
+        .unwrap();
+    // A multipart object of 5 MiB + 3 MiB: its stored parts are read back across blocks.
+    let parts = [common::bytes(5 << 20, 6), common::bytes(3 << 20, 7)];
+    let up = c.create_multipart_upload().bucket("tiered").key("logs/multi").send().await.unwrap();
+    let mut done = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let n = i as i32 + 1;
+        let out = c
+            .upload_part()
+            .bucket("tiered")
+            .key("logs/multi")
+            .upload_id(up.upload_id().unwrap())
+            .part_number(n)
+            .body(ByteStream::from(part.clone()))
+            .send()
+            .await
+            .unwrap();
+        done.push(CompletedPart::builder().part_number(n).e_tag(out.e_tag().unwrap()).build());
+    }
+    c.complete_multipart_upload()
+        .bucket("tiered")
+        .key("logs/multi")
+        .upload_id(up.upload_id().unwrap())
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
+        .send()
+        .await
+        .unwrap();
+    let multi: Vec<u8> = parts.concat();
+
+    // Lifecycle configuration: a rule naming no tier is refused; the real one round-trips.
+    let bad = BucketLifecycleConfiguration::builder()
+        .rules(
+            LifecycleRule::builder()
+                .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
+                .filter(LifecycleRuleFilter::builder().prefix("x").build())
+                .transitions(Transition::builder().days(1).storage_class(TransitionStorageClass::Glacier).build())
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let refused = c.put_bucket_lifecycle_configuration().bucket("tiered").lifecycle_configuration(bad).send().await;
+    assert_eq!(code(refused), "InvalidStorageClass");
+    let missing = c.get_bucket_lifecycle_configuration().bucket("tiered").send().await;
+    assert_eq!(code(missing), "NoSuchLifecycleConfiguration");
+    let config = BucketLifecycleConfiguration::builder()
+        .rules(transition_rule("logs", LifecycleRuleFilter::builder().prefix("logs/").build()))
+        .rules(transition_rule(
+            "tagged",
+            LifecycleRuleFilter::builder().tag(Tag::builder().key("archive").value("yes").build().unwrap()).build(),
+        ))
+        .build()
+        .unwrap();
+    c.put_bucket_lifecycle_configuration().bucket("tiered").lifecycle_configuration(config).send().await.unwrap();
+    let back = c.get_bucket_lifecycle_configuration().bucket("tiered").send().await.unwrap();
+    assert_eq!(back.rules().len(), 2);
+    assert_eq!(back.rules()[0].transitions()[0].storage_class().map(|s| s.as_str()), Some("COOL"));
+
+    // Not due yet: nothing moves. A (lifecycle) day later, the pass moves what the rules name.
+    let files_before = server.drives.iter().map(|d| common::files_under(d).len()).sum::<usize>();
+    let (_, counters) = admin(&server, &["lifecycle", "run"]);
+    assert!(counters.contains("\"transitioned\":0"), "{counters}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (ok, counters) = admin(&server, &["lifecycle", "run"]);
+    assert!(ok && counters.contains("\"transitioned\":4,"), "plain, secret, multi and tagged move: {counters}");
+    assert!(counters.contains("\"transition_failed\":0"), "{counters}");
+    // Freed after the engine's grace for readers still on them (5 s): 4 objects, 4 drives,
+    // one file per part.
+    let count = || server.drives.iter().map(|d| common::files_under(d).len()).sum::<usize>();
+    let start = std::time::Instant::now();
+    while count() + 4 * 5 > files_before && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(count() + 4 * 5, files_before, "the moved objects' local files are freed");
+    let tier = container(&azurite, "ferrite-tier");
+    let blobs = tier.list("data/tiered/", 100).unwrap();
+    assert_eq!(blobs.len(), 4, "{blobs:?}");
+    assert!(blobs.iter().all(|b| tier.properties(b).unwrap().access_tier.as_deref() == Some("Cool")));
+    let (_, again) = admin(&server, &["lifecycle", "run"]);
+    assert!(again.contains("\"transitioned\":4,"), "a transition happens once: {again}");
+
+    // Reads are transparent: same bytes, same ETag, the tier as storage class.
+    let head = c.head_object().bucket("tiered").key("logs/plain").send().await.unwrap();
+    assert_eq!(head.storage_class(), Some(&StorageClass::from("COOL")));
+    assert_eq!(head.e_tag(), Some(plain_etag.as_str()));
+    assert_eq!(head.content_length(), Some(plain.len() as i64));
+    let local = c.head_object().bucket("tiered").key("keep/local").send().await.unwrap();
+    assert_eq!(local.storage_class(), None, "objects no rule names stay local");
+    assert_eq!(get(&c, "logs/plain", None).await.unwrap(), (plain.clone(), Some(plain_etag.clone())));
+    assert_eq!(get(&c, "logs/plain", Some("bytes=1000-1999")).await.unwrap().0, plain[1000..2000]);
+    assert_eq!(get(&c, "logs/secret", None).await.unwrap().0, secret);
+    assert_eq!(get(&c, "logs/secret", Some("bytes=65000-200000")).await.unwrap().0, secret[65000..=200000]);
+    assert_eq!(get(&c, "logs/multi", None).await.unwrap().0, multi);
+    let across = format!("bytes={}-{}", (5 << 20) - 10, (5 << 20) + 10);
+    assert_eq!(get(&c, "logs/multi", Some(&across)).await.unwrap().0, multi[(5 << 20) - 10..=(5 << 20) + 10]);
+    assert_eq!(get(&c, "misc/tagged", None).await.unwrap().0, tagged);
+    assert_eq!(get(&c, "keep/local", None).await.unwrap().0, kept);
+    assert_eq!(get(&c, "logs/small", None).await.unwrap().0, small, "inline objects are not moved");
+    // The stored bytes of the encrypted object went out encrypted.
+    let secret_blob = blobs.iter().find(|b| b.starts_with("data/tiered/logs/secret/")).unwrap();
+    let stored = tier.get_range(secret_blob, 0, 999).unwrap();
+    assert_ne!(stored, secret[..1000], "encrypted objects stay encrypted in the tier");
+
+    // The stub is durable: after kill -9 and restart, everything still reads.
+    let server = server.restart_with(&envs);
+    let c = server.client();
+    assert_eq!(get(&c, "logs/multi", None).await.unwrap().0, multi);
+    assert_eq!(get(&c, "logs/secret", None).await.unwrap().0, secret);
+
+    // The tier cannot be removed while a rule names it.
+    let (ok, out) = admin(&server, &["tier", "rm", "COOL"]);
+    assert!(!ok && out.contains("lifecycle"), "{out}");
+
+    // Azurite goes away: transitioned objects answer 503, local ones still read; it comes
+    // back and so do they.
+    azurite.stop();
+    assert_eq!(get(&c, "misc/tagged", None).await, Err("ServiceUnavailable".into()));
+    assert_eq!(get(&c, "keep/local", None).await.unwrap().0, kept);
+    azurite.restart();
+    assert_eq!(get(&c, "misc/tagged", None).await.unwrap().0, tagged);
+
+    // DELETE of a transitioned object removes its blob too.
+    c.delete_object().bucket("tiered").key("logs/plain").send().await.unwrap();
+    let blobs = tier.list("data/tiered/", 100).unwrap();
+    assert_eq!(blobs.len(), 3, "{blobs:?}");
+    assert!(!blobs.iter().any(|b| b.starts_with("data/tiered/logs/plain/")));
+}
