@@ -47,6 +47,8 @@ pub enum Code {
     ServerSideEncryptionConfigurationNotFoundError,
     InvalidStorageClass,
     NoSuchLifecycleConfiguration,
+    InvalidObjectState,
+    RestoreAlreadyInProgress,
 }
 
 impl Code {
@@ -54,14 +56,14 @@ impl Code {
         use Code::*;
         match self {
             NotModified => 304,
-            AccessDenied | InvalidAccessKeyId | SignatureDoesNotMatch | RequestTimeTooSkewed => 403,
+            AccessDenied | InvalidAccessKeyId | SignatureDoesNotMatch | RequestTimeTooSkewed | InvalidObjectState => 403,
             NoSuchBucket
             | NoSuchKey
             | NoSuchUpload
             | ServerSideEncryptionConfigurationNotFoundError
             | NoSuchLifecycleConfiguration => 404,
             MethodNotAllowed => 405,
-            BucketAlreadyOwnedByYou | BucketNotEmpty => 409,
+            BucketAlreadyOwnedByYou | BucketNotEmpty | RestoreAlreadyInProgress => 409,
             MissingContentLength => 411,
             PreconditionFailed => 412,
             InvalidRange => 416,
@@ -119,6 +121,8 @@ impl Code {
             MetadataTooLarge => "MetadataTooLarge",
             InvalidStorageClass => "InvalidStorageClass",
             NoSuchLifecycleConfiguration => "NoSuchLifecycleConfiguration",
+            InvalidObjectState => "InvalidObjectState",
+            RestoreAlreadyInProgress => "RestoreAlreadyInProgress",
         }
     }
 }

@@ -92,6 +92,7 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
         "GET" => get_object(ctx, call, bucket, key, false).await,
         "HEAD" => get_object(ctx, call, bucket, key, true).await,
         "POST" if call.has("uploads") => create_upload(ctx, call, bucket, key).await,
+        "POST" if call.has("restore") => restore_object(ctx, bucket, key, body).await,
         "POST" if call.has("uploadId") => complete_upload(ctx, call, bucket, key, body).await,
         "DELETE" if call.has("tagging") => {
             ctx.engine.set_tags(bucket, key, Vec::new()).await?;
@@ -423,6 +424,22 @@ fn head_bucket(ctx: &Ctx, bucket: &str) -> S3Result<Response> {
     Ok(Response::new(200).header("x-amz-bucket-region", ctx.config.region.clone()))
 }
 
+/// RestoreObject: brings a transitioned object's bytes back for `Days` (202 when a restore
+/// starts, 200 when a restored copy exists and only its expiry moves).
+async fn restore_object(ctx: &Ctx, bucket: &str, key: &str, body: &mut Body<'_>) -> S3Result<Response> {
+    let doc = read_small_body(body, XML_BODY_BYTES_MAX).await?;
+    let root = parse(&doc)?;
+    if root.name != "RestoreRequest" {
+        return err(Code::MalformedXML, "The XML you provided was not well-formed or did not validate against our published schema.");
+    }
+    let days = match root.text_of("Days").map(|d| d.trim().parse::<u32>()) {
+        Some(Ok(days)) if days > 0 => days,
+        _ => return err(Code::InvalidArgument, "Days must be a positive integer"),
+    };
+    let started = crate::tier::restore(&ctx.engine, bucket, key, days, lifecycle::day_ms()).await?;
+    Ok(Response::new(if started { 202 } else { 200 }))
+}
+
 async fn put_bucket_lifecycle(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3Result<Response> {
     require_bucket(ctx, bucket)?;
     let doc = read_small_body(body, XML_BODY_BYTES_MAX).await?;
@@ -744,6 +761,11 @@ async fn get_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, head_on
     }
     if let Some(remote) = crate::tier::remote_of(&meta) {
         resp = resp.header("x-amz-storage-class", remote.tier);
+        if crate::tier::restore_running(bucket, key) {
+            resp = resp.header("x-amz-restore", "ongoing-request=\"true\"");
+        } else if let Some(until) = crate::tier::restored_until(&meta) {
+            resp = resp.header("x-amz-restore", format!("ongoing-request=\"false\", expiry-date=\"{}\"", http_date(until)));
+        }
     }
     if !meta.part_sizes.is_empty() {
         resp = resp.header("x-amz-mp-parts-count", meta.part_sizes.len().to_string());

@@ -33,6 +33,9 @@ const H_BLOB_ETAG: &str = "x-ferrite-tier-etag";
 /// The stored parts as they were ("file id hex:size" by commas): multipart encrypted
 /// objects derive each part's key from its file id.
 const H_PARTS: &str = "x-ferrite-tier-parts";
+/// A restored copy's expiry (ms since the epoch): while set, the object also has local data
+/// files holding all its stored bytes, and reads use them.
+const H_RESTORED_UNTIL: &str = "x-ferrite-tier-restored-until";
 
 const CONFIG_PREFIX: &str = "tier/";
 /// Bytes per ranged GET from a tier.
@@ -382,6 +385,90 @@ pub fn stored_parts(meta: &ObjectMeta) -> Vec<PartLoc> {
     }
 }
 
+/// Whether the object's stored bytes are in local data files (never moved, or restored).
+fn has_local_copy(meta: &ObjectMeta) -> bool {
+    matches!(&meta.data, DataLoc::Parts(parts) if !parts.is_empty()) || matches!(meta.data, DataLoc::Inline { .. })
+}
+
+/// When a restored copy of a transitioned object expires (ms), if it has one.
+pub fn restored_until(meta: &ObjectMeta) -> Option<i64> {
+    header(&meta.headers, H_RESTORED_UNTIL).and_then(|v| v.parse().ok())
+}
+
+/// Restores currently running in this process, by bucket and key.
+static RESTORING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<(String, String)>>> =
+    std::sync::LazyLock::new(Default::default);
+
+pub fn restore_running(bucket: &str, key: &str) -> bool {
+    RESTORING.lock().unwrap_or_else(|p| p.into_inner()).contains(&(bucket.to_owned(), key.to_owned()))
+}
+
+/// RestoreObject: Ok(true) when a restore was started (202), Ok(false) when a restored copy
+/// exists and only its expiry moved (200). The copy is written in the background on this
+/// executor; `x-amz-restore` tells when it is there.
+pub async fn restore(engine: &Engine, bucket: &str, key: &str, days: u32, day_ms: i64) -> S3Result<bool> {
+    let meta = engine.head_object(bucket, key).await?;
+    if remote_of(&meta).is_none() {
+        return Err(S3Error::new(
+            Code::InvalidObjectState,
+            "Restore is not allowed for the object's current storage class",
+        ));
+    }
+    let until = crate::lifecycle::due_ms(&crate::lifecycle::When::Days(days), ferrite_engine::now_ms(), day_ms);
+    if has_local_copy(&meta) {
+        let mut headers: Vec<(String, String)> =
+            meta.headers.iter().filter(|(n, _)| n != H_RESTORED_UNTIL).cloned().collect();
+        headers.push((H_RESTORED_UNTIL.into(), until.to_string()));
+        engine.set_headers(bucket, key, &meta, headers).await?;
+        return Ok(false);
+    }
+    let id = (bucket.to_owned(), key.to_owned());
+    if !RESTORING.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
+        return Err(S3Error::new(Code::RestoreAlreadyInProgress, "Object restore is already in progress"));
+    }
+    let engine = engine.clone();
+    monoio::spawn(async move {
+        if let Err(e) = copy_back(&engine, &id.0, &id.1, &meta, until).await {
+            eprintln!("ferrite: restore {}/{}: {}", id.0, id.1, e.message);
+        }
+        RESTORING.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    });
+    Ok(true)
+}
+
+/// Writes the blob's bytes into new local data files and records them as the restored copy,
+/// if the object is unchanged meanwhile.
+async fn copy_back(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, until: i64) -> S3Result<()> {
+    let stored: u64 = stored_parts(meta).iter().map(|p| p.size).sum();
+    let mut reader = StoredReader::open(engine, bucket, key, meta, 0, stored);
+    let mut writer = engine.writer(bucket, key, false)?;
+    let copied: ferrite_engine::Result<()> = async {
+        while let Some(chunk) = reader.next_chunk().await? {
+            writer.write(&chunk).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = copied {
+        writer.discard().await;
+        return Err(e.into());
+    }
+    let ferrite_engine::Finished::Part(part) = writer.finish().await? else {
+        return Err(S3Error::new(Code::InternalError, "a restored copy came back inline"));
+    };
+    let mut headers: Vec<(String, String)> = meta.headers.iter().filter(|(n, _)| n != H_RESTORED_UNTIL).cloned().collect();
+    headers.push((H_RESTORED_UNTIL.into(), until.to_string()));
+    // If the object changed meanwhile the copy is unreferenced; the scanner's leftover pass
+    // removes its files.
+    engine.swap_data(bucket, key, meta, DataLoc::Parts(vec![part]), headers).await.map_err(S3Error::from)
+}
+
+/// Frees a restored copy whose time is up (the lifecycle pass calls this).
+pub async fn expire_restored(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta) -> S3Result<()> {
+    let headers: Vec<(String, String)> = meta.headers.iter().filter(|(n, _)| n != H_RESTORED_UNTIL).cloned().collect();
+    engine.swap_data(bucket, key, meta, DataLoc::Parts(Vec::new()), headers).await.map_err(S3Error::from)
+}
+
 /// The headers a transitioned object carries: its own plus where its bytes went.
 pub fn transitioned_headers(meta: &ObjectMeta, tier: &str, blob: &str, blob_etag: &str) -> Vec<(String, String)> {
     let parts = match &meta.data {
@@ -416,7 +503,7 @@ pub struct RemoteReader {
 
 impl StoredReader {
     pub fn open(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, start: u64, end: u64) -> StoredReader {
-        let Some(remote) = remote_of(meta) else {
+        let Some(remote) = remote_of(meta).filter(|_| !has_local_copy(meta)) else {
             return StoredReader::Local(engine.reader(bucket, key, meta, start, end));
         };
         let (container, error) = match get(engine, &remote.tier) {

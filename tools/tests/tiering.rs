@@ -273,3 +273,96 @@ async fn lifecycle_moves_objects_to_azure_blob_and_serves_them_transparently() {
     assert_eq!(blobs.len(), 3, "{blobs:?}");
     assert!(!blobs.iter().any(|b| b.starts_with("data/tiered/logs/plain/")));
 }
+
+async fn restore(c: &aws_sdk_s3::Client, bucket: &str, key: &str, days: i32) -> Result<(), String> {
+    let request = aws_sdk_s3::types::RestoreRequest::builder().days(days).build();
+    match c.restore_object().bucket(bucket).key(key).restore_request(request).send().await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(code(Err::<(), _>(e))),
+    }
+}
+
+async fn restore_header(c: &aws_sdk_s3::Client, key: &str) -> Option<String> {
+    c.head_object().bucket("restore").key(key).send().await.unwrap().restore().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_brings_a_local_copy_back_for_days_then_it_expires() {
+    let mut azurite = Azurite::start();
+    container(&azurite, "restore-tier").create().unwrap();
+    let envs = [("FERRITE_LIFECYCLE_INTERVAL_SECS", "0"), ("FERRITE_LIFECYCLE_DAY_SECS", "1")];
+    let server = Server::start_with(4, &[], &envs);
+    let (ok, out) = add_tier(&server, &azurite, "COOL", "restore-tier", KEY, &[]);
+    assert!(ok, "{out}");
+    let c = server.client();
+    c.create_bucket().bucket("restore").send().await.unwrap();
+    let data = common::bytes(2_000_000, 8);
+    c.put_object().bucket("restore").key("obj").body(ByteStream::from(data.clone())).send().await.unwrap();
+    let config = BucketLifecycleConfiguration::builder()
+        .rules(transition_rule("all", LifecycleRuleFilter::builder().prefix("").build()))
+        .build()
+        .unwrap();
+    c.put_bucket_lifecycle_configuration().bucket("restore").lifecycle_configuration(config).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, counters) = admin(&server, &["lifecycle", "run"]);
+    assert!(counters.contains("\"transitioned\":1,"), "{counters}");
+    let body = |c: &aws_sdk_s3::Client| {
+        let c = c.clone();
+        async move {
+            match c.get_object().bucket("restore").key("obj").send().await {
+                Ok(out) => Ok(out.body.collect().await.unwrap().into_bytes().to_vec()),
+                Err(e) => Err(code(Err::<(), _>(e))),
+            }
+        }
+    };
+
+    // Only transitioned objects can be restored.
+    c.put_object().bucket("restore").key("local").body(ByteStream::from(vec![1u8; 10])).send().await.unwrap();
+    assert_eq!(restore(&c, "restore", "local", 1).await, Err("InvalidObjectState".into()));
+    assert_eq!(restore(&c, "restore", "missing", 1).await, Err("NoSuchKey".into()));
+
+    // With the tier unreachable a restore starts (202) and keeps retrying: a second request
+    // is refused while it runs, and HEAD says it is ongoing. It then ends (failed, or done if
+    // the tier came back in time) and can be asked for again.
+    azurite.stop();
+    restore(&c, "restore", "obj", 2).await.unwrap();
+    assert_eq!(restore(&c, "restore", "obj", 2).await, Err("RestoreAlreadyInProgress".into()));
+    assert_eq!(restore_header(&c, "obj").await.as_deref(), Some("ongoing-request=\"true\""));
+    azurite.restart();
+    let start = std::time::Instant::now();
+    while restore_header(&c, "obj").await.as_deref() == Some("ongoing-request=\"true\"") {
+        assert!(start.elapsed() < Duration::from_secs(30), "the restore never ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Now it completes (or, if it already did, only its expiry moves): a local copy with an
+    // expiry date.
+    restore(&c, "restore", "obj", 2).await.unwrap();
+    let start = std::time::Instant::now();
+    let header = loop {
+        match restore_header(&c, "obj").await {
+            Some(h) if h.starts_with("ongoing-request=\"false\"") => break h,
+            _ => assert!(start.elapsed() < Duration::from_secs(30), "the restore never finished"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(header.contains("expiry-date=\""), "{header}");
+    let head = c.head_object().bucket("restore").key("obj").send().await.unwrap();
+    assert_eq!(head.storage_class(), Some(&StorageClass::from("COOL")), "a restored object stays in its tier");
+    // The copy is local: it reads with the tier gone, and survives a restart.
+    azurite.stop();
+    assert_eq!(body(&c).await.unwrap(), data);
+    let server = server.restart_with(&envs);
+    let c = server.client();
+    assert_eq!(body(&c).await.unwrap(), data);
+    restore(&c, "restore", "obj", 2).await.unwrap(); // a restored copy: only the expiry moves
+
+    // Two (lifecycle) days later the pass frees the copy: reads need the tier again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (_, counters) = admin(&server, &["lifecycle", "run"]);
+    assert!(counters.contains("\"restores_expired\":1"), "{counters}");
+    assert_eq!(restore_header(&c, "obj").await, None);
+    assert_eq!(body(&c).await, Err("ServiceUnavailable".into()));
+    azurite.restart();
+    assert_eq!(body(&c).await.unwrap(), data);
+}
