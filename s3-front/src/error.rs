@@ -56,7 +56,9 @@ impl Code {
         use Code::*;
         match self {
             NotModified => 304,
-            AccessDenied | InvalidAccessKeyId | SignatureDoesNotMatch | RequestTimeTooSkewed | InvalidObjectState => 403,
+            AccessDenied | InvalidAccessKeyId | SignatureDoesNotMatch | RequestTimeTooSkewed | InvalidObjectState => {
+                403
+            }
             NoSuchBucket
             | NoSuchKey
             | NoSuchUpload

@@ -30,6 +30,9 @@ const RULES_MAX: usize = 1000;
 const DAY_MS: i64 = 86_400_000;
 /// Bytes per block put to a tier.
 const UPLOAD_BLOCK_BYTES: usize = 4 << 20;
+/// Blob metadata that marks a blob as an object Ferrite moved (the orphan sweep deletes only
+/// those).
+const OWNER_META: &str = "ferrite_object";
 /// Blob names are at most 1,024 characters: keys longer than this stay local.
 const TRANSITION_KEY_MAX: usize = 900;
 
@@ -328,6 +331,7 @@ pub struct Counters {
     pub expired: std::sync::atomic::AtomicU64,
     pub uploads_aborted: std::sync::atomic::AtomicU64,
     pub restores_expired: std::sync::atomic::AtomicU64,
+    pub orphans_removed: std::sync::atomic::AtomicU64,
 }
 
 pub static COUNTERS: std::sync::LazyLock<Counters> = std::sync::LazyLock::new(Counters::default);
@@ -336,13 +340,14 @@ pub fn counters_json() -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let c = &*COUNTERS;
     format!(
-        "{{\"transitioned\":{},\"transitioned_bytes\":{},\"transition_failed\":{},\"expired\":{},\"uploads_aborted\":{},\"restores_expired\":{}}}",
+        "{{\"transitioned\":{},\"transitioned_bytes\":{},\"transition_failed\":{},\"expired\":{},\"uploads_aborted\":{},\"restores_expired\":{},\"orphans_removed\":{}}}",
         c.transitioned.load(Relaxed),
         c.transitioned_bytes.load(Relaxed),
         c.transition_failed.load(Relaxed),
         c.expired.load(Relaxed),
         c.uploads_aborted.load(Relaxed),
-        c.restores_expired.load(Relaxed)
+        c.restores_expired.load(Relaxed),
+        c.orphans_removed.load(Relaxed)
     )
 }
 
@@ -416,6 +421,60 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
             }
         }
         abort_incomplete(engine, &bucket, &rules, now, day_ms).await;
+    }
+    sweep_orphans(engine).await;
+}
+
+/// Deletes blobs in each tier that no object refers to any more (the object was deleted or
+/// overwritten while in the tier, or a transition was abandoned after its upload). A blob
+/// that is the pending transition of an object's current version is kept, and so is every
+/// blob without Ferrite's owner mark (a container added with force holds others' data).
+pub async fn sweep_orphans(engine: &Engine) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (item, _) in engine.cluster_configs("tier/") {
+        let name = &item["tier/".len()..];
+        let Ok(Some(tier)) = tier::get(engine, name) else { continue };
+        let Ok(container) = tier.container() else { continue };
+        let mut marker = String::new();
+        loop {
+            let (c, p, m) = (container.clone(), tier.prefix.clone(), marker.clone());
+            let Ok(Ok((blobs, next))) = tier::blocking(move || c.list_page(&p, &m, 1000)).await else { break };
+            for blob in blobs {
+                if referenced(engine, &tier.prefix, &blob).await {
+                    continue;
+                }
+                let (c, b) = (container.clone(), blob.clone());
+                let ours = match tier::blocking(move || c.properties(&b)).await {
+                    Ok(Ok(props)) => props.metadata.iter().any(|(n, _)| n == OWNER_META),
+                    _ => false,
+                };
+                if !ours {
+                    continue;
+                }
+                let remote = tier::Remote { tier: name.to_owned(), blob, parts: Vec::new() };
+                tier::delete_remote(engine, remote).await;
+                COUNTERS.orphans_removed.fetch_add(1, Relaxed);
+            }
+            match next {
+                Some(next) => marker = next,
+                None => break,
+            }
+        }
+    }
+}
+
+/// Whether `blob` ("{prefix}{bucket}/{key}/{version}") belongs to its object's current
+/// version, in the tier or about to be. Names Ferrite did not make are left alone.
+async fn referenced(engine: &Engine, prefix: &str, blob: &str) -> bool {
+    let Some((bucket, rest)) = blob.strip_prefix(prefix).and_then(|r| r.split_once('/')) else { return true };
+    let Some((key, _)) = rest.rsplit_once('/') else { return true };
+    match engine.head_object(bucket, key).await {
+        Ok(meta) => match tier::remote_of(&meta) {
+            Some(remote) => remote.blob == blob,
+            None => blob_name(prefix, bucket, key, &meta) == blob,
+        },
+        Err(EngineError::NoSuchKey) | Err(EngineError::NoSuchBucket) => false,
+        Err(_) => true,
     }
 }
 
@@ -499,7 +558,8 @@ pub async fn transition(
     let access_tier = tier.access_tier.clone();
     let etag = {
         let (c, b, ids) = (container.clone(), blob.clone(), ids);
-        tier::blocking(move || c.commit_blocks(&b, &ids, &access_tier, &[])).await?.map_err(blob_failed)?
+        let mark = [(OWNER_META, "1")];
+        tier::blocking(move || c.commit_blocks(&b, &ids, &access_tier, &mark)).await?.map_err(blob_failed)?
     };
     let headers = tier::transitioned_headers(meta, tier_name, &blob, &etag);
     match engine.swap_data(bucket, key, meta, DataLoc::Parts(Vec::new()), headers).await {

@@ -430,7 +430,10 @@ async fn restore_object(ctx: &Ctx, bucket: &str, key: &str, body: &mut Body<'_>)
     let doc = read_small_body(body, XML_BODY_BYTES_MAX).await?;
     let root = parse(&doc)?;
     if root.name != "RestoreRequest" {
-        return err(Code::MalformedXML, "The XML you provided was not well-formed or did not validate against our published schema.");
+        return err(
+            Code::MalformedXML,
+            "The XML you provided was not well-formed or did not validate against our published schema.",
+        );
     }
     let days = match root.text_of("Days").map(|d| d.trim().parse::<u32>()) {
         Some(Ok(days)) if days > 0 => days,
@@ -764,7 +767,8 @@ async fn get_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, head_on
         if crate::tier::restore_running(bucket, key) {
             resp = resp.header("x-amz-restore", "ongoing-request=\"true\"");
         } else if let Some(until) = crate::tier::restored_until(&meta) {
-            resp = resp.header("x-amz-restore", format!("ongoing-request=\"false\", expiry-date=\"{}\"", http_date(until)));
+            resp = resp
+                .header("x-amz-restore", format!("ongoing-request=\"false\", expiry-date=\"{}\"", http_date(until)));
         }
     }
     if !meta.part_sizes.is_empty() {

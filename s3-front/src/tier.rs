@@ -456,7 +456,8 @@ async fn copy_back(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, 
     let ferrite_engine::Finished::Part(part) = writer.finish().await? else {
         return Err(S3Error::new(Code::InternalError, "a restored copy came back inline"));
     };
-    let mut headers: Vec<(String, String)> = meta.headers.iter().filter(|(n, _)| n != H_RESTORED_UNTIL).cloned().collect();
+    let mut headers: Vec<(String, String)> =
+        meta.headers.iter().filter(|(n, _)| n != H_RESTORED_UNTIL).cloned().collect();
     headers.push((H_RESTORED_UNTIL.into(), until.to_string()));
     // If the object changed meanwhile the copy is unreferenced; the scanner's leftover pass
     // removes its files.

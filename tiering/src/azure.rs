@@ -80,6 +80,8 @@ pub struct BlobProps {
     pub size: u64,
     pub etag: String,
     pub access_tier: Option<String>,
+    /// x-ms-meta-* (names lower-case, without the prefix).
+    pub metadata: Vec<(String, String)>,
 }
 
 /// The id of block `index`: every id of a blob must have the same length.
@@ -173,6 +175,11 @@ impl Container {
             size: reply.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0),
             etag: reply.header("etag").unwrap_or_default().to_owned(),
             access_tier: reply.header("x-ms-access-tier").map(str::to_owned),
+            metadata: reply
+                .headers
+                .iter()
+                .filter_map(|(n, v)| Some((n.strip_prefix("x-ms-meta-")?.to_owned(), v.clone())))
+                .collect(),
         })
     }
 
@@ -191,10 +198,21 @@ impl Container {
 
     /// Names of up to `max` blobs under `prefix` (one page).
     pub fn list(&self, prefix: &str, max: u32) -> BlobResult<Vec<String>> {
+        self.list_page(prefix, "", max).map(|(names, _)| names)
+    }
+
+    /// One page of blob names under `prefix` from `marker` (empty: the start), and the marker
+    /// of the next page if there is one.
+    pub fn list_page(&self, prefix: &str, marker: &str, max: u32) -> BlobResult<(Vec<String>, Option<String>)> {
         let max = max.to_string();
-        let query = [("restype", "container"), ("comp", "list"), ("prefix", prefix), ("maxresults", &max)];
+        let mut query = vec![("restype", "container"), ("comp", "list"), ("prefix", prefix), ("maxresults", &max)];
+        if !marker.is_empty() {
+            query.push(("marker", marker));
+        }
         let reply = self.call("GET", None, &query, &[], Vec::new())?;
-        Ok(xml_values(&reply.text(), "Name"))
+        let text = reply.text();
+        let next = xml_values(&text, "NextMarker").pop().filter(|m| !m.is_empty());
+        Ok((xml_values(&text, "Name"), next))
     }
 
     /// One call, retried with back-off while the answer is 429/500/503 or the transport fails.

@@ -272,6 +272,19 @@ async fn lifecycle_moves_objects_to_azure_blob_and_serves_them_transparently() {
     let blobs = tier.list("data/tiered/", 100).unwrap();
     assert_eq!(blobs.len(), 3, "{blobs:?}");
     assert!(!blobs.iter().any(|b| b.starts_with("data/tiered/logs/plain/")));
+
+    // Overwriting a transitioned object orphans its blob: the next pass removes it, and
+    // leaves alone a blob Ferrite did not write, even under its prefix.
+    tier.put_block("data/tiered/someone/else/x", &block_id(0), b"not ours".to_vec()).unwrap();
+    tier.commit_blocks("data/tiered/someone/else/x", &[block_id(0)], "Hot", &[]).unwrap();
+    let fresh = common::bytes(200_000, 9);
+    c.put_object().bucket("tiered").key("misc/tagged").body(ByteStream::from(fresh.clone())).send().await.unwrap();
+    let (_, counters) = admin(&server, &["lifecycle", "run"]);
+    assert!(counters.contains("\"orphans_removed\":1"), "{counters}");
+    let blobs = tier.list("data/tiered/", 100).unwrap();
+    assert_eq!(blobs.len(), 3, "secret, multi and the foreign blob: {blobs:?}");
+    assert!(blobs.contains(&"data/tiered/someone/else/x".to_owned()));
+    assert_eq!(get(&c, "misc/tagged", None).await.unwrap().0, fresh);
 }
 
 async fn restore(c: &aws_sdk_s3::Client, bucket: &str, key: &str, days: i32) -> Result<(), String> {
