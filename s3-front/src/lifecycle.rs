@@ -372,6 +372,8 @@ pub async fn run(engine: Engine, interval: Duration, day_ms: i64) {
 /// (those exist in buckets without rules too, so every bucket is listed).
 pub async fn pass(engine: &Engine, day_ms: i64) {
     use std::sync::atomic::Ordering::Relaxed;
+    // Tiers that could not be reached in this pass are not tried again until the next one.
+    let mut unreachable: Vec<String> = Vec::new();
     for (bucket, _) in engine.list_buckets() {
         let doc = engine.bucket_config(&bucket, BUCKET_CONFIG).ok().flatten();
         let rules = doc.and_then(|d| parse(d.as_bytes(), &|_| true).ok()).unwrap_or_default();
@@ -399,7 +401,7 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
                             }
                         }
                     }
-                    Some(Action::Transition(tier_name)) => {
+                    Some(Action::Transition(tier_name)) if !unreachable.contains(&tier_name) => {
                         match transition(engine, &bucket, key, &meta, &tier_name).await {
                             Ok(true) => {
                                 COUNTERS.transitioned.fetch_add(1, Relaxed);
@@ -409,9 +411,13 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
                             Err(e) => {
                                 COUNTERS.transition_failed.fetch_add(1, Relaxed);
                                 eprintln!("ferrite: lifecycle: {bucket}/{key} to {tier_name}: {}", e.message);
+                                if e.code == Code::ServiceUnavailable {
+                                    unreachable.push(tier_name);
+                                }
                             }
                         }
                     }
+                    Some(Action::Transition(_)) => {}
                     None => {}
                 }
             }

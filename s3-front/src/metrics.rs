@@ -75,6 +75,23 @@ fn render(ctx: &Ctx) -> String {
             ));
         }
     }
+    out.push_str("# HELP ferrite_lifecycle_total What lifecycle passes did since start-up.\n");
+    out.push_str("# TYPE ferrite_lifecycle_total counter\n");
+    let c = &*crate::lifecycle::COUNTERS;
+    for (what, counter) in [
+        ("transitioned", &c.transitioned),
+        ("transitioned_bytes", &c.transitioned_bytes),
+        ("transition_failed", &c.transition_failed),
+        ("expired", &c.expired),
+        ("uploads_aborted", &c.uploads_aborted),
+        ("restores_expired", &c.restores_expired),
+        ("orphans_removed", &c.orphans_removed),
+    ] {
+        out.push_str(&format!("ferrite_lifecycle_total{{what=\"{what}\"}} {}\n", counter.load(Relaxed)));
+    }
+    out.push_str("# HELP ferrite_restores_running Restores of transitioned objects in progress.\n");
+    out.push_str("# TYPE ferrite_restores_running gauge\n");
+    out.push_str(&format!("ferrite_restores_running {}\n", crate::tier::restores_running()));
     let drives = ctx.engine.drive_paths().len();
     let online = ctx.engine.online_paths().len();
     out.push_str("# HELP ferrite_drives Drives in the erasure set, and how many are online.\n");

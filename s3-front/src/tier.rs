@@ -399,6 +399,10 @@ pub fn restored_until(meta: &ObjectMeta) -> Option<i64> {
 static RESTORING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<(String, String)>>> =
     std::sync::LazyLock::new(Default::default);
 
+pub fn restores_running() -> usize {
+    RESTORING.lock().unwrap_or_else(|p| p.into_inner()).len()
+}
+
 pub fn restore_running(bucket: &str, key: &str) -> bool {
     RESTORING.lock().unwrap_or_else(|p| p.into_inner()).contains(&(bucket.to_owned(), key.to_owned()))
 }
