@@ -191,7 +191,21 @@ async fn lifecycle_moves_objects_to_azure_blob_and_serves_them_transparently() {
     assert_eq!(code(refused), "InvalidStorageClass");
     let missing = c.get_bucket_lifecycle_configuration().bucket("tiered").send().await;
     assert_eq!(code(missing), "NoSuchLifecycleConfiguration");
+    // Expiration and aborting stale uploads ride along in the same configuration.
+    put("tmp/expires", &small).await.unwrap();
+    let stale = c.create_multipart_upload().bucket("tiered").key("tmp/stale-upload").send().await.unwrap();
+    let expire = LifecycleRule::builder()
+        .id("tmp")
+        .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("tmp/").build())
+        .expiration(aws_sdk_s3::types::LifecycleExpiration::builder().days(1).build())
+        .abort_incomplete_multipart_upload(
+            aws_sdk_s3::types::AbortIncompleteMultipartUpload::builder().days_after_initiation(1).build(),
+        )
+        .build()
+        .unwrap();
     let config = BucketLifecycleConfiguration::builder()
+        .rules(expire)
         .rules(transition_rule("logs", LifecycleRuleFilter::builder().prefix("logs/").build()))
         .rules(transition_rule(
             "tagged",
@@ -201,8 +215,8 @@ async fn lifecycle_moves_objects_to_azure_blob_and_serves_them_transparently() {
         .unwrap();
     c.put_bucket_lifecycle_configuration().bucket("tiered").lifecycle_configuration(config).send().await.unwrap();
     let back = c.get_bucket_lifecycle_configuration().bucket("tiered").send().await.unwrap();
-    assert_eq!(back.rules().len(), 2);
-    assert_eq!(back.rules()[0].transitions()[0].storage_class().map(|s| s.as_str()), Some("COOL"));
+    assert_eq!(back.rules().len(), 3);
+    assert_eq!(back.rules()[1].transitions()[0].storage_class().map(|s| s.as_str()), Some("COOL"));
 
     // Not due yet: nothing moves. A (lifecycle) day later, the pass moves what the rules name.
     let files_before = server.drives.iter().map(|d| common::files_under(d).len()).sum::<usize>();
@@ -212,6 +226,10 @@ async fn lifecycle_moves_objects_to_azure_blob_and_serves_them_transparently() {
     let (ok, counters) = admin(&server, &["lifecycle", "run"]);
     assert!(ok && counters.contains("\"transitioned\":4,"), "plain, secret, multi and tagged move: {counters}");
     assert!(counters.contains("\"transition_failed\":0"), "{counters}");
+    assert!(counters.contains("\"expired\":1,") && counters.contains("\"uploads_aborted\":1,"), "{counters}");
+    assert_eq!(get(&c, "tmp/expires", None).await, Err("NoSuchKey".into()));
+    let uploads = c.list_multipart_uploads().bucket("tiered").send().await.unwrap();
+    assert!(uploads.uploads().iter().all(|u| u.upload_id() != stale.upload_id()), "the stale upload was aborted");
     // Freed after the engine's grace for readers still on them (5 s): 4 objects, 4 drives,
     // one file per part.
     let count = || server.drives.iter().map(|d| common::files_under(d).len()).sum::<usize>();
