@@ -648,16 +648,7 @@ impl Engine {
         meta: &ObjectMeta,
         headers: Vec<(String, String)>,
     ) -> Result<()> {
-        self.require_bucket(bucket)?;
-        let (partition, tx) = self.owner_tx(bucket, key);
-        let op = WriteOp::SetHeaders {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            data: meta.data.clone(),
-            headers,
-            new_data: None,
-        };
-        ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
+        self.replace_if_unchanged(bucket, key, meta, headers, None).await
     }
 
     /// Replaces an object's data files and headers at once, if its data is still what `meta`
@@ -673,6 +664,17 @@ impl Engine {
         new_data: DataLoc,
         headers: Vec<(String, String)>,
     ) -> Result<()> {
+        self.replace_if_unchanged(bucket, key, meta, headers, Some(new_data)).await
+    }
+
+    async fn replace_if_unchanged(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: &ObjectMeta,
+        headers: Vec<(String, String)>,
+        new_data: Option<DataLoc>,
+    ) -> Result<()> {
         self.require_bucket(bucket)?;
         let (partition, tx) = self.owner_tx(bucket, key);
         let op = WriteOp::SetHeaders {
@@ -680,7 +682,7 @@ impl Engine {
             key: key.to_owned(),
             data: meta.data.clone(),
             headers,
-            new_data: Some(new_data),
+            new_data,
         };
         ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
     }

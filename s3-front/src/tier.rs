@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use ferrite_engine::heal::json_escape;
 use ferrite_engine::meta::{DataLoc, PartLoc};
 use ferrite_engine::sse::{open_secret, seal_secret, Key};
 use ferrite_engine::{Engine, EngineError, ObjectMeta, ObjectReader};
@@ -158,19 +159,6 @@ impl Tier {
             json_escape(&self.access_tier)
         )
     }
-}
-
-pub fn json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The tier called `name`, if configured.

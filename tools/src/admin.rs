@@ -121,7 +121,7 @@ fn tier(args: &[String]) -> Result<bool, String> {
         let items: Vec<String> = fields
             .iter()
             .filter_map(|(flag, field)| {
-                get(flag).map(|v| format!("\"{field}\":\"{}\"", ferrite_s3::tier::json_escape(v)))
+                get(flag).map(|v| format!("\"{field}\":\"{}\"", ferrite_engine::heal::json_escape(v)))
             })
             .collect();
         format!("{{{}}}", items.join(","))

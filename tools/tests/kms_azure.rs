@@ -31,6 +31,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use common::kms::{self, read, write_encrypted_pair};
 use common::{code, Server};
 use ferrite_s3::outbound::{json_string, request, Url};
 use rustls::pki_types::pem::PemObject;
@@ -275,23 +276,6 @@ fn metric(text: &str, op: &str, outcome: &str) -> u64 {
         .map_or_else(|| panic!("no {name} in\n{text}"), |v| v.parse().unwrap())
 }
 
-fn rewrap(server: &Server) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args(["admin", "kms-rewrap", "--endpoint", &server.endpoint])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "kms-rewrap failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
-async fn read(c: &aws_sdk_s3::Client, key: &str) -> Result<Vec<u8>, String> {
-    match c.get_object().bucket("azure").key(key).send().await {
-        Ok(out) => Ok(out.body.collect().await.unwrap().into_bytes().to_vec()),
-        Err(e) => Err(code(Err::<(), _>(e))),
-    }
-}
-
 async fn put(c: &aws_sdk_s3::Client, key: &str, sse: ServerSideEncryption, data: &[u8]) -> Result<(), String> {
     match c
         .put_object()
@@ -325,33 +309,7 @@ async fn azure_key_vault_wraps_keys_rotates_without_rewriting_and_fails_closed()
     let server = Server::start_with(4, &[], &envs);
     assert!(server.startup.iter().any(|l| l.contains("Azure Key Vault")), "{:?}", server.startup);
     let c = server.client();
-    c.create_bucket().bucket("azure").send().await.unwrap();
-    let small = common::bytes(5_000, 1);
-    let large = common::bytes(1_500_000, 2);
-    put(&c, "s3", ServerSideEncryption::Aes256, &small).await.unwrap();
-    let kms_put = c
-        .put_object()
-        .bucket("azure")
-        .key("kms")
-        .server_side_encryption(ServerSideEncryption::AwsKms)
-        .ssekms_key_id("ferrite")
-        .body(ByteStream::from(large.clone()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(kms_put.ssekms_key_id(), Some("ferrite"));
-    let unknown = c
-        .put_object()
-        .bucket("azure")
-        .key("x")
-        .server_side_encryption(ServerSideEncryption::AwsKms)
-        .ssekms_key_id("no-such-key")
-        .body(ByteStream::from(vec![1u8]))
-        .send()
-        .await;
-    assert_eq!(code(unknown), "KMS.NotFoundException");
-    assert_eq!(read(&c, "s3").await.unwrap(), small);
-    assert_eq!(read(&c, "kms").await.unwrap(), large);
+    let (small, large) = write_encrypted_pair(&c, "azure", "ferrite").await;
     // Seeds wrapped in this process are cached: these reads asked the vault nothing.
     assert_eq!(kv.unwraps.load(Ordering::SeqCst), 0);
     for drive in &server.drives {
@@ -367,30 +325,30 @@ async fn azure_key_vault_wraps_keys_rotates_without_rewriting_and_fails_closed()
     // A fresh process unwraps through the vault.
     let server = server.restart_with(&envs);
     let c = server.client();
-    assert_eq!(read(&c, "kms").await.unwrap(), large);
+    assert_eq!(read(&c, "azure", "kms").await.unwrap(), large);
     assert_eq!(kv.unwraps.load(Ordering::SeqCst), 1);
 
     // Rotate in the vault, re-wrap every seed under the new version, disable the old one.
     let first_version = kv.state.lock().unwrap().keys["ferrite"][0].id.clone();
     kv.rotate("ferrite");
-    let first = rewrap(&server);
+    let first = kms::rewrap(&server);
     assert!(first.contains("\"encrypted\":2,\"rewrapped\":2,\"failed\":0"), "{first}");
-    let again = rewrap(&server);
+    let again = kms::rewrap(&server);
     assert!(again.contains("\"rewrapped\":0"), "a second pass finds nothing to do: {again}");
     kv.disable("ferrite", &first_version);
     let server = server.restart_with(&envs);
     let c = server.client();
-    assert_eq!(read(&c, "s3").await.unwrap(), small, "readable with only the new key version");
-    assert_eq!(read(&c, "kms").await.unwrap(), large);
+    assert_eq!(read(&c, "azure", "s3").await.unwrap(), small, "readable with only the new key version");
+    assert_eq!(read(&c, "azure", "kms").await.unwrap(), large);
 
     // The vault cannot be reached: a fresh process (nothing cached) refuses encrypted reads
     // and writes with 503, counts them, writes nothing in the clear; plain objects work.
     kv.down.store(true, Ordering::SeqCst);
     let server = server.restart_with(&envs);
     let c = server.client();
-    assert_eq!(read(&c, "kms").await, Err("ServiceUnavailable".into()));
+    assert_eq!(read(&c, "azure", "kms").await, Err("ServiceUnavailable".into()));
     assert_eq!(put(&c, "refused", ServerSideEncryption::Aes256, &[7u8; 100]).await, Err("ServiceUnavailable".into()));
-    assert_eq!(read(&c, "refused").await, Err("NoSuchKey".into()));
+    assert_eq!(read(&c, "azure", "refused").await, Err("NoSuchKey".into()));
     c.put_object().bucket("azure").key("plain").body(ByteStream::from(vec![9u8; 10])).send().await.unwrap();
     // (The SDK retries a 503, so each refused call may count up to three times.)
     let m = metrics(&server);
@@ -398,14 +356,14 @@ async fn azure_key_vault_wraps_keys_rotates_without_rewriting_and_fails_closed()
     assert!(metric(&m, "generate", "unreachable") >= 1, "{m}");
     assert_eq!(metric(&m, "decrypt", "ok") + metric(&m, "generate", "ok"), 0, "{m}");
     kv.down.store(false, Ordering::SeqCst);
-    assert_eq!(read(&c, "kms").await.unwrap(), large, "readable again once the vault is back");
+    assert_eq!(read(&c, "azure", "kms").await.unwrap(), large, "readable again once the vault is back");
 
     // A wrong client secret is refused with a clear error, not a 503.
     let mut wrong = envs;
     wrong[4] = ("AZURE_CLIENT_SECRET", "wrong");
     let server = server.restart_with(&wrong);
     let c = server.client();
-    assert_eq!(read(&c, "kms").await, Err("AccessDenied".into()));
+    assert_eq!(read(&c, "azure", "kms").await, Err("AccessDenied".into()));
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
+use common::kms::{self, read, write_encrypted_pair};
 use common::{code, Server};
 use ferrite_s3::outbound::{request, Url};
 
@@ -74,23 +75,6 @@ impl Drop for Bao {
     }
 }
 
-fn rewrap(server: &Server) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args(["admin", "kms-rewrap", "--endpoint", &server.endpoint])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "kms-rewrap failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
-async fn read(c: &aws_sdk_s3::Client, key: &str) -> Result<Vec<u8>, String> {
-    match c.get_object().bucket("vault").key(key).send().await {
-        Ok(out) => Ok(out.body.collect().await.unwrap().into_bytes().to_vec()),
-        Err(e) => Err(code(Err::<(), _>(e))),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openbao_transit_seals_keys_rotates_without_rewriting_and_fails_closed() {
     let bao = Bao::start();
@@ -103,55 +87,22 @@ async fn openbao_transit_seals_keys_rotates_without_rewriting_and_fails_closed()
     ];
     let server = Server::start_with(4, &[], &envs);
     let c = server.client();
-    c.create_bucket().bucket("vault").send().await.unwrap();
-    let small = common::bytes(5_000, 1);
-    let large = common::bytes(1_500_000, 2);
-    c.put_object()
-        .bucket("vault")
-        .key("s3")
-        .server_side_encryption(ServerSideEncryption::Aes256)
-        .body(ByteStream::from(small.clone()))
-        .send()
-        .await
-        .unwrap();
-    let put = c
-        .put_object()
-        .bucket("vault")
-        .key("kms")
-        .server_side_encryption(ServerSideEncryption::AwsKms)
-        .ssekms_key_id("ferrite")
-        .body(ByteStream::from(large.clone()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.ssekms_key_id(), Some("ferrite"));
-    let unknown = c
-        .put_object()
-        .bucket("vault")
-        .key("x")
-        .server_side_encryption(ServerSideEncryption::AwsKms)
-        .ssekms_key_id("no-such-key")
-        .body(ByteStream::from(vec![1u8]))
-        .send()
-        .await;
-    assert_eq!(code(unknown), "KMS.NotFoundException");
-    assert_eq!(read(&c, "s3").await.unwrap(), small);
-    assert_eq!(read(&c, "kms").await.unwrap(), large);
+    let (small, large) = write_encrypted_pair(&c, "vault", "ferrite").await;
     // Rotate in OpenBao; re-seal every object key under version 2; then retire version 1.
     bao.post("transit/keys/ferrite/rotate", "{}").unwrap();
-    let first = rewrap(&server);
+    let first = kms::rewrap(&server);
     assert!(first.contains("\"encrypted\":2,\"rewrapped\":2,\"failed\":0"), "{first}");
-    let again = rewrap(&server);
+    let again = kms::rewrap(&server);
     assert!(again.contains("\"rewrapped\":0"), "a second pass finds nothing to do: {again}");
     bao.post("transit/keys/ferrite/config", r#"{"min_decryption_version":2}"#).unwrap();
     let server = server.restart_with(&envs);
     let c = server.client();
-    assert_eq!(read(&c, "s3").await.unwrap(), small, "readable with only key version 2");
-    assert_eq!(read(&c, "kms").await.unwrap(), large);
+    assert_eq!(read(&c, "vault", "s3").await.unwrap(), small, "readable with only key version 2");
+    assert_eq!(read(&c, "vault", "kms").await.unwrap(), large);
     // The KMS goes away: encrypted reads and writes fail with 503; nothing is written in
     // the clear; plain objects still work.
     drop(bao);
-    assert_eq!(read(&c, "kms").await, Err("ServiceUnavailable".into()));
+    assert_eq!(read(&c, "vault", "kms").await, Err("ServiceUnavailable".into()));
     let refused = c
         .put_object()
         .bucket("vault")
@@ -161,6 +112,6 @@ async fn openbao_transit_seals_keys_rotates_without_rewriting_and_fails_closed()
         .send()
         .await;
     assert_eq!(code(refused), "ServiceUnavailable");
-    assert_eq!(read(&c, "refused").await, Err("NoSuchKey".into()));
+    assert_eq!(read(&c, "vault", "refused").await, Err("NoSuchKey".into()));
     c.put_object().bucket("vault").key("plain").body(ByteStream::from(vec![9u8; 10])).send().await.unwrap();
 }

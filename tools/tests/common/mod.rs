@@ -12,6 +12,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use ferrite_s3::sigv4::{self, sha256_hex, signing_key, Scope};
 
 pub mod azurite;
+pub mod kms;
 
 pub const USER: &str = "ferriteadmin";
 pub const PASSWORD: &str = "ferriteadmin";
