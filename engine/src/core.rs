@@ -93,6 +93,9 @@ pub enum WriteOp {
         bucket: String,
         key: String,
         data: crate::meta::DataLoc,
+        /// The headers the caller read: a change by anyone else in between (a key re-seal
+        /// racing a transition) refuses this one instead of being overwritten.
+        headers_before: Vec<(String, String)>,
         headers: Vec<(String, String)>,
         new_data: Option<crate::meta::DataLoc>,
     },
@@ -230,12 +233,12 @@ impl CoreState {
                 let record = Record::Put { bucket, key, meta: meta.clone(), inline: None, completes_upload: None };
                 Ok((Some(record), Effect::SetObject(okey, meta), Vec::new()))
             }
-            WriteOp::SetHeaders { bucket, key, data, headers, new_data } => {
+            WriteOp::SetHeaders { bucket, key, data, headers_before, headers, new_data } => {
                 let okey = (bucket.clone(), key.clone());
                 let Some(mut meta) = self.object(overlay, &okey) else {
                     return Err(EngineError::NoSuchKey);
                 };
-                if meta.data != data {
+                if meta.data != data || meta.headers != headers_before {
                     return Err(EngineError::PreconditionFailed);
                 }
                 let mut garbage = Vec::new();

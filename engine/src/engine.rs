@@ -541,7 +541,7 @@ impl Engine {
     }
 
     pub async fn create_bucket(&self, name: &str) -> Result<()> {
-        if self.bucket_created_ms(name).is_some() {
+        if self.bucket_created_ms(name).is_some() || name == SYSTEM_BUCKET {
             return Err(EngineError::BucketExists);
         }
         let op = WriteOp::CreateBucket { name: name.to_owned(), created_ms: now_ms() };
@@ -639,8 +639,8 @@ impl Engine {
         ask(tx, |reply| MetaReq::Write { partition, op, reply }).await
     }
 
-    /// Replaces an object's stored headers, only if its data is still `meta.data` (nothing
-    /// overwrote it meanwhile). The data is not touched.
+    /// Replaces an object's stored headers, only if its data and headers are still those of
+    /// `meta` (nothing overwrote or re-sealed it meanwhile). The data is not touched.
     pub async fn set_headers(
         &self,
         bucket: &str,
@@ -651,8 +651,8 @@ impl Engine {
         self.replace_if_unchanged(bucket, key, meta, headers, None).await
     }
 
-    /// Replaces an object's data files and headers at once, if its data is still what `meta`
-    /// says (PreconditionFailed otherwise; NoSuchKey when it is gone). The old files are
+    /// Replaces an object's data files and headers at once, if its data and headers are still
+    /// what `meta` says (PreconditionFailed otherwise; NoSuchKey when it is gone). The old files are
     /// removed after the commit. For tiering: `new_data` is `Parts(vec![])` when the bytes
     /// moved to a remote tier (the headers say where), or freshly written parts when they
     /// come back. Objects with inline data cannot be swapped.
@@ -681,6 +681,7 @@ impl Engine {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             data: meta.data.clone(),
+            headers_before: meta.headers.clone(),
             headers,
             new_data,
         };

@@ -1,6 +1,6 @@
 //! Bucket lifecycle: Put/Get/DeleteBucketLifecycleConfiguration, and the background pass
 //! that applies the rules (expiration, transition to a remote tier, aborting incomplete
-//! multipart uploads) at a bounded rate.
+//! multipart uploads), one object at a time and one pass at a time (no bandwidth limit yet).
 //!
 //! The configuration is validated as AWS does and stored as sent (bucket configuration
 //! `lifecycle`); the pass parses it again. Versioning does not exist yet, so the
@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use ferrite_engine::meta::DataLoc;
 use ferrite_engine::{Engine, EngineError, ListItem, ObjectMeta};
 use ferrite_tiering::azure::block_id;
@@ -30,11 +31,11 @@ const RULES_MAX: usize = 1000;
 const DAY_MS: i64 = 86_400_000;
 /// Bytes per block put to a tier.
 const UPLOAD_BLOCK_BYTES: usize = 4 << 20;
-/// Blob metadata that marks a blob as an object Ferrite moved (the orphan sweep deletes only
-/// those).
-const OWNER_META: &str = "ferrite_object";
-/// Blob names are at most 1,024 characters: keys longer than this stay local.
-const TRANSITION_KEY_MAX: usize = 900;
+/// Blob metadata of a moved object: the tier that wrote it, its bucket and its key
+/// (base64url). The orphan sweep only ever deletes blobs its own tier wrote.
+const META_TIER: &str = "ferrite_tier";
+const META_BUCKET: &str = "ferrite_bucket";
+const META_KEY: &str = "ferrite_key";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum When {
@@ -196,8 +197,10 @@ fn midnight(date: &str) -> S3Result<i64> {
     else {
         return Err(invalid("'Date' must be an ISO 8601 date"));
     };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(invalid("'Date' must be an ISO 8601 date"));
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=month_days[(m - 1) as usize]).contains(&d) {
+        return Err(invalid("'Date' must be an ISO 8601 date between 1970 and 9999"));
     }
     Ok(days_from_civil(y, m, d) * DAY_MS)
 }
@@ -371,7 +374,20 @@ pub async fn run(engine: Engine, interval: Duration, day_ms: i64) {
 /// One pass over every bucket: its lifecycle rules, and restored copies whose time is up
 /// (those exist in buckets without rules too, so every bucket is listed).
 pub async fn pass(engine: &Engine, day_ms: i64) {
-    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::atomic::Ordering::{AcqRel, Relaxed, Release};
+    // One pass at a time in the process (the timer's and the admin API's): two would move
+    // the same objects at once. A second caller waits for the first to finish.
+    static RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    while RUNNING.swap(true, AcqRel) {
+        monoio::time::sleep(Duration::from_millis(100)).await;
+    }
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            RUNNING.store(false, Release);
+        }
+    }
+    let _done = Done;
     // Tiers that could not be reached in this pass are not tried again until the next one.
     let mut unreachable: Vec<String> = Vec::new();
     for (bucket, _) in engine.list_buckets() {
@@ -432,9 +448,10 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
 }
 
 /// Deletes blobs in each tier that no object refers to any more (the object was deleted or
-/// overwritten while in the tier, or a transition was abandoned after its upload). A blob
-/// that is the pending transition of an object's current version is kept, and so is every
-/// blob without Ferrite's owner mark (a container added with force holds others' data).
+/// overwritten while in the tier, or a transition was abandoned after its upload). Only
+/// blobs whose metadata says this tier wrote them are considered (a container added with
+/// force holds others' data; another tier may share the container); a blob that is the
+/// pending transition of its object's current version is kept.
 pub async fn sweep_orphans(engine: &Engine) {
     use std::sync::atomic::Ordering::Relaxed;
     for (item, _) in engine.cluster_configs("tier/") {
@@ -446,15 +463,15 @@ pub async fn sweep_orphans(engine: &Engine) {
             let (c, p, m) = (container.clone(), tier.prefix.clone(), marker.clone());
             let Ok(Ok((blobs, next))) = tier::blocking(move || c.list_page(&p, &m, 1000)).await else { break };
             for blob in blobs {
-                if referenced(engine, &tier.prefix, &blob).await {
+                let (c, b) = (container.clone(), blob.clone());
+                let Ok(Ok(props)) = tier::blocking(move || c.properties(&b)).await else { continue };
+                let meta = |n: &str| props.metadata.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+                if meta(META_TIER) != Some(name) {
                     continue;
                 }
-                let (c, b) = (container.clone(), blob.clone());
-                let ours = match tier::blocking(move || c.properties(&b)).await {
-                    Ok(Ok(props)) => props.metadata.iter().any(|(n, _)| n == OWNER_META),
-                    _ => false,
-                };
-                if !ours {
+                let (Some(bucket), Some(key)) = (meta(META_BUCKET), meta(META_KEY)) else { continue };
+                let Some(key) = B64URL.decode(key).ok().and_then(|k| String::from_utf8(k).ok()) else { continue };
+                if referenced(engine, &tier.prefix, &blob, bucket, &key).await {
                     continue;
                 }
                 let remote = tier::Remote { tier: name.to_owned(), blob, parts: Vec::new() };
@@ -469,11 +486,9 @@ pub async fn sweep_orphans(engine: &Engine) {
     }
 }
 
-/// Whether `blob` ("{prefix}{bucket}/{key}/{version}") belongs to its object's current
-/// version, in the tier or about to be. Names Ferrite did not make are left alone.
-async fn referenced(engine: &Engine, prefix: &str, blob: &str) -> bool {
-    let Some((bucket, rest)) = blob.strip_prefix(prefix).and_then(|r| r.split_once('/')) else { return true };
-    let Some((key, _)) = rest.rsplit_once('/') else { return true };
+/// Whether `blob` belongs to the current version of `bucket`/`key`, in the tier or about to
+/// be (its pending transition).
+async fn referenced(engine: &Engine, prefix: &str, blob: &str, bucket: &str, key: &str) -> bool {
     match engine.head_object(bucket, key).await {
         Ok(meta) => match tier::remote_of(&meta) {
             Some(remote) => remote.blob == blob,
@@ -502,17 +517,23 @@ async fn abort_incomplete(engine: &Engine, bucket: &str, rules: &[Rule], now: i6
     }
 }
 
-/// The blob an object version goes to: the tier's prefix, the bucket, the key, and the
-/// version's modification time and ETag (deterministic, so a retried transition resumes
-/// into the same blob).
+/// The blob an object version goes to: the tier's prefix, the bucket, a hash of the key and
+/// a hash of the version's modification time and ETag. Deterministic, so a retried
+/// transition resumes into the same blob; no character of the key reaches the name (Azure
+/// rewrites "." and ".." segments, backslashes and trailing dots; keys could escape the
+/// prefix). The key itself is kept in the blob's metadata.
 pub fn blob_name(prefix: &str, bucket: &str, key: &str, meta: &ObjectMeta) -> String {
+    let key_hash = sha2::Sha256::digest(key.as_bytes());
     let version = sha2::Sha256::digest(format!("{}\n{}", meta.mtime_ms, meta.etag));
-    format!("{prefix}{bucket}/{key}/{}", crate::sigv4::hex(&version[..8]))
+    format!("{prefix}{bucket}/{}/{}", crate::sigv4::hex(&key_hash[..16]), crate::sigv4::hex(&version[..8]))
 }
+
+/// base64url without padding, for keys in blob metadata (values must be plain ASCII).
+const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// Moves one object's stored bytes to `tier_name`: upload (resuming blocks the tier holds
 /// already), commit, then swap the local data for the remote location if the object is
-/// unchanged. Ok(false): nothing to do (inline, already moved, too long a key) or the
+/// unchanged. Ok(false): nothing to do (inline, already moved) or the
 /// object changed meanwhile (the blob is deleted again).
 pub async fn transition(
     engine: &Engine,
@@ -525,9 +546,6 @@ pub async fn transition(
         DataLoc::Parts(parts) if !parts.is_empty() && tier::remote_of(meta).is_none() => parts.clone(),
         _ => return Ok(false),
     };
-    if key.len() > TRANSITION_KEY_MAX {
-        return Ok(false);
-    }
     let Some(tier) = tier::get(engine, tier_name)? else {
         return err(Code::InvalidStorageClass, format!("no remote tier is called {tier_name}"));
     };
@@ -564,16 +582,23 @@ pub async fn transition(
     let access_tier = tier.access_tier.clone();
     let etag = {
         let (c, b, ids) = (container.clone(), blob.clone(), ids);
-        let mark = [(OWNER_META, "1")];
-        tier::blocking(move || c.commit_blocks(&b, &ids, &access_tier, &mark)).await?.map_err(blob_failed)?
+        let (tier_name, bucket, key) = (tier_name.to_owned(), bucket.to_owned(), B64URL.encode(key));
+        let job = move || {
+            let mark = [(META_TIER, tier_name.as_str()), (META_BUCKET, bucket.as_str()), (META_KEY, key.as_str())];
+            c.commit_blocks(&b, &ids, &access_tier, &mark)
+        };
+        tier::blocking(job).await?.map_err(blob_failed)?
     };
     let headers = tier::transitioned_headers(meta, tier_name, &blob, &etag);
     match engine.swap_data(bucket, key, meta, DataLoc::Parts(Vec::new()), headers).await {
         Ok(()) => Ok(true),
         Err(EngineError::PreconditionFailed) | Err(EngineError::NoSuchKey) => {
-            // Overwritten or deleted since it was listed: the copy is not needed.
-            let remote = tier::Remote { tier: tier_name.to_owned(), blob, parts: Vec::new() };
-            tier::delete_remote(engine, remote).await;
+            // Changed since it was read: the copy is not needed, unless the object refers to
+            // this very blob now (another pass moved the same version first).
+            if !referenced(engine, &tier.prefix, &blob, bucket, key).await {
+                let remote = tier::Remote { tier: tier_name.to_owned(), blob, parts: Vec::new() };
+                tier::delete_remote(engine, remote).await;
+            }
             Ok(false)
         }
         Err(e) => Err(e.into()),
@@ -615,6 +640,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(r[0].expiration, Some(When::Date(days_from_civil(2026, 12, 1) * DAY_MS)));
+        for date in ["999999999-01-01", "2026-02-30", "2026-13-01", "1969-12-31", "2026-1"] {
+            let xml = doc(&format!("<Status>Enabled</Status><Filter/><Expiration><Date>{date}</Date></Expiration>"));
+            assert_eq!(rules(&xml).unwrap_err().code, Code::InvalidArgument, "{date}");
+        }
         let code = |xml: &str| rules(xml).unwrap_err().code;
         assert_eq!(code("<Other/>"), Code::MalformedXML);
         assert_eq!(code("<LifecycleConfiguration></LifecycleConfiguration>"), Code::MalformedXML);

@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::error::{Code, S3Error};
 use crate::server::{Ctx, RespBody, Response};
 
-pub const PATH: &str = "/ferrite/metrics";
-
 static RESPONSES: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
 
 /// What a KMS call was for.

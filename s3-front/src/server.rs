@@ -277,11 +277,14 @@ fn split_target(ctx: &Ctx, req: &Request) -> S3Result<(Option<String>, Option<St
 }
 
 async fn dispatch(ctx: &Ctx, req: &Request, raw: &mut Option<RawBody<'_>>, request_id: &str) -> S3Result<Response> {
-    if req.method == "GET" && req.raw_path == crate::metrics::PATH {
+    let (bucket, key) = split_target(ctx, req)?;
+    // Path-style only: with virtual-host addressing this is key "ferrite/metrics" of a bucket.
+    if req.method == "GET"
+        && (bucket.as_deref(), key.as_deref()) == (Some(crate::admin::RESERVED_BUCKET), Some("metrics"))
+    {
         return crate::metrics::answer(ctx, req.header("authorization"))
             .ok_or_else(|| S3Error::new(Code::AccessDenied, "The metrics need the bearer token."));
     }
-    let (bucket, key) = split_target(ctx, req)?;
     let query = parse_query(&req.raw_query)?;
     let path = percent_decode(&req.raw_path)?;
     let signed = SignedRequest { method: &req.method, path: &path, query: &query, headers: &req.headers };

@@ -349,37 +349,16 @@ pub async fn rewrap_all(ctx: &Ctx) -> S3Result<RewrapReport> {
             for item in &page.items {
                 let ferrite_engine::ListItem::Object(key, ..) = item else { continue };
                 report.objects += 1;
-                let Ok(meta) = ctx.engine.head_object(&bucket, key).await else { continue };
-                let mode = header(&meta.headers, H_MODE).and_then(Mode::parse);
-                if !matches!(mode, Some(Mode::S3) | Some(Mode::Kms)) {
-                    continue;
-                }
-                report.encrypted += 1;
-                let sealed = header(&meta.headers, H_SEALED).and_then(b64_decode).unwrap_or_default();
-                let key_id = header(&meta.headers, H_KEY_ID).unwrap_or("");
-                let context = header(&meta.headers, H_CONTEXT).unwrap_or("");
-                match kms.rewrap(key_id, &sealed, &binding(&bucket, key, context)).await {
-                    Ok(Some(fresh)) => {
-                        let mut headers = meta.headers.clone();
-                        for (name, value) in headers.iter_mut() {
-                            if name == H_SEALED {
-                                *value = b64(&fresh);
-                            }
-                        }
-                        match ctx.engine.set_headers(&bucket, key, &meta, headers).await {
-                            Ok(()) => report.rewrapped += 1,
-                            // Overwritten or deleted meanwhile: its new version has a new key.
-                            Err(ferrite_engine::EngineError::PreconditionFailed)
-                            | Err(ferrite_engine::EngineError::NoSuchKey) => {}
-                            Err(e) => {
-                                eprintln!("ferrite: rewrap {bucket}/{key}: {e}");
-                                report.failed += 1;
-                            }
-                        }
+                match rewrap_one(ctx, kms, &bucket, key).await {
+                    Rewrapped::NotEncrypted => {}
+                    Rewrapped::Unchanged => report.encrypted += 1,
+                    Rewrapped::Done => {
+                        report.encrypted += 1;
+                        report.rewrapped += 1;
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        eprintln!("ferrite: rewrap {bucket}/{key}: {}", e.message);
+                    Rewrapped::Failed(why) => {
+                        eprintln!("ferrite: rewrap {bucket}/{key}: {why}");
+                        report.encrypted += 1;
                         report.failed += 1;
                     }
                 }
@@ -391,6 +370,58 @@ pub async fn rewrap_all(ctx: &Ctx) -> S3Result<RewrapReport> {
         }
     }
     Ok(report)
+}
+
+enum Rewrapped {
+    NotEncrypted,
+    /// Already under the newest key version, or overwritten/deleted meanwhile (its new
+    /// version has a new key).
+    Unchanged,
+    Done,
+    Failed(String),
+}
+
+/// Re-seals one object's key. A concurrent change of its headers alone (a transition to a
+/// tier, a restore) makes the engine refuse the write; the object is then read again and the
+/// re-seal retried, so the new sealed key is never lost to such a race.
+async fn rewrap_one(ctx: &Ctx, kms: &crate::kms::Kms, bucket: &str, key: &str) -> Rewrapped {
+    for _ in 0..5 {
+        let Ok(meta) = ctx.engine.head_object(bucket, key).await else { return Rewrapped::Unchanged };
+        let mode = header(&meta.headers, H_MODE).and_then(Mode::parse);
+        if !matches!(mode, Some(Mode::S3) | Some(Mode::Kms)) {
+            return Rewrapped::NotEncrypted;
+        }
+        let sealed = header(&meta.headers, H_SEALED).and_then(b64_decode).unwrap_or_default();
+        let key_id = header(&meta.headers, H_KEY_ID).unwrap_or("");
+        let context = header(&meta.headers, H_CONTEXT).unwrap_or("");
+        let fresh = match kms.rewrap(key_id, &sealed, &binding(bucket, key, context)).await {
+            Ok(Some(fresh)) => fresh,
+            Ok(None) => return Rewrapped::Unchanged,
+            Err(e) => return Rewrapped::Failed(e.message),
+        };
+        let mut headers = meta.headers.clone();
+        for (name, value) in headers.iter_mut() {
+            if name == H_SEALED {
+                *value = b64(&fresh);
+            }
+        }
+        match ctx.engine.set_headers(bucket, key, &meta, headers).await {
+            Ok(()) => return Rewrapped::Done,
+            Err(ferrite_engine::EngineError::NoSuchKey) => return Rewrapped::Unchanged,
+            Err(ferrite_engine::EngineError::PreconditionFailed) => {
+                let same_version = ctx
+                    .engine
+                    .head_object(bucket, key)
+                    .await
+                    .is_ok_and(|now| now.etag == meta.etag && now.mtime_ms == meta.mtime_ms);
+                if !same_version {
+                    return Rewrapped::Unchanged;
+                }
+            }
+            Err(e) => return Rewrapped::Failed(e.to_string()),
+        }
+    }
+    Rewrapped::Failed("its headers kept changing".into())
 }
 
 /// Plaintext size of `stored` ciphertext bytes (the inverse of `sealed_len`).

@@ -212,6 +212,16 @@ fn credential_from(body: &str) -> S3Result<Auth> {
     }
 }
 
+/// Credentials travel in every request: plain http is only for a local emulator.
+fn check_endpoint(endpoint: &str) -> S3Result<()> {
+    let url = crate::outbound::Url::parse(endpoint).map_err(|e| S3Error::new(Code::InvalidArgument, e))?;
+    let loopback = url.host == "localhost" || url.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !url.tls && !loopback {
+        return Err(S3Error::new(Code::InvalidArgument, "A tier endpoint must be https:// (http only on loopback)."));
+    }
+    Ok(())
+}
+
 fn check_name(name: &str) -> S3Result<()> {
     let fine = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_uppercase())
@@ -257,6 +267,7 @@ pub async fn add(engine: &Engine, name: &str, body: &str, force: bool) -> S3Resu
         access_tier: access_tier.to_string(),
         auth: credential_from(body)?,
     };
+    check_endpoint(&tier.endpoint)?;
     let container = tier.container().map_err(|e| S3Error::new(Code::InvalidArgument, e))?;
     let (probe_prefix, tier_name) = (tier.prefix.clone(), name.to_owned());
     blocking(move || probe(&container, &probe_prefix, force)).await?.map_err(|e| match e {
@@ -328,7 +339,7 @@ fn probe(container: &Container, prefix: &str, force: bool) -> Result<(), Probe> 
     let id = ferrite_tiering::azure::block_id(0);
     container.put_block(&blob, &id, payload.clone()).map_err(Probe::Blob)?;
     container.commit_blocks(&blob, &[id], "Hot", &[]).map_err(Probe::Blob)?;
-    let back = container.get_range(&blob, 0, payload.len() as u64 - 1).map_err(Probe::Blob)?;
+    let back = container.get_range(&blob, 0, payload.len() as u64 - 1, None).map_err(Probe::Blob)?;
     container.delete(&blob).map_err(Probe::Blob)?;
     if back != payload {
         return Err(Probe::Mismatch);
@@ -489,6 +500,8 @@ pub struct RemoteReader {
     container: Option<Container>,
     error: Option<String>,
     blob: String,
+    /// The blob's ETag at commit: a blob replaced since is refused, never served.
+    etag: Option<String>,
     pos: u64,
     end: u64,
     primed: Option<Vec<u8>>,
@@ -507,10 +520,12 @@ impl StoredReader {
             Ok(None) => (None, Some(format!("tier {} is not configured", remote.tier))),
             Err(e) => (None, Some(e.message)),
         };
+        let etag = header(&meta.headers, H_BLOB_ETAG).filter(|e| !e.is_empty()).map(str::to_owned);
         StoredReader::Remote(Box::new(RemoteReader {
             container,
             error,
             blob: remote.blob,
+            etag,
             pos: start,
             end,
             primed: None,
@@ -550,7 +565,8 @@ impl RemoteReader {
             return Err(unavailable(self.error.clone().unwrap_or_default()));
         };
         let (blob, from, to) = (self.blob.clone(), self.pos, (self.pos + REMOTE_READ_BYTES).min(self.end) - 1);
-        let chunk = monoio::spawn_blocking(move || container.get_range(&blob, from, to))
+        let etag = self.etag.clone();
+        let chunk = monoio::spawn_blocking(move || container.get_range(&blob, from, to, etag.as_deref()))
             .await
             .map_err(|_| unavailable("cancelled".into()))?
             .map_err(|e| unavailable(e.to_string()))?;

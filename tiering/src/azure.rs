@@ -2,7 +2,7 @@
 //! first with the Cold tier), signed with the account's Shared Key or carrying a SAS token.
 //!
 //! Calls are blocking (see `outbound`): run them on a blocking pool from an executor. Each is
-//! idempotent and retried with back-off on 429, 500, 503 and transport errors.
+//! idempotent and retried with back-off on 429, 500, 502, 503, 504 and transport errors.
 //!
 //! Large blobs go up as blocks (Put Block, then Put Block List). Block ids are deterministic
 //! (`block_id(index)`), so an interrupted upload resumes: `uncommitted_blocks` says which
@@ -105,11 +105,6 @@ impl Container {
         Ok(Container { endpoint, account: account.to_owned(), name: name.to_owned(), auth })
     }
 
-    /// The endpoint's origin, for messages.
-    pub fn describe(&self) -> String {
-        format!("{}{}/{}", self.endpoint.origin(), self.endpoint.target.trim_end_matches('/'), self.name)
-    }
-
     /// Creates the container; one that exists already is fine.
     pub fn create(&self) -> BlobResult<()> {
         match self.call("PUT", None, &[("restype", "container")], &[], Vec::new()) {
@@ -162,10 +157,15 @@ impl Container {
         Ok(reply.header("etag").unwrap_or_default().to_owned())
     }
 
-    /// Bytes `start..=end` of the blob.
-    pub fn get_range(&self, blob: &str, start: u64, end: u64) -> BlobResult<Vec<u8>> {
+    /// Bytes `start..=end` of the blob; with `etag`, only if the blob is still that version
+    /// (412 otherwise, reported as Refused).
+    pub fn get_range(&self, blob: &str, start: u64, end: u64, etag: Option<&str>) -> BlobResult<Vec<u8>> {
         let range = format!("bytes={start}-{end}");
-        let reply = self.call("GET", Some(blob), &[], &[("x-ms-range", &range)], Vec::new())?;
+        let mut headers = vec![("x-ms-range", range.as_str())];
+        if let Some(etag) = etag {
+            headers.push(("if-match", etag));
+        }
+        let reply = self.call("GET", Some(blob), &[], &headers, Vec::new())?;
         Ok(reply.body)
     }
 

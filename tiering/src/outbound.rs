@@ -249,11 +249,12 @@ fn dechunk(mut body: &[u8]) -> io::Result<Option<Vec<u8>>> {
         if n == 0 {
             return Ok(Some(out)); // trailers, if any, are not needed
         }
+        // Checked before any arithmetic: a size near u64::MAX must not wrap.
+        if n > REPLY_MAX - out.len() {
+            return Err(io::Error::other("the answer is too large"));
+        }
         if rest.len() < n + 2 {
             return Ok(None);
-        }
-        if out.len() + n > REPLY_MAX {
-            return Err(io::Error::other("the answer is too large"));
         }
         out.extend_from_slice(&rest[..n]);
         body = &rest[n + 2..];
@@ -379,6 +380,8 @@ mod tests {
         assert!(until_close(head_only).is_err(), "a body cut short is an error");
         assert_eq!(until_close(b"HTTP/1.0 200 OK\r\n\r\nto the end").unwrap().body, b"to the end");
         assert!(complete(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", false).is_err());
+        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\nb\r\n";
+        assert!(complete(huge, false).is_err(), "a chunk size near u64::MAX is refused, not wrapped");
     }
 
     #[test]

@@ -25,7 +25,8 @@ heal: prints the status as JSON; exits 1 when blocks were found unrecoverable or
 is offline.
 kms-rewrap: after rotating a key in the KMS, re-seals every SSE-S3/SSE-KMS object key under
 its newest version without rewriting data; prints what it did; exits 1 when some failed.
-tier: remote tiers (Azure Blob containers) that lifecycle rules move objects to; adding one
+tier: remote tiers (Azure Blob containers) that lifecycle rules move objects to (the key or SAS
+may come from FERRITE_TIER_ACCOUNT_KEY / FERRITE_TIER_SAS instead of the command line); adding one
 checks it with a test write, read and delete, and refuses a container that holds data unless
 --force. lifecycle: what the lifecycle passes did; `run` runs one now.";
 
@@ -121,7 +122,14 @@ fn tier(args: &[String]) -> Result<bool, String> {
         let items: Vec<String> = fields
             .iter()
             .filter_map(|(flag, field)| {
-                get(flag).map(|v| format!("\"{field}\":\"{}\"", ferrite_engine::heal::json_escape(v)))
+                // Secrets can come from the environment, out of argv and shell history.
+                let from_env = match *flag {
+                    "account-key" => std::env::var("FERRITE_TIER_ACCOUNT_KEY").ok(),
+                    "sas" => std::env::var("FERRITE_TIER_SAS").ok(),
+                    _ => None,
+                };
+                let value = get(flag).map(str::to_owned).or(from_env.filter(|v| !v.is_empty()))?;
+                Some(format!("\"{field}\":\"{}\"", ferrite_engine::heal::json_escape(&value)))
             })
             .collect();
         format!("{{{}}}", items.join(","))

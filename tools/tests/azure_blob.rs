@@ -38,10 +38,13 @@ fn blocks_resume_commit_read_retier_list_and_delete() {
         (props.size, props.etag.as_str(), props.access_tier.as_deref()),
         (data.len() as u64, etag.as_str(), Some("Cool"))
     );
-    assert_eq!(c.get_range("objects/a b+c", 0, 9).unwrap(), data[..10]);
+    assert_eq!(c.get_range("objects/a b+c", 0, 9, None).unwrap(), data[..10]);
     let (from, to) = (1024 * 1024 - 5, 1024 * 1024 + 5);
-    assert_eq!(c.get_range("objects/a b+c", from as u64, to as u64).unwrap(), data[from..=to]);
-    assert_eq!(c.get_range("objects/a b+c", 0, data.len() as u64 - 1).unwrap(), data);
+    assert_eq!(c.get_range("objects/a b+c", from as u64, to as u64, None).unwrap(), data[from..=to]);
+    assert_eq!(c.get_range("objects/a b+c", 0, data.len() as u64 - 1, None).unwrap(), data);
+    // A read pinned to the committed version: served while it is that version, refused after.
+    assert_eq!(c.get_range("objects/a b+c", 0, 9, Some(&etag)).unwrap(), data[..10]);
+    assert!(matches!(c.get_range("objects/a b+c", 0, 9, Some("\"0x0\"")), Err(BlobError::Refused(412, _))));
     c.set_tier("objects/a b+c", "Cold").unwrap();
     assert_eq!(c.properties("objects/a b+c").unwrap().access_tier.as_deref(), Some("Cold"));
     c.set_tier("objects/a b+c", "Hot").unwrap();
@@ -68,5 +71,5 @@ fn blocks_resume_commit_read_retier_list_and_delete() {
     azurite.stop();
     assert!(matches!(c.properties("kept"), Err(BlobError::Unavailable(_))));
     azurite.restart();
-    assert_eq!(c.get_range("kept", 0, 9).unwrap(), vec![5; 10]);
+    assert_eq!(c.get_range("kept", 0, 9, None).unwrap(), vec![5; 10]);
 }

@@ -11,7 +11,8 @@
 //!   identity, which sets these in the pod); otherwise the managed identity of the node or pod
 //!   through the instance metadata service (`AZURE_CLIENT_ID` picks a user-assigned one).
 //!   `AZURE_AUTHORITY_HOST` (default https://login.microsoftonline.com) and
-//!   `FERRITE_KMS_AZURE_IMDS_URL` move the token endpoints (sovereign clouds, tests).
+//!   `FERRITE_KMS_AZURE_IMDS_URL` move the token endpoints (sovereign clouds, tests); the
+//!   token audience follows the vault's host (`FERRITE_KMS_AZURE_RESOURCE` overrides it).
 //!
 //! Key Vault's wrapKey binds no associated data, so each object gets a random 256-bit seed
 //! that Key Vault wraps, and the object's data key is sealed locally under that seed with the
@@ -62,8 +63,9 @@ pub struct AzureKms {
     default_key: String,
     alg: String,
     credential: Credential,
-    /// The OAuth resource of the vault: https://vault.azure.net or https://managedhsm.azure.net.
-    resource: &'static str,
+    /// The OAuth resource of the vault: its host without the vault's own name
+    /// (https://vault.azure.net, https://managedhsm.azure.net, https://vault.azure.cn, ...).
+    resource: String,
     token: Mutex<Option<(String, Instant)>>,
     versions: Mutex<HashMap<String, (String, Instant)>>,
     seeds: Mutex<HashMap<Vec<u8>, (Key, Instant)>>,
@@ -114,11 +116,7 @@ impl AzureKms {
                 Credential::Managed { imds, client_id: env("AZURE_CLIENT_ID") }
             }
         };
-        let resource = if vault.host.ends_with(".managedhsm.azure.net") {
-            "https://managedhsm.azure.net"
-        } else {
-            "https://vault.azure.net"
-        };
+        let resource = env("FERRITE_KMS_AZURE_RESOURCE").unwrap_or_else(|| resource_of(&vault.host));
         Ok(AzureKms {
             vault,
             default_key,
@@ -264,10 +262,15 @@ impl AzureKms {
                     ))
                 }
                 401 | 403 => {
-                    let why = json_string(&text, "message").unwrap_or_default();
+                    // The details (identities, vault names) go to the log, not to the client.
+                    let why: String = json_string(&text, "message").unwrap_or_default().chars().take(300).collect();
+                    eprintln!("ferrite: Key Vault refused {method} {path} (HTTP {}): {why}", reply.status);
                     return Err(S3Error::new(
                         Code::AccessDenied,
-                        format!("Key Vault refused the request (HTTP {}): {why}", reply.status),
+                        format!(
+                            "Key Vault refused the request (HTTP {}); the server log has the details",
+                            reply.status
+                        ),
                     ));
                 }
                 429 | 500..=599 => return Err(kms_unreachable(format!("Key Vault: HTTP {}", reply.status))),
@@ -309,7 +312,7 @@ impl AzureKms {
                 ("POST", token_url(authority, tenant), form_headers(), body)
             }
             Credential::Managed { imds, client_id } => {
-                let mut target = format!("{}?api-version=2018-02-01&resource={}", imds.target, form(self.resource));
+                let mut target = format!("{}?api-version=2018-02-01&resource={}", imds.target, form(&self.resource));
                 if let Some(id) = client_id {
                     target.push_str(&format!("&client_id={}", form(id)));
                 }
@@ -325,20 +328,33 @@ impl AzureKms {
             429 | 500..=599 => return Err(kms_unreachable(format!("identity endpoint: HTTP {}", reply.status))),
             status => {
                 let why = json_string(&text, "error_description").or_else(|| json_string(&text, "error"));
+                let why: String = why.unwrap_or_default().chars().take(300).collect();
+                eprintln!("ferrite: Entra ID refused Ferrite's Key Vault credentials (HTTP {status}): {why}");
                 return Err(S3Error::new(
                     Code::AccessDenied,
-                    format!(
-                        "Entra ID refused Ferrite's Key Vault credentials (HTTP {status}): {}",
-                        why.unwrap_or_default()
-                    ),
+                    format!("Entra ID refused Ferrite's Key Vault credentials (HTTP {status}); the server log has the details"),
                 ));
             }
         }
         let token = json_string(&text, "access_token").ok_or_else(|| kms_broken("token", "no access_token"))?;
-        let lifetime = Duration::from_secs(json_u64(&text, "expires_in").unwrap_or(300));
+        // Tokens live about an hour (a day for managed identities); anything longer is not
+        // believed.
+        let lifetime = Duration::from_secs(json_u64(&text, "expires_in").unwrap_or(300).min(86_400));
         let until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN).max(Duration::from_secs(30));
         *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some((token.clone(), until));
         Ok(token)
+    }
+}
+
+/// The token audience for a vault host: NAME.vault.azure.net -> https://vault.azure.net (and
+/// likewise for Managed HSM and the sovereign clouds). An address without such a name (a
+/// test server) gets the public cloud's.
+fn resource_of(host: &str) -> String {
+    match host.split_once('.') {
+        Some((_, domain)) if domain.contains('.') && host.parse::<std::net::IpAddr>().is_err() => {
+            format!("https://{domain}")
+        }
+        _ => "https://vault.azure.net".into(),
     }
 }
 
@@ -387,6 +403,15 @@ mod tests {
             assert!(parse_sealed(bad.as_bytes()).is_err(), "{bad}");
         }
         assert!(parse_sealed(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn token_audiences_follow_the_vault_host() {
+        assert_eq!(resource_of("acme.vault.azure.net"), "https://vault.azure.net");
+        assert_eq!(resource_of("acme.managedhsm.azure.net"), "https://managedhsm.azure.net");
+        assert_eq!(resource_of("acme.vault.azure.cn"), "https://vault.azure.cn");
+        assert_eq!(resource_of("127.0.0.1"), "https://vault.azure.net");
+        assert_eq!(resource_of("localhost"), "https://vault.azure.net");
     }
 
     #[test]
