@@ -1,6 +1,7 @@
 //! Bucket lifecycle: Put/Get/DeleteBucketLifecycleConfiguration, and the background pass
 //! that applies the rules (expiration, transition to a remote tier, aborting incomplete
-//! multipart uploads), one object at a time and one pass at a time (no bandwidth limit yet).
+//! multipart uploads), one object at a time and one pass at a time, uploads paced at
+//! `FERRITE_LIFECYCLE_MIBPS` (default 64 MiB/s).
 //!
 //! The configuration is validated as AWS does and stored as sent (bucket configuration
 //! `lifecycle`); the pass parses it again. Versioning does not exist yet, so the
@@ -354,6 +355,13 @@ pub fn counters_json() -> String {
     )
 }
 
+/// Bytes per second transitions may upload: `FERRITE_LIFECYCLE_MIBPS` (default 64; 0 for
+/// no limit). Transitions run one at a time, so this bounds the process.
+fn upload_rate() -> Option<u64> {
+    let mib = std::env::var("FERRITE_LIFECYCLE_MIBPS").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(64);
+    (mib > 0).then_some(mib << 20)
+}
+
 /// The length of a lifecycle day: 86,400 s, or `FERRITE_LIFECYCLE_DAY_SECS` (tests).
 pub fn day_ms() -> i64 {
     std::env::var("FERRITE_LIFECYCLE_DAY_SECS")
@@ -560,6 +568,7 @@ pub async fn transition(
     let mut ids = Vec::new();
     let mut block = Vec::with_capacity(UPLOAD_BLOCK_BYTES);
     let mut done = false;
+    let (started, rate, mut sent) = (std::time::Instant::now(), upload_rate(), 0u64);
     while !done {
         match reader.next_chunk().await? {
             Some(chunk) => block.extend_from_slice(&chunk),
@@ -570,6 +579,14 @@ pub async fn transition(
             let id = block_id(ids.len() as u64);
             let already = held.iter().any(|(h, size)| *h == id && *size == block.len() as u64);
             if !already {
+                // Paced: the upload never runs ahead of `rate` bytes per second.
+                if let Some(rate) = rate {
+                    let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        monoio::time::sleep(wait).await;
+                    }
+                }
+                sent += block.len() as u64;
                 let (c, b, i, data) =
                     (container.clone(), blob.clone(), id.clone(), std::mem::replace(&mut block, rest));
                 tier::blocking(move || c.put_block(&b, &i, data)).await?.map_err(blob_failed)?;

@@ -52,7 +52,8 @@ healing:     FERRITE_SCAN_INTERVAL_SECS between background scans (default 3600),
              age of unreferenced data files the scanner removes (default 3600).
 tiering:     FERRITE_LIFECYCLE_INTERVAL_SECS between lifecycle passes (default 3600; 0
              never: run them with `ferrite admin lifecycle run`), FERRITE_LIFECYCLE_DAY_SECS
-             the length of a lifecycle day (tests; default 86400).
+             the length of a lifecycle day (tests; default 86400), FERRITE_LIFECYCLE_MIBPS how
+             fast transitions upload (default 64; 0 unlimited).
 metrics:     GET /ferrite/metrics (Prometheus); FERRITE_METRICS_TOKEN requires that bearer
              token.";
 
