@@ -203,18 +203,7 @@ fn midnight(date: &str) -> S3Result<i64> {
     if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=month_days[(m - 1) as usize]).contains(&d) {
         return Err(invalid("'Date' must be an ISO 8601 date between 1970 and 9999"));
     }
-    Ok(days_from_civil(y, m, d) * DAY_MS)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    Ok(crate::sigv4::days_from_civil(y, m, d) * DAY_MS)
 }
 
 fn filter_node(f: &Node, filter: &mut Filter) -> S3Result<()> {
@@ -656,7 +645,7 @@ mod tests {
             "<Status>Enabled</Status><Prefix>x</Prefix><Expiration><Date>2026-12-01T00:00:00Z</Date></Expiration>",
         ))
         .unwrap();
-        assert_eq!(r[0].expiration, Some(When::Date(days_from_civil(2026, 12, 1) * DAY_MS)));
+        assert_eq!(r[0].expiration, Some(When::Date(crate::sigv4::days_from_civil(2026, 12, 1) * DAY_MS)));
         for date in ["999999999-01-01", "2026-02-30", "2026-13-01", "1969-12-31", "2026-1"] {
             let xml = doc(&format!("<Status>Enabled</Status><Filter/><Expiration><Date>{date}</Date></Expiration>"));
             assert_eq!(rules(&xml).unwrap_err().code, Code::InvalidArgument, "{date}");

@@ -212,7 +212,7 @@ pub fn is_encrypted(headers: &[(String, String)]) -> bool {
     header(headers, H_MODE).is_some()
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 

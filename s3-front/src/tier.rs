@@ -26,6 +26,7 @@ use sha2::Sha256;
 use crate::checksum::{b64, b64_decode};
 use crate::error::{Code, S3Error, S3Result};
 use crate::outbound::json_string;
+use crate::sse::header;
 
 /// Internal headers of a transitioned object (never shown to clients).
 pub const H_TIER: &str = "x-ferrite-tier";
@@ -356,10 +357,6 @@ pub struct Remote {
     pub parts: Vec<PartLoc>,
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-}
-
 /// The remote location of a transitioned object (None: its data is local).
 pub fn remote_of(meta: &ObjectMeta) -> Option<Remote> {
     let tier = header(&meta.headers, H_TIER)?;
@@ -394,6 +391,16 @@ pub fn restored_until(meta: &ObjectMeta) -> Option<i64> {
     header(&meta.headers, H_RESTORED_UNTIL).and_then(|v| v.parse().ok())
 }
 
+/// The object's headers with its restored copy's expiry set to `until` (None: removed).
+fn restored_headers(meta: &ObjectMeta, until: Option<i64>) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> =
+        meta.headers.iter().filter(|(n, _)| n != H_RESTORED_UNTIL).cloned().collect();
+    if let Some(until) = until {
+        headers.push((H_RESTORED_UNTIL.into(), until.to_string()));
+    }
+    headers
+}
+
 /// Restores currently running in this process, by bucket and key.
 static RESTORING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<(String, String)>>> =
     std::sync::LazyLock::new(Default::default);
@@ -419,10 +426,7 @@ pub async fn restore(engine: &Engine, bucket: &str, key: &str, days: u32, day_ms
     }
     let until = crate::lifecycle::due_ms(&crate::lifecycle::When::Days(days), ferrite_engine::now_ms(), day_ms);
     if has_local_copy(&meta) {
-        let mut headers: Vec<(String, String)> =
-            meta.headers.iter().filter(|(n, _)| n != H_RESTORED_UNTIL).cloned().collect();
-        headers.push((H_RESTORED_UNTIL.into(), until.to_string()));
-        engine.set_headers(bucket, key, &meta, headers).await?;
+        engine.set_headers(bucket, key, &meta, restored_headers(&meta, Some(until))).await?;
         return Ok(false);
     }
     let id = (bucket.to_owned(), key.to_owned());
@@ -459,9 +463,7 @@ async fn copy_back(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, 
     let ferrite_engine::Finished::Part(part) = writer.finish().await? else {
         return Err(S3Error::new(Code::InternalError, "a restored copy came back inline"));
     };
-    let mut headers: Vec<(String, String)> =
-        meta.headers.iter().filter(|(n, _)| n != H_RESTORED_UNTIL).cloned().collect();
-    headers.push((H_RESTORED_UNTIL.into(), until.to_string()));
+    let headers = restored_headers(meta, Some(until));
     // If the object changed meanwhile the copy is unreferenced; the scanner's leftover pass
     // removes its files.
     engine.swap_data(bucket, key, meta, DataLoc::Parts(vec![part]), headers).await.map_err(S3Error::from)
@@ -469,7 +471,7 @@ async fn copy_back(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, 
 
 /// Frees a restored copy whose time is up (the lifecycle pass calls this).
 pub async fn expire_restored(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta) -> S3Result<()> {
-    let headers: Vec<(String, String)> = meta.headers.iter().filter(|(n, _)| n != H_RESTORED_UNTIL).cloned().collect();
+    let headers = restored_headers(meta, None);
     engine.swap_data(bucket, key, meta, DataLoc::Parts(Vec::new()), headers).await.map_err(S3Error::from)
 }
 
