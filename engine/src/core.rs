@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::engine::{Engine, ListItem, ListPage, PutCondition, UploadSummary};
 use crate::error::{EngineError, Result};
 use crate::io::{remove_file, DriveFile, OpenMode};
-use crate::meta::{DataLoc, ObjectMeta, PartMeta, UploadMeta};
+use crate::meta::{DataLoc, ObjectMeta, PartMeta, UploadMeta, STORAGE_CLASS_HEADER};
 use crate::quorum;
 use crate::wal::{encode_record, wal_path, Record, BUCKET_PARTITION};
 
@@ -378,7 +378,8 @@ impl CoreState {
                     jumped = true;
                     break;
                 }
-                items.push(ListItem::Object(key.clone(), meta.size, meta.etag.clone(), meta.mtime_ms));
+                let class = meta.headers.iter().find(|(n, _)| n == STORAGE_CLASS_HEADER).map(|(_, v)| v.clone());
+                items.push(ListItem::Object(key.clone(), meta.size, meta.etag.clone(), meta.mtime_ms, class));
             }
             if !jumped {
                 return ListPage { items, truncated: false };

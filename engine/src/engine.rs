@@ -217,8 +217,8 @@ pub enum PutCondition {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListItem {
-    /// key, size, etag, mtime_ms
-    Object(String, u64, String, i64),
+    /// key, size, etag, mtime_ms, storage class (None: STANDARD)
+    Object(String, u64, String, i64, Option<String>),
     Prefix(String),
 }
 

@@ -25,4 +25,4 @@ pub use crate::engine::{
     SNAPSHOT_EVERY_BYTES_DEFAULT,
 };
 pub use crate::error::{EngineError, Result};
-pub use crate::meta::{DataLoc, ObjectMeta, PartLoc, PartMeta, UploadMeta};
+pub use crate::meta::{DataLoc, ObjectMeta, PartLoc, PartMeta, UploadMeta, STORAGE_CLASS_HEADER};

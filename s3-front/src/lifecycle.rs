@@ -324,7 +324,11 @@ pub struct Counters {
     pub expired: std::sync::atomic::AtomicU64,
     pub uploads_aborted: std::sync::atomic::AtomicU64,
     pub restores_expired: std::sync::atomic::AtomicU64,
+    pub restored: std::sync::atomic::AtomicU64,
     pub orphans_removed: std::sync::atomic::AtomicU64,
+    /// A gauge: transitions the last pass found due but could not make (failed, or their
+    /// tier was unreachable).
+    pub transitions_pending: std::sync::atomic::AtomicU64,
 }
 
 pub static COUNTERS: std::sync::LazyLock<Counters> = std::sync::LazyLock::new(Counters::default);
@@ -333,12 +337,15 @@ pub fn counters_json() -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let c = &*COUNTERS;
     format!(
-        "{{\"transitioned\":{},\"transitioned_bytes\":{},\"transition_failed\":{},\"expired\":{},\"uploads_aborted\":{},\"restores_expired\":{},\"orphans_removed\":{}}}",
+        "{{\"transitioned\":{},\"transitioned_bytes\":{},\"transition_failed\":{},\"transitions_pending\":{},\"expired\":{},\"uploads_aborted\":{},\"restored\":{},\"restores_running\":{},\"restores_expired\":{},\"orphans_removed\":{}}}",
         c.transitioned.load(Relaxed),
         c.transitioned_bytes.load(Relaxed),
         c.transition_failed.load(Relaxed),
+        c.transitions_pending.load(Relaxed),
         c.expired.load(Relaxed),
         c.uploads_aborted.load(Relaxed),
+        c.restored.load(Relaxed),
+        tier::restores_running(),
         c.restores_expired.load(Relaxed),
         c.orphans_removed.load(Relaxed)
     )
@@ -360,11 +367,37 @@ pub fn day_ms() -> i64 {
         .map_or(DAY_MS, |s| s * 1000)
 }
 
-/// Runs lifecycle passes forever, one every `interval` (on one executor).
+/// Resumes the restores a crash cut short, then runs lifecycle passes forever, one every
+/// `interval` (on one executor).
 pub async fn run(engine: Engine, interval: Duration, day_ms: i64) {
+    resume_restores(&engine).await;
+    if interval.is_zero() {
+        return;
+    }
     loop {
         monoio::time::sleep(interval).await;
         pass(&engine, day_ms).await;
+    }
+}
+
+/// Starts every pending restore again. Listings name each object's storage class, so only
+/// objects in a tier are read.
+pub async fn resume_restores(engine: &Engine) {
+    for (bucket, _) in engine.list_buckets() {
+        let mut after = String::new();
+        loop {
+            let Ok(page) = engine.list(&bucket, "", None, &after, 1000).await else { break };
+            for item in &page.items {
+                let ListItem::Object(key, .., Some(_)) = item else { continue };
+                if let Ok(meta) = engine.head_object(&bucket, key).await {
+                    tier::resume_restore(engine, &bucket, key, meta);
+                }
+            }
+            match page.items.last() {
+                Some(last) if page.truncated => after = last.name().to_owned(),
+                _ => break,
+            }
+        }
     }
 }
 
@@ -387,6 +420,7 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
     let _done = Done;
     // Tiers that could not be reached in this pass are not tried again until the next one.
     let mut unreachable: Vec<String> = Vec::new();
+    let mut pending = 0u64;
     for (bucket, _) in engine.list_buckets() {
         let doc = engine.bucket_config(&bucket, BUCKET_CONFIG).ok().flatten();
         let rules = doc.and_then(|d| parse(d.as_bytes(), &|_| true).ok()).unwrap_or_default();
@@ -397,6 +431,9 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
             for item in &page.items {
                 let ListItem::Object(key, ..) = item else { continue };
                 let Ok(meta) = engine.head_object(&bucket, key).await else { continue };
+                if tier::restore_pending(&meta).is_some() {
+                    tier::resume_restore(engine, &bucket, key, meta.clone());
+                }
                 if tier::restored_until(&meta).is_some_and(|until| until <= now) {
                     match tier::expire_restored(engine, &bucket, key, &meta).await {
                         Ok(()) => COUNTERS.restores_expired.fetch_add(1, Relaxed),
@@ -405,15 +442,10 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
                     continue;
                 }
                 match action_for(&rules, key, &meta, now, day_ms) {
-                    Some(Action::Expire) => {
-                        let remote = tier::remote_of(&meta);
-                        if engine.delete_object(&bucket, key).await.is_ok() {
-                            COUNTERS.expired.fetch_add(1, Relaxed);
-                            if let Some(remote) = remote {
-                                tier::delete_remote(engine, remote).await;
-                            }
-                        }
+                    Some(Action::Expire) if tier::delete_object(engine, &bucket, key).await.is_ok() => {
+                        COUNTERS.expired.fetch_add(1, Relaxed);
                     }
+                    Some(Action::Expire) => {}
                     Some(Action::Transition(tier_name)) if !unreachable.contains(&tier_name) => {
                         match transition(engine, &bucket, key, &meta, &tier_name).await {
                             Ok(true) => {
@@ -422,6 +454,7 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
                             }
                             Ok(false) => {}
                             Err(e) => {
+                                pending += 1;
                                 COUNTERS.transition_failed.fetch_add(1, Relaxed);
                                 eprintln!("ferrite: lifecycle: {bucket}/{key} to {tier_name}: {}", e.message);
                                 if e.code == Code::ServiceUnavailable {
@@ -430,7 +463,7 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
                             }
                         }
                     }
-                    Some(Action::Transition(_)) => {}
+                    Some(Action::Transition(_)) => pending += 1,
                     None => {}
                 }
             }
@@ -441,6 +474,7 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
         }
         abort_incomplete(engine, &bucket, &rules, now, day_ms).await;
     }
+    COUNTERS.transitions_pending.store(pending, Relaxed);
     sweep_orphans(engine).await;
 }
 

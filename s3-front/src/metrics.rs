@@ -82,11 +82,17 @@ fn render(ctx: &Ctx) -> String {
         ("transition_failed", &c.transition_failed),
         ("expired", &c.expired),
         ("uploads_aborted", &c.uploads_aborted),
+        ("restored", &c.restored),
         ("restores_expired", &c.restores_expired),
         ("orphans_removed", &c.orphans_removed),
     ] {
         out.push_str(&format!("ferrite_lifecycle_total{{what=\"{what}\"}} {}\n", counter.load(Relaxed)));
     }
+    out.push_str(
+        "# HELP ferrite_transitions_pending Transitions the last lifecycle pass found due but could not make.\n",
+    );
+    out.push_str("# TYPE ferrite_transitions_pending gauge\n");
+    out.push_str(&format!("ferrite_transitions_pending {}\n", c.transitions_pending.load(Relaxed)));
     out.push_str("# HELP ferrite_restores_running Restores of transitioned objects in progress.\n");
     out.push_str("# TYPE ferrite_restores_running gauge\n");
     out.push_str(&format!("ferrite_restores_running {}\n", crate::tier::restores_running()));

@@ -103,11 +103,7 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
             Ok(Response::new(204))
         }
         "DELETE" => {
-            let remote = ctx.engine.head_object(bucket, key).await.ok().and_then(|m| crate::tier::remote_of(&m));
-            ctx.engine.delete_object(bucket, key).await?;
-            if let Some(remote) = remote {
-                crate::tier::delete_remote(&ctx.engine, remote).await;
-            }
+            crate::tier::delete_object(&ctx.engine, bucket, key).await?;
             Ok(Response::new(204))
         }
         _ => err(Code::NotImplemented, "A header or query you provided implies functionality that is not implemented."),
@@ -439,7 +435,7 @@ async fn restore_object(ctx: &Ctx, bucket: &str, key: &str, body: &mut Body<'_>)
         Some(Ok(days)) if days > 0 => days,
         _ => return err(Code::InvalidArgument, "Days must be a positive integer"),
     };
-    let started = crate::tier::restore(&ctx.engine, bucket, key, days, lifecycle::day_ms()).await?;
+    let started = crate::tier::restore(&ctx.engine, bucket, key, days).await?;
     Ok(Response::new(if started { 202 } else { 200 }))
 }
 
@@ -563,13 +559,13 @@ async fn list_objects(ctx: &Ctx, call: &Call<'_>, bucket: &str) -> S3Result<Resp
         }
     }
     for item in &page.items {
-        if let ListItem::Object(key, size, etag, mtime) = item {
+        if let ListItem::Object(key, size, etag, mtime, class) = item {
             x.start("Contents")
                 .elem("Key", &enc(key))
                 .elem("LastModified", &iso8601(*mtime))
                 .elem("ETag", &quoted(etag))
                 .elem("Size", &size.to_string())
-                .elem("StorageClass", "STANDARD");
+                .elem("StorageClass", class.as_deref().unwrap_or("STANDARD"));
             if !v2 || call.q("fetch-owner") == Some("true") {
                 x.start("Owner").elem("ID", &ctx.config.root_user).elem("DisplayName", &ctx.config.root_user).end();
             }
@@ -764,7 +760,7 @@ async fn get_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, head_on
     }
     if let Some(remote) = crate::tier::remote_of(&meta) {
         resp = resp.header("x-amz-storage-class", remote.tier);
-        if crate::tier::restore_running(bucket, key) {
+        if crate::tier::restore_pending(&meta).is_some() {
             resp = resp.header("x-amz-restore", "ongoing-request=\"true\"");
         } else if let Some(until) = crate::tier::restored_until(&meta) {
             resp = resp
@@ -961,7 +957,7 @@ async fn delete_objects(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3Resul
         .iter()
         .map(|key| {
             let (engine, bucket, key) = (ctx.engine.clone(), bucket.to_owned(), (*key).to_owned());
-            monoio::spawn(async move { engine.delete_object(&bucket, &key).await })
+            monoio::spawn(async move { crate::tier::delete_object(&engine, &bucket, &key).await })
         })
         .collect();
     for (key, task) in keys.iter().zip(tasks) {

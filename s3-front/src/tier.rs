@@ -29,7 +29,7 @@ use crate::outbound::json_string;
 use crate::sse::header;
 
 /// Internal headers of a transitioned object (never shown to clients).
-pub const H_TIER: &str = "x-ferrite-tier";
+pub const H_TIER: &str = ferrite_engine::STORAGE_CLASS_HEADER;
 const H_BLOB: &str = "x-ferrite-tier-blob";
 const H_BLOB_ETAG: &str = "x-ferrite-tier-etag";
 /// The stored parts as they were ("file id hex:size" by commas): multipart encrypted
@@ -38,6 +38,10 @@ const H_PARTS: &str = "x-ferrite-tier-parts";
 /// A restored copy's expiry (ms since the epoch): while set, the object also has local data
 /// files holding all its stored bytes, and reads use them.
 const H_RESTORED_UNTIL: &str = "x-ferrite-tier-restored-until";
+/// A requested restore that has not finished: the Days its copy will be kept, counted from
+/// when it is written (as AWS does). Recorded before the 202, so a restore survives a crash:
+/// start-up and each lifecycle pass resume it.
+const H_RESTORE_PENDING: &str = "x-ferrite-tier-restore-pending";
 
 const CONFIG_PREFIX: &str = "tier/";
 /// Bytes per ranged GET from a tier.
@@ -391,12 +395,17 @@ pub fn restored_until(meta: &ObjectMeta) -> Option<i64> {
     header(&meta.headers, H_RESTORED_UNTIL).and_then(|v| v.parse().ok())
 }
 
-/// The object's headers with its restored copy's expiry set to `until` (None: removed).
-fn restored_headers(meta: &ObjectMeta, until: Option<i64>) -> Vec<(String, String)> {
+/// The Days of a requested, unfinished restore, if one was requested.
+pub fn restore_pending(meta: &ObjectMeta) -> Option<u32> {
+    header(&meta.headers, H_RESTORE_PENDING).and_then(|v| v.parse().ok())
+}
+
+/// The object's headers without any restore state, plus `(name, value)` if given.
+fn restore_headers(meta: &ObjectMeta, set: Option<(&str, i64)>) -> Vec<(String, String)> {
     let mut headers: Vec<(String, String)> =
-        meta.headers.iter().filter(|(n, _)| n != H_RESTORED_UNTIL).cloned().collect();
-    if let Some(until) = until {
-        headers.push((H_RESTORED_UNTIL.into(), until.to_string()));
+        meta.headers.iter().filter(|(n, _)| n != H_RESTORED_UNTIL && n != H_RESTORE_PENDING).cloned().collect();
+    if let Some((name, until)) = set {
+        headers.push((name.into(), until.to_string()));
     }
     headers
 }
@@ -409,14 +418,10 @@ pub fn restores_running() -> usize {
     RESTORING.lock().unwrap_or_else(|p| p.into_inner()).len()
 }
 
-pub fn restore_running(bucket: &str, key: &str) -> bool {
-    RESTORING.lock().unwrap_or_else(|p| p.into_inner()).contains(&(bucket.to_owned(), key.to_owned()))
-}
-
 /// RestoreObject: Ok(true) when a restore was started (202), Ok(false) when a restored copy
-/// exists and only its expiry moved (200). The copy is written in the background on this
-/// executor; `x-amz-restore` tells when it is there.
-pub async fn restore(engine: &Engine, bucket: &str, key: &str, days: u32, day_ms: i64) -> S3Result<bool> {
+/// exists and only its expiry moves (200). The request is recorded with the object, then the
+/// copy is written in the background on this executor; `x-amz-restore` tells when it is there.
+pub async fn restore(engine: &Engine, bucket: &str, key: &str, days: u32) -> S3Result<bool> {
     let meta = engine.head_object(bucket, key).await?;
     if remote_of(&meta).is_none() {
         return Err(S3Error::new(
@@ -424,28 +429,52 @@ pub async fn restore(engine: &Engine, bucket: &str, key: &str, days: u32, day_ms
             "Restore is not allowed for the object's current storage class",
         ));
     }
-    let until = crate::lifecycle::due_ms(&crate::lifecycle::When::Days(days), ferrite_engine::now_ms(), day_ms);
     if has_local_copy(&meta) {
-        engine.set_headers(bucket, key, &meta, restored_headers(&meta, Some(until))).await?;
+        let until = restore_expiry(days);
+        engine.set_headers(bucket, key, &meta, restore_headers(&meta, Some((H_RESTORED_UNTIL, until)))).await?;
         return Ok(false);
     }
+    if restore_pending(&meta).is_some() {
+        // Requested before: running here, or cut short by a crash or a tier outage (then
+        // this request starts it again).
+        resume_restore(engine, bucket, key, meta);
+        return Err(S3Error::new(Code::RestoreAlreadyInProgress, "Object restore is already in progress"));
+    }
+    let headers = restore_headers(&meta, Some((H_RESTORE_PENDING, days.into())));
+    engine.set_headers(bucket, key, &meta, headers.clone()).await?;
+    resume_restore(engine, bucket, key, ObjectMeta { headers, ..meta });
+    Ok(true)
+}
+
+/// When a restored copy made now for `days` expires: midnight UTC after the days.
+fn restore_expiry(days: u32) -> i64 {
+    let day_ms = crate::lifecycle::day_ms();
+    crate::lifecycle::due_ms(&crate::lifecycle::When::Days(days), ferrite_engine::now_ms(), day_ms)
+}
+
+/// Starts writing the copy of a pending restore in the background, unless it is running in
+/// this process already.
+pub fn resume_restore(engine: &Engine, bucket: &str, key: &str, meta: ObjectMeta) {
+    let Some(days) = restore_pending(&meta) else { return };
     let id = (bucket.to_owned(), key.to_owned());
     if !RESTORING.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
-        return Err(S3Error::new(Code::RestoreAlreadyInProgress, "Object restore is already in progress"));
+        return;
     }
     let engine = engine.clone();
     monoio::spawn(async move {
-        if let Err(e) = copy_back(&engine, &id.0, &id.1, &meta, until).await {
-            eprintln!("ferrite: restore {}/{}: {}", id.0, id.1, e.message);
+        match copy_back(&engine, &id.0, &id.1, &meta, days).await {
+            Ok(()) => {
+                crate::lifecycle::COUNTERS.restored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => eprintln!("ferrite: restore {}/{}: {}", id.0, id.1, e.message),
         }
         RESTORING.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     });
-    Ok(true)
 }
 
 /// Writes the blob's bytes into new local data files and records them as the restored copy,
 /// if the object is unchanged meanwhile.
-async fn copy_back(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, until: i64) -> S3Result<()> {
+async fn copy_back(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, days: u32) -> S3Result<()> {
     let stored: u64 = stored_parts(meta).iter().map(|p| p.size).sum();
     let mut reader = StoredReader::open(engine, bucket, key, meta, 0, stored);
     let mut writer = engine.writer(bucket, key, false)?;
@@ -463,7 +492,8 @@ async fn copy_back(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, 
     let ferrite_engine::Finished::Part(part) = writer.finish().await? else {
         return Err(S3Error::new(Code::InternalError, "a restored copy came back inline"));
     };
-    let headers = restored_headers(meta, Some(until));
+    let until = restore_expiry(days);
+    let headers = restore_headers(meta, Some((H_RESTORED_UNTIL, until)));
     // If the object changed meanwhile the copy is unreferenced; the scanner's leftover pass
     // removes its files.
     engine.swap_data(bucket, key, meta, DataLoc::Parts(vec![part]), headers).await.map_err(S3Error::from)
@@ -471,7 +501,7 @@ async fn copy_back(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, 
 
 /// Frees a restored copy whose time is up (the lifecycle pass calls this).
 pub async fn expire_restored(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta) -> S3Result<()> {
-    let headers = restored_headers(meta, None);
+    let headers = restore_headers(meta, None);
     engine.swap_data(bucket, key, meta, DataLoc::Parts(Vec::new()), headers).await.map_err(S3Error::from)
 }
 
@@ -578,6 +608,16 @@ impl RemoteReader {
         self.pos = to + 1;
         Ok(Some(chunk))
     }
+}
+
+/// Deletes an object and, when it had moved to a tier, its blob.
+pub async fn delete_object(engine: &Engine, bucket: &str, key: &str) -> ferrite_engine::Result<()> {
+    let remote = engine.head_object(bucket, key).await.ok().and_then(|m| remote_of(&m));
+    engine.delete_object(bucket, key).await?;
+    if let Some(remote) = remote {
+        delete_remote(engine, remote).await;
+    }
+    Ok(())
 }
 
 /// Deletes a transitioned object's blob (after the object itself was deleted or replaced).

@@ -308,10 +308,8 @@ fn run_core(
     let main = async move {
         if core == 0 {
             let interval = env_number("FERRITE_LIFECYCLE_INTERVAL_SECS").unwrap_or(3600);
-            if interval > 0 {
-                let day_ms = ferrite_s3::lifecycle::day_ms();
-                monoio::spawn(ferrite_s3::lifecycle::run(engine.clone(), Duration::from_secs(interval), day_ms));
-            }
+            let day_ms = ferrite_s3::lifecycle::day_ms();
+            monoio::spawn(ferrite_s3::lifecycle::run(engine.clone(), Duration::from_secs(interval), day_ms));
         }
         monoio::spawn(ferrite_engine::serve(engine.clone(), boot));
         let listener = match monoio::net::TcpListener::from_std(listener) {
