@@ -231,6 +231,37 @@ impl ListItem {
     }
 }
 
+/// See [`Engine::walk`].
+pub struct ObjectWalk {
+    engine: Engine,
+    bucket: String,
+    after: String,
+    page: std::vec::IntoIter<ListItem>,
+    more: bool,
+}
+
+impl ObjectWalk {
+    /// The next object's key and storage class (None: STANDARD). Ends early if the bucket
+    /// goes away.
+    pub async fn next(&mut self) -> Option<(String, Option<String>)> {
+        loop {
+            if let Some(item) = self.page.next() {
+                self.after = item.name().to_owned();
+                if let ListItem::Object(key, .., class) = item {
+                    return Some((key, class));
+                }
+                continue;
+            }
+            if !self.more {
+                return None;
+            }
+            let page = self.engine.list(&self.bucket, "", None, &self.after, 1000).await.ok()?;
+            self.more = page.truncated;
+            self.page = page.items.into_iter();
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ListPage {
     pub items: Vec<ListItem>,
@@ -720,6 +751,18 @@ impl Engine {
             truncated = true;
         }
         Ok(ListPage { items: merged, truncated })
+    }
+
+    /// A cursor over every object of `bucket`, a listing page at a time, for background
+    /// passes (objects written meanwhile may or may not be seen).
+    pub fn walk(&self, bucket: &str) -> ObjectWalk {
+        ObjectWalk {
+            engine: self.clone(),
+            bucket: bucket.to_owned(),
+            after: String::new(),
+            page: Vec::new().into_iter(),
+            more: true,
+        }
     }
 
     // ----- multipart -----

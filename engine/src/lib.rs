@@ -21,7 +21,7 @@ pub mod wal;
 pub use crate::core::{serve, CoreBoot};
 pub use crate::data::{DataWriter, Finished, ObjectReader};
 pub use crate::engine::{
-    now_ms, Engine, EngineConfig, ListItem, ListPage, PutCondition, UploadSummary, INLINE_BYTES_MAX,
+    now_ms, Engine, EngineConfig, ListItem, ListPage, ObjectWalk, PutCondition, UploadSummary, INLINE_BYTES_MAX,
     SNAPSHOT_EVERY_BYTES_DEFAULT,
 };
 pub use crate::error::{EngineError, Result};

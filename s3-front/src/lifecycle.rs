@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use ferrite_engine::meta::DataLoc;
-use ferrite_engine::{Engine, EngineError, ListItem, ObjectMeta};
+use ferrite_engine::{Engine, EngineError, ObjectMeta};
 use ferrite_tiering::azure::block_id;
 use sha2::Digest;
 
@@ -384,18 +384,13 @@ pub async fn run(engine: Engine, interval: Duration, day_ms: i64) {
 /// objects in a tier are read.
 pub async fn resume_restores(engine: &Engine) {
     for (bucket, _) in engine.list_buckets() {
-        let mut after = String::new();
-        loop {
-            let Ok(page) = engine.list(&bucket, "", None, &after, 1000).await else { break };
-            for item in &page.items {
-                let ListItem::Object(key, .., Some(_)) = item else { continue };
-                if let Ok(meta) = engine.head_object(&bucket, key).await {
-                    tier::resume_restore(engine, &bucket, key, meta);
-                }
+        let mut walk = engine.walk(&bucket);
+        while let Some((key, class)) = walk.next().await {
+            if class.is_none() {
+                continue;
             }
-            match page.items.last() {
-                Some(last) if page.truncated => after = last.name().to_owned(),
-                _ => break,
+            if let Ok(meta) = engine.head_object(&bucket, &key).await {
+                tier::resume_restore(engine, &bucket, &key, meta);
             }
         }
     }
@@ -425,51 +420,43 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
         let doc = engine.bucket_config(&bucket, BUCKET_CONFIG).ok().flatten();
         let rules = doc.and_then(|d| parse(d.as_bytes(), &|_| true).ok()).unwrap_or_default();
         let now = ferrite_engine::now_ms();
-        let mut after = String::new();
-        loop {
-            let Ok(page) = engine.list(&bucket, "", None, &after, 1000).await else { break };
-            for item in &page.items {
-                let ListItem::Object(key, ..) = item else { continue };
-                let Ok(meta) = engine.head_object(&bucket, key).await else { continue };
-                if tier::restore_pending(&meta).is_some() {
-                    tier::resume_restore(engine, &bucket, key, meta.clone());
+        let mut walk = engine.walk(&bucket);
+        while let Some((key, _)) = walk.next().await {
+            let Ok(meta) = engine.head_object(&bucket, &key).await else { continue };
+            if tier::restore_pending(&meta).is_some() {
+                tier::resume_restore(engine, &bucket, &key, meta.clone());
+            }
+            if tier::restored_until(&meta).is_some_and(|until| until <= now) {
+                match tier::expire_restored(engine, &bucket, &key, &meta).await {
+                    Ok(()) => COUNTERS.restores_expired.fetch_add(1, Relaxed),
+                    Err(_) => 0,
+                };
+                continue;
+            }
+            match action_for(&rules, &key, &meta, now, day_ms) {
+                Some(Action::Expire) if tier::delete_object(engine, &bucket, &key).await.is_ok() => {
+                    COUNTERS.expired.fetch_add(1, Relaxed);
                 }
-                if tier::restored_until(&meta).is_some_and(|until| until <= now) {
-                    match tier::expire_restored(engine, &bucket, key, &meta).await {
-                        Ok(()) => COUNTERS.restores_expired.fetch_add(1, Relaxed),
-                        Err(_) => 0,
-                    };
-                    continue;
-                }
-                match action_for(&rules, key, &meta, now, day_ms) {
-                    Some(Action::Expire) if tier::delete_object(engine, &bucket, key).await.is_ok() => {
-                        COUNTERS.expired.fetch_add(1, Relaxed);
-                    }
-                    Some(Action::Expire) => {}
-                    Some(Action::Transition(tier_name)) if !unreachable.contains(&tier_name) => {
-                        match transition(engine, &bucket, key, &meta, &tier_name).await {
-                            Ok(true) => {
-                                COUNTERS.transitioned.fetch_add(1, Relaxed);
-                                COUNTERS.transitioned_bytes.fetch_add(meta.size, Relaxed);
-                            }
-                            Ok(false) => {}
-                            Err(e) => {
-                                pending += 1;
-                                COUNTERS.transition_failed.fetch_add(1, Relaxed);
-                                eprintln!("ferrite: lifecycle: {bucket}/{key} to {tier_name}: {}", e.message);
-                                if e.code == Code::ServiceUnavailable {
-                                    unreachable.push(tier_name);
-                                }
+                Some(Action::Expire) => {}
+                Some(Action::Transition(tier_name)) if !unreachable.contains(&tier_name) => {
+                    match transition(engine, &bucket, &key, &meta, &tier_name).await {
+                        Ok(true) => {
+                            COUNTERS.transitioned.fetch_add(1, Relaxed);
+                            COUNTERS.transitioned_bytes.fetch_add(meta.size, Relaxed);
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            pending += 1;
+                            COUNTERS.transition_failed.fetch_add(1, Relaxed);
+                            eprintln!("ferrite: lifecycle: {bucket}/{key} to {tier_name}: {}", e.message);
+                            if e.code == Code::ServiceUnavailable {
+                                unreachable.push(tier_name);
                             }
                         }
                     }
-                    Some(Action::Transition(_)) => pending += 1,
-                    None => {}
                 }
-            }
-            match page.items.last() {
-                Some(last) if page.truncated => after = last.name().to_owned(),
-                _ => break,
+                Some(Action::Transition(_)) => pending += 1,
+                None => {}
             }
         }
         abort_incomplete(engine, &bucket, &rules, now, day_ms).await;

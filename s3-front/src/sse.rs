@@ -343,29 +343,21 @@ pub async fn rewrap_all(ctx: &Ctx) -> S3Result<RewrapReport> {
     let kms = kms(ctx)?;
     let mut report = RewrapReport::default();
     for (bucket, _) in ctx.engine.list_buckets() {
-        let mut after = String::new();
-        loop {
-            let page = ctx.engine.list(&bucket, "", None, &after, 1000).await?;
-            for item in &page.items {
-                let ferrite_engine::ListItem::Object(key, ..) = item else { continue };
-                report.objects += 1;
-                match rewrap_one(ctx, kms, &bucket, key).await {
-                    Rewrapped::NotEncrypted => {}
-                    Rewrapped::Unchanged => report.encrypted += 1,
-                    Rewrapped::Done => {
-                        report.encrypted += 1;
-                        report.rewrapped += 1;
-                    }
-                    Rewrapped::Failed(why) => {
-                        eprintln!("ferrite: rewrap {bucket}/{key}: {why}");
-                        report.encrypted += 1;
-                        report.failed += 1;
-                    }
+        let mut walk = ctx.engine.walk(&bucket);
+        while let Some((key, _)) = walk.next().await {
+            report.objects += 1;
+            match rewrap_one(ctx, kms, &bucket, &key).await {
+                Rewrapped::NotEncrypted => {}
+                Rewrapped::Unchanged => report.encrypted += 1,
+                Rewrapped::Done => {
+                    report.encrypted += 1;
+                    report.rewrapped += 1;
                 }
-            }
-            match page.items.last() {
-                Some(last) if page.truncated => after = last.name().to_owned(),
-                _ => break,
+                Rewrapped::Failed(why) => {
+                    eprintln!("ferrite: rewrap {bucket}/{key}: {why}");
+                    report.encrypted += 1;
+                    report.failed += 1;
+                }
             }
         }
     }

@@ -305,8 +305,8 @@ pub async fn edit(engine: &Engine, name: &str, body: &str) -> S3Result<String> {
     Ok(tier.describe_json())
 }
 
-/// Removes a tier that no lifecycle rule names. Objects already moved to it are not
-/// tracked here: removing their tier makes them unreadable until it is added again.
+/// Removes a tier that no lifecycle rule names and no object lives in (removing it would
+/// make those objects unreadable).
 pub async fn remove(engine: &Engine, name: &str) -> S3Result<()> {
     if get(engine, name)?.is_none() {
         return Err(S3Error::new(Code::InvalidArgument, format!("No tier {name}.")));
@@ -317,6 +317,15 @@ pub async fn remove(engine: &Engine, name: &str) -> S3Result<()> {
                 return Err(S3Error::new(
                     Code::InvalidRequest,
                     format!("Tier {name} is used by the lifecycle configuration of bucket {bucket}."),
+                ));
+            }
+        }
+        let mut walk = engine.walk(&bucket);
+        while let Some((key, class)) = walk.next().await {
+            if class.as_deref() == Some(name) {
+                return Err(S3Error::new(
+                    Code::InvalidRequest,
+                    format!("Tier {name} holds objects, {bucket}/{key} among them: delete them first."),
                 ));
             }
         }

@@ -332,6 +332,11 @@ async fn lifecycle_moves_objects_to_azure_blob_and_serves_them_transparently() {
     assert!(blobs.contains(&"data/tiered/someone/else/x".to_owned()));
     assert_eq!(get(&c, "misc/tagged", None).await.unwrap().0, fresh);
 
+    // Without the rules, the tier still cannot go while objects live in it.
+    c.delete_bucket_lifecycle().bucket("tiered").send().await.unwrap();
+    let (ok, out) = admin(&server, &["tier", "rm", "COOL"]);
+    assert!(!ok && out.contains("holds objects"), "{out}");
+
     // DeleteObjects removes the blobs of the transitioned objects it deletes.
     let delete = aws_sdk_s3::types::Delete::builder()
         .objects(aws_sdk_s3::types::ObjectIdentifier::builder().key("logs/secret").build().unwrap())
@@ -341,6 +346,8 @@ async fn lifecycle_moves_objects_to_azure_blob_and_serves_them_transparently() {
     let deleted = c.delete_objects().bucket("tiered").delete(delete).send().await.unwrap();
     assert_eq!(deleted.deleted().len(), 2, "{deleted:?}");
     assert_eq!(tier.list("data/tiered/", 100).unwrap(), ["data/tiered/someone/else/x"]);
+    let (ok, out) = admin(&server, &["tier", "rm", "COOL"]);
+    assert!(ok, "an empty tier goes: {out}");
 }
 
 async fn restore(c: &aws_sdk_s3::Client, bucket: &str, key: &str, days: i32) -> Result<(), String> {
