@@ -3,7 +3,9 @@
 //! A tier is cluster-wide configuration (`tier/NAME` in the engine's cluster config): the
 //! Blob endpoint, account, container, a blob-name prefix, the access tier (Hot, Cool, Cold)
 //! and the credential (account key or SAS), sealed with AES-256-GCM under a key derived from
-//! the root credentials, so the metadata log never holds it in the clear.
+//! the root credentials, so the metadata log never holds it in the clear. A tier may instead
+//! use Ferrite's own Entra ID identity (managed or workload identity): then nothing secret
+//! is stored.
 //!
 //! A transitioned object keeps its metadata (size, ETag, headers, checksum, tags) in the
 //! engine; its data files are replaced by internal headers that say where the stored bytes
@@ -18,7 +20,8 @@ use ferrite_engine::heal::json_escape;
 use ferrite_engine::meta::{DataLoc, PartLoc};
 use ferrite_engine::sse::{open_secret, seal_secret, Key};
 use ferrite_engine::{Engine, EngineError, ObjectMeta, ObjectReader};
-use ferrite_tiering::azure::{Auth, BlobError, Container, ACCESS_TIERS};
+use ferrite_tiering::azure::{Auth, BlobError, Container, ACCESS_TIERS, STORAGE_RESOURCE};
+use ferrite_tiering::entra::Signin;
 use hmac::{Hmac, Mac};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
 use sha2::Sha256;
@@ -107,6 +110,7 @@ impl Tier {
         let (kind, secret) = match &self.auth {
             Auth::SharedKey(key) => ("shared-key", key.clone()),
             Auth::Sas(sas) => ("sas", sas.as_bytes().to_vec()),
+            Auth::Entra(_) => ("identity", Vec::new()),
         };
         let sealed = seal_secret(seal_key()?, &secret, self.context().as_bytes()).map_err(S3Error::from)?;
         Ok(format!(
@@ -140,6 +144,7 @@ impl Tier {
         tier.auth = match field("auth")?.as_str() {
             "shared-key" => Auth::SharedKey(secret),
             "sas" => Auth::Sas(String::from_utf8(secret).map_err(|_| format!("tier {name}: damaged SAS"))?),
+            "identity" => Auth::Entra(storage_signin().map_err(|e| format!("tier {name}: {e}"))?),
             other => return Err(format!("tier {name}: unknown auth {other}")),
         };
         Ok(tier)
@@ -150,9 +155,10 @@ impl Tier {
     }
 
     fn describe_json(&self) -> String {
-        let auth = match self.auth {
+        let auth = match &self.auth {
             Auth::SharedKey(_) => "account key",
             Auth::Sas(_) => "SAS",
+            Auth::Entra(signin) => signin.kind(),
         };
         format!(
             "{{\"name\":\"{}\",\"endpoint\":\"{}\",\"account\":\"{}\",\"container\":\"{}\",\"prefix\":\"{}\",\"access_tier\":\"{}\",\"auth\":\"{auth}\"}}",
@@ -206,14 +212,23 @@ fn check_failed(tier: &str, e: BlobError) -> S3Error {
     S3Error::new(code, format!("Tier {tier}: the check against Azure Blob failed: {e}"))
 }
 
+/// The process's Entra ID sign-in for Azure Storage (managed identity, workload identity or
+/// client secret, from Azure's standard variables), shared by every tier that uses one.
+fn storage_signin() -> Result<Arc<Signin>, String> {
+    static SIGNIN: OnceLock<Result<Arc<Signin>, String>> = OnceLock::new();
+    SIGNIN.get_or_init(|| Signin::from_env(STORAGE_RESOURCE).map(Arc::new)).clone()
+}
+
 fn credential_from(body: &str) -> S3Result<Auth> {
-    match (json_string(body, "account_key"), json_string(body, "sas")) {
-        (Some(key), None) => b64_decode(&key)
+    let identity = json_string(body, "identity").is_some_and(|v| v == "true");
+    match (json_string(body, "account_key"), json_string(body, "sas"), identity) {
+        (Some(key), None, false) => b64_decode(&key)
             .filter(|k| !k.is_empty())
             .map(Auth::SharedKey)
             .ok_or_else(|| S3Error::new(Code::InvalidArgument, "account_key must be the account key in base64")),
-        (None, Some(sas)) if !sas.is_empty() => Ok(Auth::Sas(sas.trim_start_matches('?').to_owned())),
-        _ => Err(S3Error::new(Code::InvalidArgument, "give exactly one of account_key and sas")),
+        (None, Some(sas), false) if !sas.is_empty() => Ok(Auth::Sas(sas.trim_start_matches('?').to_owned())),
+        (None, None, true) => storage_signin().map(Auth::Entra).map_err(|e| S3Error::new(Code::InvalidArgument, e)),
+        _ => Err(S3Error::new(Code::InvalidArgument, "give exactly one of account_key, sas and identity")),
     }
 }
 

@@ -1,5 +1,6 @@
 //! One Azure Blob container, over the Blob service REST API (x-ms-version 2021-12-02, the
-//! first with the Cold tier), signed with the account's Shared Key or carrying a SAS token.
+//! first with the Cold tier), signed with the account's Shared Key, carrying a SAS token, or
+//! with an Entra ID bearer token (a managed or workload identity; see `entra`).
 //!
 //! Calls are blocking (see `outbound`): run them on a blocking pool from an executor. Each is
 //! idempotent and retried with back-off on 429, 500, 502, 503, 504 and transport errors.
@@ -16,6 +17,7 @@ use hmac::{Hmac, Mac};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::Sha256;
 
+use crate::entra::{Signin, TokenError};
 use crate::outbound::{request, Reply, Url};
 
 pub const API_VERSION: &str = "2021-12-02";
@@ -24,7 +26,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Characters escaped in blob names and query values (all but RFC 3986 unreserved; '/' is
 /// kept in paths).
-const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+pub(crate) const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 const ESCAPED_PATH: &AsciiSet = &ESCAPED.remove(b'/');
 
 /// The access tiers a tier may use. Archive is refused: it cannot serve a read at once.
@@ -36,7 +38,13 @@ pub enum Auth {
     SharedKey(Vec<u8>),
     /// A SAS token (the query string, without '?').
     Sas(String),
+    /// Entra ID tokens for https://storage.azure.com (the identity needs a Storage Blob Data
+    /// role on the container).
+    Entra(std::sync::Arc<Signin>),
 }
+
+/// The OAuth resource of Azure Storage (the same in every cloud).
+pub const STORAGE_RESOURCE: &str = "https://storage.azure.com";
 
 /// Where blobs go: an account's endpoint, a container, and how to sign in.
 #[derive(Clone)]
@@ -241,6 +249,7 @@ impl Container {
         }
         let url = self.endpoint.with_target(target);
         let mut last = String::new();
+        let mut renewed = false;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 std::thread::sleep(FIRST_BACKOFF * 2u32.pow(attempt - 1));
@@ -257,6 +266,15 @@ impl Container {
                 let signature = B64.encode(mac.finalize().into_bytes());
                 all.push(("authorization".into(), format!("SharedKey {}:{signature}", self.account)));
             }
+            if let Auth::Entra(signin) = &self.auth {
+                let token = signin.token().map_err(|e| match e {
+                    TokenError::Unreachable(why) | TokenError::Broken(why) => BlobError::Unavailable(why),
+                    TokenError::Refused(status, why) => {
+                        BlobError::Denied(format!("Entra ID refused the {} (HTTP {status}): {why}", signin.kind()))
+                    }
+                })?;
+                all.push(("authorization".into(), format!("Bearer {token}")));
+            }
             let pairs: Vec<(&str, &str)> = all.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
             let reply = match request(method, &url, &pairs, &body) {
                 Ok(reply) => reply,
@@ -269,6 +287,14 @@ impl Container {
                 200..=299 => return Ok(reply),
                 404 => return Err(BlobError::NotFound),
                 429 | 500 | 502 | 503 | 504 => last = format!("HTTP {}", reply.status),
+                // A token revoked or expired early: sign in again, once.
+                401 if matches!(&self.auth, Auth::Entra(_)) && !renewed => {
+                    if let Auth::Entra(signin) = &self.auth {
+                        signin.forget();
+                    }
+                    renewed = true;
+                    last = "HTTP 401".into();
+                }
                 401 | 403 => return Err(BlobError::Denied(error_text(&reply))),
                 status => return Err(BlobError::Refused(status, error_text(&reply))),
             }
@@ -282,7 +308,9 @@ fn error_text(reply: &Reply) -> String {
     let code = reply.header("x-ms-error-code").map(str::to_owned).or_else(|| xml_values(&reply.text(), "Code").pop());
     let message = xml_values(&reply.text(), "Message").pop().unwrap_or_default();
     let message = message.lines().next().unwrap_or("").to_owned();
-    format!("{} {message}", code.unwrap_or_default()).trim().to_owned()
+    // Sign-in failures say what was wrong here (a signature, a token's audience or expiry).
+    let detail = xml_values(&reply.text(), "AuthenticationErrorDetail").pop().unwrap_or_default();
+    format!("{} {message} {detail}", code.unwrap_or_default()).trim().to_owned()
 }
 
 /// The Shared Key string to sign (Blob service, version 2015-02-21 and later: a zero

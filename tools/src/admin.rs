@@ -10,8 +10,9 @@ const USAGE: &str = "usage: ferrite admin heal [--endpoint URL] [--status] [--wa
        ferrite admin tier ls [--endpoint URL]
        ferrite admin tier add NAME --azure-endpoint URL --account A --container C
                               [--prefix P] [--access-tier Hot|Cool|Cold]
-                              (--account-key KEY | --sas TOKEN) [--force] [--endpoint URL]
-       ferrite admin tier edit NAME (--account-key KEY | --sas TOKEN) [--endpoint URL]
+                              (--account-key KEY | --sas TOKEN | --identity) [--force]
+                              [--endpoint URL]
+       ferrite admin tier edit NAME (--account-key KEY | --sas TOKEN | --identity) [--endpoint URL]
        ferrite admin tier rm NAME [--endpoint URL]
        ferrite admin lifecycle [run] [--endpoint URL]
 
@@ -26,7 +27,9 @@ is offline.
 kms-rewrap: after rotating a key in the KMS, re-seals every SSE-S3/SSE-KMS object key under
 its newest version without rewriting data; prints what it did; exits 1 when some failed.
 tier: remote tiers (Azure Blob containers) that lifecycle rules move objects to (the key or SAS
-may come from FERRITE_TIER_ACCOUNT_KEY / FERRITE_TIER_SAS instead of the command line); adding one
+may come from FERRITE_TIER_ACCOUNT_KEY / FERRITE_TIER_SAS instead of the command line;
+--identity signs in with the server's own Entra ID identity: AKS workload identity, a managed
+identity, or AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET); adding one
 checks it with a test write, read and delete, and refuses a container that holds data unless
 --force. lifecycle: what the lifecycle passes did; `run` runs one now.";
 
@@ -80,7 +83,7 @@ fn flags(args: &[String]) -> Result<Parsed, String> {
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.strip_prefix("--") {
-            Some("force") => pairs.push(("force".to_owned(), "true".to_owned())),
+            Some(flag @ ("force" | "identity")) => pairs.push((flag.to_owned(), "true".to_owned())),
             Some(name) => {
                 let value = rest.next().ok_or_else(|| format!("--{name} needs a value"))?;
                 pairs.push((name.to_owned(), value.clone()));
@@ -118,6 +121,7 @@ fn tier(args: &[String]) -> Result<bool, String> {
             ("access-tier", "access_tier"),
             ("account-key", "account_key"),
             ("sas", "sas"),
+            ("identity", "identity"),
         ];
         let items: Vec<String> = fields
             .iter()

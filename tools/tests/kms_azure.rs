@@ -17,10 +17,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -32,10 +30,9 @@ use aws_sdk_s3::types::ServerSideEncryption;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::kms::{self, read, write_encrypted_pair};
+use common::standin::{self, Req};
 use common::{code, Server};
 use ferrite_s3::outbound::{json_string, request, Url};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 const TENANT: &str = "ferrite-tenant";
 const CLIENT_ID: &str = "ferrite-app";
@@ -64,65 +61,20 @@ struct FakeKeyVault {
 
 impl FakeKeyVault {
     fn start(dir: &Path) -> FakeKeyVault {
-        std::fs::create_dir_all(dir).unwrap();
-        let (cert, key) = (dir.join("kv.crt"), dir.join("kv.key"));
-        let made = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-            .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
-            // An end-entity certificate (rustls refuses a CA certificate as a server's own).
-            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("the openssl CLI makes the test certificate");
-        assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(&cert).unwrap().map(|c| c.unwrap()).collect();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, PrivateKeyDer::from_pem_file(&key).unwrap())
-            .unwrap();
-        let config = Arc::new(config);
+        let (cert, key) = standin::tls_cert(dir);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let origin = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let kv = FakeKeyVault {
             origin: origin.clone(),
-            ca_file: cert,
+            ca_file: cert.clone(),
             state: Arc::default(),
             down: Arc::default(),
             unwraps: Arc::default(),
         };
         kv.rotate("ferrite");
-        let (state, down, unwraps) = (kv.state.clone(), kv.down.clone(), kv.unwraps.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                if down.load(Ordering::SeqCst) {
-                    continue; // dropped: the client sees the connection close
-                }
-                let (config, state, unwraps, origin) = (config.clone(), state.clone(), unwraps.clone(), origin.clone());
-                std::thread::spawn(move || {
-                    let conn = rustls::ServerConnection::new(config).unwrap();
-                    let mut tls = rustls::StreamOwned::new(conn, stream);
-                    if let Some(req) = read_request(&mut tls) {
-                        let (status, reply) = answer(&state, &unwraps, &origin, &req);
-                        let head = format!(
-                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            reply.len()
-                        );
-                        let _ = tls.write_all(head.as_bytes());
-                        let _ = tls.write_all(reply.as_bytes());
-                        tls.conn.send_close_notify();
-                        let _ = tls.flush();
-                    }
-                });
-            }
-        });
+        let (state, unwraps) = (kv.state.clone(), kv.unwraps.clone());
+        let tls = Some(standin::tls_config(&cert, &key));
+        standin::serve(listener, tls, kv.down.clone(), move |req| answer(&state, &unwraps, &origin, req));
         kv
     }
 
@@ -142,40 +94,6 @@ impl FakeKeyVault {
     fn disable(&self, name: &str, version: &str) {
         let mut state = self.state.lock().unwrap();
         state.keys.get_mut(name).unwrap().iter_mut().find(|v| v.id == version).unwrap().enabled = false;
-    }
-}
-
-struct Req {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-fn read_request(stream: &mut impl Read) -> Option<Req> {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = stream.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        raw.extend_from_slice(&buf[..n]);
-        let mut slots = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut slots);
-        if let Ok(httparse::Status::Complete(len)) = req.parse(&raw) {
-            let headers: Vec<(String, String)> = req
-                .headers
-                .iter()
-                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
-                .collect();
-            let want: usize =
-                headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
-            if raw.len() >= len + want {
-                let body = raw[len..len + want].to_vec();
-                return Some(Req { method: req.method?.to_owned(), target: req.path?.to_owned(), headers, body });
-            }
-        }
     }
 }
 

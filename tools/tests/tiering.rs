@@ -4,11 +4,14 @@
 //! (validation, round trip), a pass that moves plain, encrypted and multipart objects by
 //! prefix and by tag while leaving others, byte-identical GETs and ranged GETs with the same
 //! ETag and the tier as storage class, the local files freed, restarts, DELETE removing the
-//! blob, and Azurite stopped and restarted under a read.
+//! blob, and Azurite stopped and restarted under a read; restores (also across kill -9);
+//! crashes during transitions; a tier that signs in with a managed identity.
 
 mod common;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -17,6 +20,7 @@ use aws_sdk_s3::types::{
     ServerSideEncryption, StorageClass, Tag, Transition, TransitionStorageClass,
 };
 use common::azurite::{Azurite, ACCOUNT, KEY};
+use common::standin::{self, Req};
 use common::{code, Server};
 use ferrite_tiering::azure::{block_id, Auth, Container};
 
@@ -530,4 +534,126 @@ async fn a_crash_at_any_moment_of_a_transition_loses_nothing() {
 async fn get_from(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
     let out = c.get_object().bucket(bucket).key(key).send().await.unwrap();
     out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+/// The stand-in instance metadata service's answer to the managed-identity token call
+/// (documented: `GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=R` with
+/// `Metadata: true`; `expires_in` is a string). The token is a JWT whose audience is the
+/// resource asked for and whose issuer is Entra ID's, unsigned: Azurite's "basic" OAuth
+/// checks the issuer, audience and lifetime only.
+fn imds_answer(req: &Req, issued: &AtomicUsize, assigned: &AtomicBool) -> (u16, String) {
+    use base64::Engine as _;
+    let b64url = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+    let (path, query) = req.target.split_once('?').unwrap_or((req.target.as_str(), ""));
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+    };
+    if req.method != "GET"
+        || path != "/metadata/identity/oauth2/token"
+        || req.header("metadata") != Some("true")
+        || param("api-version").as_deref() != Some("2018-02-01")
+    {
+        return (
+            400,
+            r#"{"error":"invalid_request","error_description":"Required metadata header not specified"}"#.into(),
+        );
+    }
+    if !assigned.load(Ordering::SeqCst) {
+        return (400, r#"{"error":"invalid_request","error_description":"Identity not found"}"#.into());
+    }
+    let resource = param("resource").unwrap_or_default();
+    issued.fetch_add(1, Ordering::SeqCst);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = format!(
+        r#"{{"aud":"{resource}","iss":"https://sts.windows.net/ferrite-tenant/","iat":{},"nbf":{},"exp":{},"oid":"node-identity"}}"#,
+        now - 60,
+        now - 60,
+        now + 86_400
+    );
+    let jwt = format!("{}.{}.{}", b64url(r#"{"alg":"RS256","typ":"JWT"}"#), b64url(&claims), b64url("unsigned"));
+    (200, format!(r#"{{"access_token":"{jwt}","expires_in":"86399","token_type":"Bearer","resource":"{resource}"}}"#))
+}
+
+/// A tier that signs in with the server's managed identity: no key stored.
+///
+/// Azurite runs over HTTPS with `--oauth basic`, which refuses a bearer token with the wrong
+/// audience, issuer or lifetime. The instance metadata service that hands out
+/// managed-identity tokens cannot run on this machine: **a stand-in** (`imds_answer`) serves
+/// its documented token call on 127.0.0.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_signs_in_with_the_servers_managed_identity() {
+    let dir = std::env::temp_dir().join(format!("ferrite-identity-{}", std::process::id()));
+    let (cert, key) = standin::tls_cert(&dir);
+    // This test process sets up Azurite's container over HTTPS too (nextest runs each test in
+    // a process of its own, so this reaches no other test).
+    std::env::set_var("FERRITE_CA_FILE", &cert);
+    let azurite = Azurite::start_oauth(&cert, &key);
+    let tier = container(&azurite, "identity-tier");
+    tier.create().unwrap();
+
+    let (issued, assigned) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let imds = format!("http://127.0.0.1:{}/metadata/identity/oauth2/token", listener.local_addr().unwrap().port());
+    let (i, a) = (issued.clone(), assigned.clone());
+    standin::serve(listener, None, Arc::default(), move |req| imds_answer(req, &i, &a));
+
+    let cert_path = cert.to_str().unwrap();
+    let envs = [
+        ("FERRITE_LIFECYCLE_INTERVAL_SECS", "0"),
+        ("FERRITE_LIFECYCLE_DAY_SECS", "1"),
+        ("FERRITE_CA_FILE", cert_path),
+        ("FERRITE_AZURE_IMDS_URL", imds.as_str()),
+    ];
+    let server = Server::start_with(4, &[], &envs);
+    let endpoint = azurite.endpoint();
+    let add = |server: &Server| {
+        let args = ["tier", "add", "MI", "--azure-endpoint", &endpoint, "--account", ACCOUNT];
+        admin(server, &[&args[..], &["--container", "identity-tier", "--identity"]].concat())
+    };
+    // No identity is assigned to the node yet: the metadata service refuses, and so does
+    // tier add, saying why.
+    let (ok, out) = add(&server);
+    assert!(!ok && out.contains("AccessDenied") && out.contains("managed identity"), "{out}");
+    assigned.store(true, Ordering::SeqCst);
+    let (ok, out) = add(&server);
+    assert!(ok && out.contains("\"auth\":\"managed identity\""), "{out}");
+
+    let c = server.client();
+    c.create_bucket().bucket("tiered").send().await.unwrap();
+    let data = common::bytes(1_500_000, 21);
+    c.put_object().bucket("tiered").key("cold").body(ByteStream::from(data.clone())).send().await.unwrap();
+    let config = BucketLifecycleConfiguration::builder()
+        .rules(
+            LifecycleRule::builder()
+                .id("mi")
+                .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
+                .filter(LifecycleRuleFilter::builder().prefix("").build())
+                .transitions(Transition::builder().days(1).storage_class(TransitionStorageClass::from("MI")).build())
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    c.put_bucket_lifecycle_configuration().bucket("tiered").lifecycle_configuration(config).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, counters) = admin(&server, &["lifecycle", "run"]);
+    assert!(counters.contains("\"transitioned\":1,"), "{counters}");
+    assert_eq!(tier.list("", 100).unwrap().len(), 1, "the object went to the tier");
+    assert_eq!(get(&c, "cold", None).await.unwrap().0, data);
+    assert_eq!(get(&c, "cold", Some("bytes=1000000-1000099")).await.unwrap().0, data[1_000_000..1_000_100]);
+    // One token served the probe, the upload and the reads: it is cached until near expiry.
+    assert_eq!(issued.load(Ordering::SeqCst), 1);
+
+    // After kill -9 the stored tier signs in again: nothing secret was kept, nothing is lost.
+    let server = server.restart_with(&envs);
+    let c = server.client();
+    assert_eq!(get(&c, "cold", None).await.unwrap().0, data);
+    assert_eq!(issued.load(Ordering::SeqCst), 2);
+    c.delete_object().bucket("tiered").key("cold").send().await.unwrap();
+    assert!(tier.list("", 100).unwrap().is_empty(), "DELETE removed the blob with the identity's token");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,14 +5,9 @@
 //! - `FERRITE_KMS_AZURE_KEY`: the default key name;
 //! - `FERRITE_KMS_AZURE_WRAP_ALG`: `RSA-OAEP-256` (default; RSA keys) or `A256KW` (Managed
 //!   HSM AES keys);
-//! - sign-in, with Azure's standard variables, the first that applies:
-//!   `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` + `AZURE_CLIENT_SECRET` (a client secret);
-//!   `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` + `AZURE_FEDERATED_TOKEN_FILE` (AKS workload
-//!   identity, which sets these in the pod); otherwise the managed identity of the node or pod
-//!   through the instance metadata service (`AZURE_CLIENT_ID` picks a user-assigned one).
-//!   `AZURE_AUTHORITY_HOST` (default https://login.microsoftonline.com) and
-//!   `FERRITE_KMS_AZURE_IMDS_URL` move the token endpoints (sovereign clouds, tests); the
-//!   token audience follows the vault's host (`FERRITE_KMS_AZURE_RESOURCE` overrides it).
+//! - sign-in with Azure's standard variables: a client secret, AKS workload identity or a
+//!   managed identity (`ferrite_tiering::entra`); the token audience follows the vault's host
+//!   (`FERRITE_KMS_AZURE_RESOURCE` overrides it).
 //!
 //! Key Vault's wrapKey binds no associated data, so each object gets a random 256-bit seed
 //! that Key Vault wraps, and the object's data key is sealed locally under that seed with the
@@ -35,12 +30,12 @@ use std::time::{Duration, Instant};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use ferrite_engine::sse::{open_key, seal_key, Key};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use ferrite_tiering::entra::{Signin, TokenError};
 
 use super::{key_damaged, kms_broken, kms_unreachable, DataKey};
 use crate::checksum::{b64, b64_decode};
 use crate::error::{Code, S3Error, S3Result};
-use crate::outbound::{self, json_string, json_u64, Url};
+use crate::outbound::{self, json_string, Url};
 
 const API_VERSION: &str = "7.4";
 const SEALED_TAG: &str = "azkv1";
@@ -49,8 +44,6 @@ const SEED_CACHE_MAX: usize = 10_000;
 /// How long the newest key version is trusted before it is asked again (new objects only;
 /// `rewrap` always asks).
 const VERSION_CACHE_TTL: Duration = Duration::from_secs(60);
-/// A token is renewed this long before it expires.
-const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 
 /// base64url as Key Vault writes it (no padding), read with or without padding.
 const B64URL: GeneralPurpose = GeneralPurpose::new(
@@ -62,30 +55,15 @@ pub struct AzureKms {
     vault: Url,
     default_key: String,
     alg: String,
-    credential: Credential,
-    /// The OAuth resource of the vault: its host without the vault's own name
+    /// Tokens for the vault's OAuth resource: its host without the vault's own name
     /// (https://vault.azure.net, https://managedhsm.azure.net, https://vault.azure.cn, ...).
-    resource: String,
-    token: Mutex<Option<(String, Instant)>>,
+    signin: std::sync::Arc<Signin>,
     versions: Mutex<HashMap<String, (String, Instant)>>,
     seeds: Mutex<HashMap<Vec<u8>, (Key, Instant)>>,
 }
 
-enum Credential {
-    Secret { authority: Url, tenant: String, client_id: String, secret: String },
-    Federated { authority: Url, tenant: String, client_id: String, token_file: String },
-    Managed { imds: Url, client_id: Option<String> },
-}
-
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// Everything but RFC 3986's unreserved characters is escaped (in paths and in forms).
-const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
-fn form(value: &str) -> String {
-    utf8_percent_encode(value, ESCAPED).to_string()
 }
 
 impl AzureKms {
@@ -100,46 +78,24 @@ impl AzureKms {
         if !["RSA-OAEP-256", "RSA-OAEP", "A256KW"].contains(&alg.as_str()) {
             return Err(format!("FERRITE_KMS_AZURE_WRAP_ALG {alg}: use RSA-OAEP-256, RSA-OAEP or A256KW"));
         }
-        let authority = env("AZURE_AUTHORITY_HOST").unwrap_or_else(|| "https://login.microsoftonline.com".into());
-        let authority =
-            Url::parse(authority.trim_end_matches('/')).map_err(|e| format!("AZURE_AUTHORITY_HOST: {e}"))?;
-        let signed_in_app = env("AZURE_TENANT_ID").zip(env("AZURE_CLIENT_ID"));
-        let credential = match (signed_in_app, env("AZURE_CLIENT_SECRET"), env("AZURE_FEDERATED_TOKEN_FILE")) {
-            (Some((tenant, client_id)), Some(secret), _) => Credential::Secret { authority, tenant, client_id, secret },
-            (Some((tenant, client_id)), None, Some(token_file)) => {
-                Credential::Federated { authority, tenant, client_id, token_file }
-            }
-            _ => {
-                let imds = env("FERRITE_KMS_AZURE_IMDS_URL")
-                    .unwrap_or_else(|| "http://169.254.169.254/metadata/identity/oauth2/token".into());
-                let imds = Url::parse(&imds).map_err(|e| format!("FERRITE_KMS_AZURE_IMDS_URL: {e}"))?;
-                Credential::Managed { imds, client_id: env("AZURE_CLIENT_ID") }
-            }
-        };
         let resource = env("FERRITE_KMS_AZURE_RESOURCE").unwrap_or_else(|| resource_of(&vault.host));
         Ok(AzureKms {
             vault,
             default_key,
             alg,
-            credential,
-            resource,
-            token: Mutex::new(None),
+            signin: std::sync::Arc::new(Signin::from_env(&resource)?),
             versions: Mutex::new(HashMap::new()),
             seeds: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn describe(&self) -> String {
-        let signin = match &self.credential {
-            Credential::Secret { .. } => "client secret",
-            Credential::Federated { .. } => "workload identity",
-            Credential::Managed { .. } => "managed identity",
-        };
         format!(
-            "Azure Key Vault at {}, default key {}, {} wrapping, signed in with a {signin}",
+            "Azure Key Vault at {}, default key {}, {} wrapping, signed in with a {}",
             self.vault.origin(),
             self.default_key,
-            self.alg
+            self.alg,
+            self.signin.kind()
         )
     }
 
@@ -251,7 +207,7 @@ impl AzureKms {
             let text = reply.text();
             match reply.status {
                 200..=299 => return Ok(text),
-                401 if attempt == 0 => *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None,
+                401 if attempt == 0 => self.signin.forget(),
                 404 => {
                     return Err(S3Error::new(
                         Code::KmsNotFound,
@@ -280,69 +236,23 @@ impl AzureKms {
         Err(S3Error::new(Code::AccessDenied, "Key Vault refused a freshly issued token"))
     }
 
-    /// A bearer token for the vault, from the cache or the identity endpoint.
+    /// A bearer token for the vault (the sign-in runs on the blocking pool).
     async fn token(&self) -> S3Result<String> {
-        {
-            let token = self.token.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((t, _)) = token.as_ref().filter(|(_, until)| Instant::now() < *until) {
-                return Ok(t.clone());
-            }
-        }
-        let (method, url, headers, body) = match &self.credential {
-            Credential::Secret { authority, tenant, client_id, secret } => {
-                let body = format!(
-                    "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
-                    form(client_id),
-                    form(secret),
-                    form(&format!("{}/.default", self.resource))
-                );
-                ("POST", token_url(authority, tenant), form_headers(), body)
-            }
-            Credential::Federated { authority, tenant, client_id, token_file } => {
-                // The file is rotated by the kubelet: read it at every sign-in.
-                let assertion = std::fs::read_to_string(token_file)
-                    .map_err(|e| kms_unreachable(format!("AZURE_FEDERATED_TOKEN_FILE {token_file}: {e}")))?;
-                let body = format!(
-                    "grant_type=client_credentials&client_id={}&scope={}&client_assertion_type={}&client_assertion={}",
-                    form(client_id),
-                    form(&format!("{}/.default", self.resource)),
-                    form("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-                    form(assertion.trim())
-                );
-                ("POST", token_url(authority, tenant), form_headers(), body)
-            }
-            Credential::Managed { imds, client_id } => {
-                let mut target = format!("{}?api-version=2018-02-01&resource={}", imds.target, form(&self.resource));
-                if let Some(id) = client_id {
-                    target.push_str(&format!("&client_id={}", form(id)));
-                }
-                ("GET", imds.with_target(target), vec![("Metadata".into(), "true".into())], String::new())
-            }
-        };
-        let reply = outbound::send(method, url, headers, body.into_bytes())
+        let signin = self.signin.clone();
+        let token = monoio::spawn_blocking(move || signin.token())
             .await
-            .map_err(|e| kms_unreachable(format!("identity endpoint: {e}")))?;
-        let text = reply.text();
-        match reply.status {
-            200 => {}
-            429 | 500..=599 => return Err(kms_unreachable(format!("identity endpoint: HTTP {}", reply.status))),
-            status => {
-                let why = json_string(&text, "error_description").or_else(|| json_string(&text, "error"));
-                let why: String = why.unwrap_or_default().chars().take(300).collect();
+            .map_err(|_| kms_unreachable("the sign-in was cancelled"))?;
+        token.map_err(|e| match e {
+            TokenError::Unreachable(why) => kms_unreachable(why),
+            TokenError::Broken(why) => kms_broken("token", &why),
+            TokenError::Refused(status, why) => {
                 eprintln!("ferrite: Entra ID refused Ferrite's Key Vault credentials (HTTP {status}): {why}");
-                return Err(S3Error::new(
+                S3Error::new(
                     Code::AccessDenied,
                     format!("Entra ID refused Ferrite's Key Vault credentials (HTTP {status}); the server log has the details"),
-                ));
+                )
             }
-        }
-        let token = json_string(&text, "access_token").ok_or_else(|| kms_broken("token", "no access_token"))?;
-        // Tokens live about an hour (a day for managed identities); anything longer is not
-        // believed.
-        let lifetime = Duration::from_secs(json_u64(&text, "expires_in").unwrap_or(300).min(86_400));
-        let until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN).max(Duration::from_secs(30));
-        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some((token.clone(), until));
-        Ok(token)
+        })
     }
 }
 
@@ -356,14 +266,6 @@ fn resource_of(host: &str) -> String {
         }
         _ => "https://vault.azure.net".into(),
     }
-}
-
-fn token_url(authority: &Url, tenant: &str) -> Url {
-    authority.with_target(format!("{}/{}/oauth2/v2.0/token", authority.target.trim_end_matches('/'), form(tenant)))
-}
-
-fn form_headers() -> Vec<(String, String)> {
-    vec![("Content-Type".into(), "application/x-www-form-urlencoded".into())]
 }
 
 /// (key version, wrapped seed, local seal) from the stored form.
@@ -412,13 +314,5 @@ mod tests {
         assert_eq!(resource_of("acme.vault.azure.cn"), "https://vault.azure.cn");
         assert_eq!(resource_of("127.0.0.1"), "https://vault.azure.net");
         assert_eq!(resource_of("localhost"), "https://vault.azure.net");
-    }
-
-    #[test]
-    fn token_urls_keep_the_authority_path() {
-        let authority = Url::parse("https://login.example/base").unwrap();
-        assert_eq!(token_url(&authority, "t 1").target, "/base/t%201/oauth2/v2.0/token");
-        let authority = Url::parse("https://login.microsoftonline.com").unwrap();
-        assert_eq!(token_url(&authority, "tenant").target, "/tenant/oauth2/v2.0/token");
     }
 }

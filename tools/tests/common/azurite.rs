@@ -14,6 +14,8 @@ pub struct Azurite {
     child: Option<Child>,
     pub port: u16,
     pub location: PathBuf,
+    /// HTTPS with this certificate and key, and bearer tokens checked (`--oauth basic`).
+    oauth: Option<(PathBuf, PathBuf)>,
 }
 
 fn binary() -> PathBuf {
@@ -29,17 +31,31 @@ fn binary() -> PathBuf {
 
 impl Azurite {
     pub fn start() -> Azurite {
+        Azurite::start_with(None)
+    }
+
+    /// Azurite over HTTPS (`cert`, `key`: PEM files) that also takes Entra ID bearer tokens.
+    /// Its "basic" check reads a token's issuer, audience and lifetime, not its signature.
+    pub fn start_oauth(cert: &std::path::Path, key: &std::path::Path) -> Azurite {
+        Azurite::start_with(Some((cert.to_owned(), key.to_owned())))
+    }
+
+    fn start_with(oauth: Option<(PathBuf, PathBuf)>) -> Azurite {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let location = std::env::temp_dir().join(format!("ferrite-azurite-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&location).unwrap();
-        let mut azurite = Azurite { child: None, port, location };
+        let mut azurite = Azurite { child: None, port, location, oauth };
         azurite.launch();
         azurite
     }
 
     fn launch(&mut self) {
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some((cert, key)) = &self.oauth {
+            command.args(["--oauth", "basic", "--cert"]).arg(cert).arg("--key").arg(key);
+        }
+        let child = command
             .args(["--blobHost", "127.0.0.1", "--blobPort", &self.port.to_string()])
             .arg("--location")
             .arg(&self.location)
@@ -56,9 +72,10 @@ impl Azurite {
         }
     }
 
-    /// The Blob endpoint, path-style: http://127.0.0.1:PORT/devstoreaccount1.
+    /// The Blob endpoint, path-style: http(s)://127.0.0.1:PORT/devstoreaccount1.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
+        let scheme = if self.oauth.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{ACCOUNT}", self.port)
     }
 
     /// Stops it as an operator would (SIGTERM: it saves its metadata database on the way

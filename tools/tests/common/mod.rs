@@ -13,6 +13,7 @@ use ferrite_s3::sigv4::{self, sha256_hex, signing_key, Scope};
 
 pub mod azurite;
 pub mod kms;
+pub mod standin;
 
 pub const USER: &str = "ferriteadmin";
 pub const PASSWORD: &str = "ferriteadmin";
