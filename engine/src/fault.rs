@@ -13,6 +13,7 @@
 //! fail=EIO:read,sync:/d1/     reads and syncs there fail with EIO
 //! delay=3600000:read:/d3/     reads there take an hour
 //! crash_at=17                 the 17th write or sync point of the process exits it
+//! crash_after=5               the 5th point after these rules are installed exits it
 //! torn                        ... after writing the first half of that write
 //! ```
 //!
@@ -82,16 +83,21 @@ fn kind_of(name: &str) -> Option<IoKind> {
     })
 }
 
-/// Parses a rule text (see the module comment). Returns the rules, crash point and torn flag.
-fn parse(text: &str) -> Result<(Vec<Rule>, u64, bool), String> {
+/// Parses a rule text (see the module comment). Returns the rules, crash point, whether it
+/// counts from now (`crash_after`) and the torn flag.
+fn parse(text: &str) -> Result<(Vec<Rule>, u64, bool, bool), String> {
     let mut rules = Vec::new();
     let mut crash_at = 0;
+    let mut from_now = false;
     let mut torn = false;
     for item in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, value) = item.split_once('=').unwrap_or((item, ""));
         match name {
             "torn" => torn = true,
-            "crash_at" => crash_at = value.parse().map_err(|_| format!("bad crash_at in {item:?}"))?,
+            "crash_at" | "crash_after" => {
+                crash_at = value.parse().map_err(|_| format!("bad {name} in {item:?}"))?;
+                from_now = name == "crash_after";
+            }
             "fail" | "delay" => {
                 let mut fields = value.splitn(3, ':');
                 let (Some(what), Some(kinds), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
@@ -111,7 +117,7 @@ fn parse(text: &str) -> Result<(Vec<Rule>, u64, bool), String> {
             _ => return Err(format!("unknown fault {item:?}")),
         }
     }
-    Ok((rules, crash_at, torn))
+    Ok((rules, crash_at, from_now, torn))
 }
 
 fn install_rules(rules: Vec<Rule>) {
@@ -126,7 +132,10 @@ fn install_rules(rules: Vec<Rule>) {
 /// Installs faults from a rule text (replacing the current rules; the crash point is kept
 /// unless the text sets one).
 pub fn install(text: &str) -> Result<(), String> {
-    let (rules, crash_at, torn) = parse(text)?;
+    let (rules, crash_at, from_now, torn) = parse(text)?;
+    if from_now {
+        POINTS.store(0, Ordering::Relaxed);
+    }
     if crash_at > 0 {
         CRASH_AT.store(crash_at, Ordering::Relaxed);
         TORN.store(torn, Ordering::Relaxed);
@@ -235,8 +244,11 @@ mod tests {
 
     #[test]
     fn rules_parse_and_reject_nonsense() {
-        let (rules, crash_at, torn) = parse("fail=ENOSPC:write,sync:/d2/; delay=50:read:/d3/;crash_at=9;torn").unwrap();
-        assert_eq!((rules.len(), crash_at, torn), (2, 9, true));
+        let (rules, crash_at, from_now, torn) =
+            parse("fail=ENOSPC:write,sync:/d2/; delay=50:read:/d3/;crash_at=9;torn").unwrap();
+        assert_eq!((rules.len(), crash_at, from_now, torn), (2, 9, false, true));
+        let (_, crash_after, from_now, _) = parse("crash_after=3").unwrap();
+        assert_eq!((crash_after, from_now), (3, true));
         assert_eq!(rules[0].kinds, vec![IoKind::Write, IoKind::Sync]);
         assert_eq!(rules[0].action, Action::Fail(libc::ENOSPC));
         assert_eq!(rules[1].action, Action::Delay(Duration::from_millis(50)));
