@@ -299,6 +299,18 @@ impl ObjectReader {
         Ok(Some(chunk))
     }
 
+    /// The part's shard files, opened on first need (a read served from the cache opens none).
+    async fn files_of(&mut self, file_id: u128) -> Rc<PartFiles> {
+        match &self.files {
+            Some(files) if files.file_id == file_id => files.clone(),
+            _ => {
+                let files = Rc::new(PartFiles::open(&self.engine, self.partition, file_id).await);
+                self.files = Some(files.clone());
+                files
+            }
+        }
+    }
+
     async fn next_part_chunk(&mut self, parts: &[PartLoc]) -> Result<Vec<u8>> {
         let mut part_start = 0u64;
         let mut found = None;
@@ -312,14 +324,6 @@ impl ObjectReader {
         let Some(part) = found else {
             return Err(EngineError::Corrupt("range beyond the object's parts".into()));
         };
-        let files = match &self.files {
-            Some(files) if files.file_id == part.file_id => files.clone(),
-            _ => {
-                let files = Rc::new(PartFiles::open(&self.engine, self.partition, part.file_id).await);
-                self.files = Some(files.clone());
-                files
-            }
-        };
         let block_size = self.engine.block_size() as u64;
         let in_part = self.pos - part_start;
         let block_index = in_part / block_size;
@@ -327,11 +331,25 @@ impl ObjectReader {
         while self.prefetch.front().is_some_and(|(id, index, _)| *id != part.file_id || *index < block_index) {
             self.prefetch.pop_front();
         }
-        let block = match self.prefetch.pop_front() {
-            Some((_, index, read)) if index == block_index => read.await?,
-            _ => {
-                self.prefetch.clear();
-                read_block(self.engine.clone(), files.clone(), part.clone(), block_index).await?
+        let block = match crate::cache::get(part.file_id, block_index) {
+            Some(block) => {
+                if self.prefetch.front().is_some_and(|(_, index, _)| *index == block_index) {
+                    self.prefetch.pop_front();
+                }
+                block
+            }
+            None => {
+                let block = match self.prefetch.pop_front() {
+                    Some((_, index, read)) if index == block_index => read.await?,
+                    _ => {
+                        self.prefetch.clear();
+                        let files = self.files_of(part.file_id).await;
+                        read_block(self.engine.clone(), files, part.clone(), block_index).await?
+                    }
+                };
+                let block = Rc::new(block);
+                crate::cache::insert(part.file_id, block_index, block.clone());
+                block
             }
         };
         let mut next_index = self.prefetch.back().map(|(_, index, _)| index + 1).unwrap_or(block_index + 1);
@@ -339,8 +357,11 @@ impl ObjectReader {
             && next_index * block_size < part.size
             && part_start + next_index * block_size < self.end
         {
-            let read = monoio::spawn(read_block(self.engine.clone(), files.clone(), part.clone(), next_index));
-            self.prefetch.push_back((part.file_id, next_index, read));
+            if !crate::cache::contains(part.file_id, next_index) {
+                let files = self.files_of(part.file_id).await;
+                let read = monoio::spawn(read_block(self.engine.clone(), files, part.clone(), next_index));
+                self.prefetch.push_back((part.file_id, next_index, read));
+            }
             next_index += 1;
         }
         let from = (in_part - block_index * block_size) as usize;

@@ -2,6 +2,7 @@
 //! per-core metadata service. It knows nothing of HTTP or S3 XML.
 
 pub mod aligned;
+pub mod cache;
 pub mod core;
 pub mod data;
 pub mod engine;

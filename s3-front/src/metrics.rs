@@ -96,6 +96,18 @@ fn render(ctx: &Ctx) -> String {
     out.push_str("# HELP ferrite_restores_running Restores of transitioned objects in progress.\n");
     out.push_str("# TYPE ferrite_restores_running gauge\n");
     out.push_str(&format!("ferrite_restores_running {}\n", crate::tier::restores_running()));
+    out.push_str(
+        "# HELP ferrite_block_cache_total Data block reads served from the block cache, and those that missed it.\n",
+    );
+    out.push_str("# TYPE ferrite_block_cache_total counter\n");
+    let cache = |what: &str, n: &std::sync::atomic::AtomicU64| {
+        format!("ferrite_block_cache_total{{result=\"{what}\"}} {}\n", n.load(Relaxed))
+    };
+    out.push_str(&cache("hit", &ferrite_engine::cache::HITS));
+    out.push_str(&cache("miss", &ferrite_engine::cache::MISSES));
+    out.push_str("# HELP ferrite_block_cache_bytes Bytes held by the block cache.\n");
+    out.push_str("# TYPE ferrite_block_cache_bytes gauge\n");
+    out.push_str(&format!("ferrite_block_cache_bytes {}\n", ferrite_engine::cache::BYTES.load(Relaxed)));
     let drives = ctx.engine.drive_paths().len();
     let online = ctx.engine.online_paths().len();
     out.push_str("# HELP ferrite_drives Drives in the erasure set, and how many are online.\n");

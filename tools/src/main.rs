@@ -36,7 +36,9 @@ usage: ferrite server [--address HOST:PORT] [--parity N] [--domain DOMAIN] DRIVE
 environment: FERRITE_ROOT_USER / FERRITE_ROOT_PASSWORD (default ferriteadmin / ferriteadmin),
              FERRITE_IO=blocking forces the thread-pool disk I/O path instead of io_uring,
              FERRITE_MEMORY_BUDGET_MIB bounds object data in flight (default 1024); beyond
-             it requests wait, then get 503 SlowDown. FERRITE_CORES sets the executor count
+             it requests wait, then get 503 SlowDown. FERRITE_CACHE_MIB caches data blocks
+             read from the drives (default 512, split between the cores; 0 off).
+             FERRITE_CORES sets the executor count
              (default: all cores); FERRITE_SNAPSHOT_BYTES how much metadata log each core
              appends between index snapshots (default 64 MiB). FERRITE_CLIENT_TIMEOUT_SECS
              closes connections silent that long, idle or mid-request (default 60 s idle,
@@ -283,6 +285,9 @@ fn heal_config() -> HealConfig {
     }
 }
 
+/// FERRITE_CACHE_MIB, default 512: data blocks read from the drives, cached across all cores.
+const CACHE_MIB_DEFAULT: usize = 512;
+
 /// FERRITE_MEMORY_BUDGET_MIB, default 1 GiB: object data in flight across all cores.
 fn memory_budget_mib() -> usize {
     env_number("FERRITE_MEMORY_BUDGET_MIB").map(|n| n as usize).unwrap_or(MEMORY_BUDGET_MIB_DEFAULT)
@@ -305,6 +310,8 @@ fn run_core(
         eprintln!("ferrite: core {core}: could not pin executor: {e:?}");
     }
     let pool = Box::new(monoio::blocking::DefaultThreadPool::new(BLOCKING_THREADS_PER_CORE));
+    let cache_mib = env_number("FERRITE_CACHE_MIB").map_or(CACHE_MIB_DEFAULT, |n| n as usize);
+    ferrite_engine::cache::set_budget((cache_mib << 20) / cores_total);
     let main = async move {
         if core == 0 {
             let interval = env_number("FERRITE_LIFECYCLE_INTERVAL_SECS").unwrap_or(3600);

@@ -228,3 +228,39 @@ async fn corrupt_and_missing_shards_are_served_from_parity_and_repaired() {
     }
     assert_eq!(get(&c, "heal", "obj").await.as_ref(), Some(&body));
 }
+
+/// The block cache: a second GET is served from memory, ranges too, and an overwrite is never
+/// answered with the old bytes (it writes a new data file; cache entries belong to files).
+#[tokio::test]
+async fn repeated_reads_come_from_the_block_cache_and_never_go_stale() {
+    let metric = |server: &Server, result: &str| -> u64 {
+        let url = ferrite_tiering::outbound::Url::parse(&format!("{}/ferrite/metrics", server.endpoint)).unwrap();
+        let text = ferrite_tiering::outbound::request("GET", &url, &[], b"").unwrap().text();
+        let line = format!("ferrite_block_cache_total{{result=\"{result}\"}} ");
+        let value = text.lines().find_map(|l| l.strip_prefix(line.as_str())).unwrap_or_else(|| panic!("{text}"));
+        value.parse().unwrap()
+    };
+    let server = Server::start(4);
+    let c = server.client();
+    c.create_bucket().bucket("cache").send().await.unwrap();
+    let first = bytes(3_500_000, 5); // 4 blocks of 1 MiB
+    c.put_object().bucket("cache").key("obj").body(ByteStream::from(first.clone())).send().await.unwrap();
+    assert_eq!(get(&c, "cache", "obj").await.unwrap(), first);
+    let (hits, misses) = (metric(&server, "hit"), metric(&server, "miss"));
+    assert_eq!((hits, misses), (0, 4), "the first read goes to the drives");
+    assert_eq!(get(&c, "cache", "obj").await.unwrap(), first);
+    let range = c.get_object().bucket("cache").key("obj").range("bytes=1048570-2097160").send().await.unwrap();
+    assert_eq!(range.body.collect().await.unwrap().into_bytes(), first[1_048_570..=2_097_160]);
+    assert_eq!((metric(&server, "hit"), metric(&server, "miss")), (4 + 3, 4), "then it comes from memory");
+
+    let second = bytes(3_500_000, 6);
+    c.put_object().bucket("cache").key("obj").body(ByteStream::from(second.clone())).send().await.unwrap();
+    assert_eq!(get(&c, "cache", "obj").await.unwrap(), second, "an overwrite is read, not the cached bytes");
+
+    // Off: every read goes to the drives.
+    let server = server.restart_with(&[("FERRITE_CACHE_MIB", "0")]);
+    let c = server.client();
+    assert_eq!(get(&c, "cache", "obj").await.unwrap(), second);
+    assert_eq!(get(&c, "cache", "obj").await.unwrap(), second);
+    assert_eq!((metric(&server, "hit"), metric(&server, "miss")), (0, 0));
+}
