@@ -241,21 +241,22 @@ pub struct ObjectWalk {
 }
 
 impl ObjectWalk {
-    /// The next object's key and storage class (None: STANDARD). Ends early if the bucket
-    /// goes away.
-    pub async fn next(&mut self) -> Option<(String, Option<String>)> {
+    /// The next object's key and storage class (None: STANDARD); Ok(None) at the end. An
+    /// error (the bucket went away, a core did not answer) ends the walk: the caller decides
+    /// whether a partial walk will do.
+    pub async fn next(&mut self) -> Result<Option<(String, Option<String>)>> {
         loop {
             if let Some(item) = self.page.next() {
                 self.after = item.name().to_owned();
                 if let ListItem::Object(key, .., class) = item {
-                    return Some((key, class));
+                    return Ok(Some((key, class)));
                 }
                 continue;
             }
             if !self.more {
-                return None;
+                return Ok(None);
             }
-            let page = self.engine.list(&self.bucket, "", None, &self.after, 1000).await.ok()?;
+            let page = self.engine.list(&self.bucket, "", None, &self.after, 1000).await?;
             self.more = page.truncated;
             self.page = page.items.into_iter();
         }

@@ -325,6 +325,7 @@ pub struct Counters {
     pub uploads_aborted: std::sync::atomic::AtomicU64,
     pub restores_expired: std::sync::atomic::AtomicU64,
     pub restored: std::sync::atomic::AtomicU64,
+    pub restores_failed: std::sync::atomic::AtomicU64,
     pub orphans_removed: std::sync::atomic::AtomicU64,
     /// A gauge: transitions the last pass found due but could not make (failed, or their
     /// tier was unreachable).
@@ -337,7 +338,7 @@ pub fn counters_json() -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let c = &*COUNTERS;
     format!(
-        "{{\"transitioned\":{},\"transitioned_bytes\":{},\"transition_failed\":{},\"transitions_pending\":{},\"expired\":{},\"uploads_aborted\":{},\"restored\":{},\"restores_running\":{},\"restores_expired\":{},\"orphans_removed\":{}}}",
+        "{{\"transitioned\":{},\"transitioned_bytes\":{},\"transition_failed\":{},\"transitions_pending\":{},\"expired\":{},\"uploads_aborted\":{},\"restored\":{},\"restores_failed\":{},\"restores_running\":{},\"restores_expired\":{},\"orphans_removed\":{}}}",
         c.transitioned.load(Relaxed),
         c.transitioned_bytes.load(Relaxed),
         c.transition_failed.load(Relaxed),
@@ -345,6 +346,7 @@ pub fn counters_json() -> String {
         c.expired.load(Relaxed),
         c.uploads_aborted.load(Relaxed),
         c.restored.load(Relaxed),
+        c.restores_failed.load(Relaxed),
         tier::restores_running(),
         c.restores_expired.load(Relaxed),
         c.orphans_removed.load(Relaxed)
@@ -385,7 +387,7 @@ pub async fn run(engine: Engine, interval: Duration, day_ms: i64) {
 pub async fn resume_restores(engine: &Engine) {
     for (bucket, _) in engine.list_buckets() {
         let mut walk = engine.walk(&bucket);
-        while let Some((key, class)) = walk.next().await {
+        while let Ok(Some((key, class))) = walk.next().await {
             if class.is_none() {
                 continue;
             }
@@ -421,7 +423,7 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
         let rules = doc.and_then(|d| parse(d.as_bytes(), &|_| true).ok()).unwrap_or_default();
         let now = ferrite_engine::now_ms();
         let mut walk = engine.walk(&bucket);
-        while let Some((key, _)) = walk.next().await {
+        while let Ok(Some((key, _))) = walk.next().await {
             let Ok(meta) = engine.head_object(&bucket, &key).await else { continue };
             if tier::restore_pending(&meta).is_some() {
                 tier::resume_restore(engine, &bucket, &key, meta.clone());
@@ -455,7 +457,8 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
                         }
                     }
                 }
-                Some(Action::Transition(_)) => pending += 1,
+                Some(Action::Transition(_)) if tier::remote_of(&meta).is_none() => pending += 1,
+                Some(Action::Transition(_)) => {}
                 None => {}
             }
         }
@@ -616,6 +619,12 @@ pub async fn transition(
         };
         tier::blocking(job).await?.map_err(blob_failed)?
     };
+    // `tier rm` refuses a tier that objects live in, but not one a transition is still
+    // uploading to: check again just before the swap, and stay local if it went.
+    if tier::get(engine, tier_name)?.is_none() {
+        let _ = tier::blocking(move || container.delete(&blob)).await;
+        return Ok(false);
+    }
     let headers = tier::transitioned_headers(meta, tier_name, &blob, &etag);
     match engine.swap_data(bucket, key, meta, DataLoc::Parts(Vec::new()), headers).await {
         Ok(()) => Ok(true),

@@ -83,6 +83,7 @@ fn render(ctx: &Ctx) -> String {
         ("expired", &c.expired),
         ("uploads_aborted", &c.uploads_aborted),
         ("restored", &c.restored),
+        ("restores_failed", &c.restores_failed),
         ("restores_expired", &c.restores_expired),
         ("orphans_removed", &c.orphans_removed),
     ] {

@@ -344,7 +344,7 @@ pub async fn rewrap_all(ctx: &Ctx) -> S3Result<RewrapReport> {
     let mut report = RewrapReport::default();
     for (bucket, _) in ctx.engine.list_buckets() {
         let mut walk = ctx.engine.walk(&bucket);
-        while let Some((key, _)) = walk.next().await {
+        while let Some((key, _)) = walk.next().await? {
             report.objects += 1;
             match rewrap_one(ctx, kms, &bucket, &key).await {
                 Rewrapped::NotEncrypted => {}

@@ -105,14 +105,18 @@ impl Tier {
         Container::new(&self.endpoint, &self.account, &self.container, self.auth.clone())
     }
 
-    /// The stored form: `key=value` lines, values percent-encoded, the credential sealed.
+    /// The stored form: `key=value` lines, values percent-encoded, the credential sealed (an
+    /// identity tier has none).
     fn encode(&self) -> S3Result<String> {
         let (kind, secret) = match &self.auth {
-            Auth::SharedKey(key) => ("shared-key", key.clone()),
-            Auth::Sas(sas) => ("sas", sas.as_bytes().to_vec()),
-            Auth::Entra(_) => ("identity", Vec::new()),
+            Auth::SharedKey(key) => ("shared-key", Some(key.clone())),
+            Auth::Sas(sas) => ("sas", Some(sas.as_bytes().to_vec())),
+            Auth::Entra(_) => ("identity", None),
         };
-        let sealed = seal_secret(seal_key()?, &secret, self.context().as_bytes()).map_err(S3Error::from)?;
+        let sealed = match secret {
+            Some(secret) => seal_secret(seal_key()?, &secret, self.context().as_bytes()).map_err(S3Error::from)?,
+            None => Vec::new(),
+        };
         Ok(format!(
             "endpoint={}\naccount={}\ncontainer={}\nprefix={}\naccess_tier={}\nauth={kind}\nsecret={}\n",
             enc(&self.endpoint),
@@ -137,14 +141,18 @@ impl Tier {
             access_tier: field("access_tier")?,
             auth: Auth::Sas(String::new()),
         };
+        let kind = field("auth")?;
+        if kind == "identity" {
+            tier.auth = Auth::Entra(storage_signin().map_err(|e| format!("tier {name}: {e}"))?);
+            return Ok(tier);
+        }
         let sealed = b64_decode(&field("secret")?).ok_or_else(|| format!("tier {name}: damaged secret"))?;
         let key = seal_key().map_err(|e| e.message)?;
         let secret = open_secret(key, &sealed, tier.context().as_bytes())
             .map_err(|_| format!("tier {name}: its credential does not open (were the root credentials changed?)"))?;
-        tier.auth = match field("auth")?.as_str() {
+        tier.auth = match kind.as_str() {
             "shared-key" => Auth::SharedKey(secret),
             "sas" => Auth::Sas(String::from_utf8(secret).map_err(|_| format!("tier {name}: damaged SAS"))?),
-            "identity" => Auth::Entra(storage_signin().map_err(|e| format!("tier {name}: {e}"))?),
             other => return Err(format!("tier {name}: unknown auth {other}")),
         };
         Ok(tier)
@@ -232,12 +240,25 @@ fn credential_from(body: &str) -> S3Result<Auth> {
     }
 }
 
-/// Credentials travel in every request: plain http is only for a local emulator.
-fn check_endpoint(endpoint: &str) -> S3Result<()> {
+/// Azure Blob's host names in the public and sovereign clouds.
+const BLOB_HOST_SUFFIXES: [&str; 3] =
+    [".blob.core.windows.net", ".blob.core.chinacloudapi.cn", ".blob.core.usgovcloudapi.net"];
+
+/// Credentials travel in every request: plain http is only for a local emulator. The
+/// server's own identity token is valid on every account the identity has a role on, so it
+/// is only sent to Azure Blob itself (or a local emulator).
+fn check_endpoint(endpoint: &str, auth: &Auth) -> S3Result<()> {
     let url = crate::outbound::Url::parse(endpoint).map_err(|e| S3Error::new(Code::InvalidArgument, e))?;
     let loopback = url.host == "localhost" || url.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if !url.tls && !loopback {
         return Err(S3Error::new(Code::InvalidArgument, "A tier endpoint must be https:// (http only on loopback)."));
+    }
+    let blob_host = BLOB_HOST_SUFFIXES.iter().any(|suffix| url.host.to_ascii_lowercase().ends_with(suffix));
+    if matches!(auth, Auth::Entra(_)) && !blob_host && !loopback {
+        return Err(S3Error::new(
+            Code::InvalidArgument,
+            "A tier using the server's identity must be an Azure Blob endpoint (ACCOUNT.blob.core.windows.net or a sovereign cloud's).",
+        ));
     }
     Ok(())
 }
@@ -287,7 +308,7 @@ pub async fn add(engine: &Engine, name: &str, body: &str, force: bool) -> S3Resu
         access_tier: access_tier.to_string(),
         auth: credential_from(body)?,
     };
-    check_endpoint(&tier.endpoint)?;
+    check_endpoint(&tier.endpoint, &tier.auth)?;
     let container = tier.container().map_err(|e| S3Error::new(Code::InvalidArgument, e))?;
     let (probe_prefix, tier_name) = (tier.prefix.clone(), name.to_owned());
     blocking(move || probe(&container, &probe_prefix, force)).await?.map_err(|e| match e {
@@ -310,6 +331,7 @@ pub async fn edit(engine: &Engine, name: &str, body: &str) -> S3Result<String> {
         return Err(S3Error::new(Code::InvalidArgument, format!("No tier {name}.")));
     };
     let tier = Tier { auth: credential_from(body)?, ..(*current).clone() };
+    check_endpoint(&tier.endpoint, &tier.auth)?;
     let container = tier.container().map_err(|e| S3Error::new(Code::InvalidArgument, e))?;
     let (prefix, tier_name) = (tier.prefix.clone(), name.to_owned());
     blocking(move || probe(&container, &prefix, true)).await?.map_err(|e| match e {
@@ -336,7 +358,7 @@ pub async fn remove(engine: &Engine, name: &str) -> S3Result<()> {
             }
         }
         let mut walk = engine.walk(&bucket);
-        while let Some((key, class)) = walk.next().await {
+        while let Some((key, class)) = walk.next().await? {
             if class.as_deref() == Some(name) {
                 return Err(S3Error::new(
                     Code::InvalidRequest,
@@ -465,7 +487,13 @@ pub async fn restore(engine: &Engine, bucket: &str, key: &str, days: u32) -> S3R
         return Err(S3Error::new(Code::RestoreAlreadyInProgress, "Object restore is already in progress"));
     }
     let headers = restore_headers(&meta, Some((H_RESTORE_PENDING, days.into())));
-    engine.set_headers(bucket, key, &meta, headers.clone()).await?;
+    match engine.set_headers(bucket, key, &meta, headers.clone()).await {
+        // Another request (on another core) recorded its restore first.
+        Err(EngineError::PreconditionFailed) => {
+            return Err(S3Error::new(Code::RestoreAlreadyInProgress, "Object restore is already in progress"))
+        }
+        other => other?,
+    }
     resume_restore(engine, bucket, key, ObjectMeta { headers, ..meta });
     Ok(true)
 }
@@ -486,13 +514,34 @@ pub fn resume_restore(engine: &Engine, bucket: &str, key: &str, meta: ObjectMeta
     }
     let engine = engine.clone();
     monoio::spawn(async move {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut retry_later = false;
         match copy_back(&engine, &id.0, &id.1, &meta, days).await {
             Ok(()) => {
-                crate::lifecycle::COUNTERS.restored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::lifecycle::COUNTERS.restored.fetch_add(1, Relaxed);
             }
-            Err(e) => eprintln!("ferrite: restore {}/{}: {}", id.0, id.1, e.message),
+            // The tier could not be reached: the request stays pending, for the next pass or
+            // a repeated request.
+            Err(e) if e.code == Code::ServiceUnavailable => {
+                eprintln!("ferrite: restore {}/{} will be retried: {}", id.0, id.1, e.message);
+                retry_later = true;
+            }
+            // The blob is gone or changed: retrying cannot help, so the request is dropped
+            // (HEAD stops saying it is ongoing; a new request may be made).
+            Err(e) => {
+                eprintln!("ferrite: restore {}/{} failed: {}", id.0, id.1, e.message);
+                crate::lifecycle::COUNTERS.restores_failed.fetch_add(1, Relaxed);
+                let _ = engine.set_headers(&id.0, &id.1, &meta, restore_headers(&meta, None)).await;
+            }
         }
         RESTORING.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        // A new request for the same object that came while this one was finishing found it
+        // running and did not start: look once more.
+        if !retry_later {
+            if let Ok(now) = engine.head_object(&id.0, &id.1).await {
+                resume_restore(&engine, &id.0, &id.1, now);
+            }
+        }
     });
 }
 
@@ -616,7 +665,12 @@ impl RemoteReader {
         if self.pos >= self.end {
             return Ok(None);
         }
-        let unavailable = |why: String| EngineError::ReadQuorum(format!("remote tier: {why}"));
+        // Clients get a plain reason; the details (Azure's answers, names) go to the log.
+        let blob_name = self.blob.clone();
+        let unavailable = |why: String| {
+            eprintln!("ferrite: tier: reading blob {blob_name}: {why}");
+            EngineError::ReadQuorum("the remote tier cannot be read now; the server log has the details".into())
+        };
         let Some(container) = self.container.clone() else {
             return Err(unavailable(self.error.clone().unwrap_or_default()));
         };
@@ -625,21 +679,34 @@ impl RemoteReader {
         let chunk = monoio::spawn_blocking(move || container.get_range(&blob, from, to, etag.as_deref()))
             .await
             .map_err(|_| unavailable("cancelled".into()))?
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| match e {
+                // Gone or replaced in the container: retrying will not help.
+                BlobError::NotFound | BlobError::Refused(..) => {
+                    eprintln!("ferrite: tier: reading blob {}: {e}", self.blob);
+                    EngineError::Corrupt(format!(
+                        "the blob of a transitioned object is missing or changed ({})",
+                        self.blob
+                    ))
+                }
+                BlobError::Unavailable(_) | BlobError::Denied(_) => unavailable(e.to_string()),
+            })?;
         if chunk.len() as u64 != to + 1 - from {
-            return Err(unavailable(format!("blob {} answered {} bytes for {from}-{to}", self.blob, chunk.len())));
+            return Err(unavailable(format!("{} bytes answered for {from}-{to}", chunk.len())));
         }
         self.pos = to + 1;
         Ok(Some(chunk))
     }
 }
 
-/// Deletes an object and, when it had moved to a tier, its blob.
+/// Deletes an object and, when it had moved to a tier, its blob: in the background, so a
+/// DELETE or DeleteObjects does not wait on Azure (the Blob calls queue on the blocking pool;
+/// a blob left behind is removed by the orphan sweep).
 pub async fn delete_object(engine: &Engine, bucket: &str, key: &str) -> ferrite_engine::Result<()> {
     let remote = engine.head_object(bucket, key).await.ok().and_then(|m| remote_of(&m));
     engine.delete_object(bucket, key).await?;
     if let Some(remote) = remote {
-        delete_remote(engine, remote).await;
+        let engine = engine.clone();
+        monoio::spawn(async move { delete_remote(&engine, remote).await });
     }
     Ok(())
 }

@@ -267,12 +267,19 @@ impl Container {
                 all.push(("authorization".into(), format!("SharedKey {}:{signature}", self.account)));
             }
             if let Auth::Entra(signin) = &self.auth {
-                let token = signin.token().map_err(|e| match e {
-                    TokenError::Unreachable(why) | TokenError::Broken(why) => BlobError::Unavailable(why),
-                    TokenError::Refused(status, why) => {
-                        BlobError::Denied(format!("Entra ID refused the {} (HTTP {status}): {why}", signin.kind()))
+                // The identity endpoint's hiccups (429, 5xx, no answer) are retried like the
+                // service's own.
+                let token = match signin.token() {
+                    Ok(token) => token,
+                    Err(TokenError::Unreachable(why) | TokenError::Broken(why)) => {
+                        last = why;
+                        continue;
                     }
-                })?;
+                    Err(TokenError::Refused(status, why)) => {
+                        let kind = signin.kind();
+                        return Err(BlobError::Denied(format!("Entra ID refused the {kind} (HTTP {status}): {why}")));
+                    }
+                };
                 all.push(("authorization".into(), format!("Bearer {token}")));
             }
             let pairs: Vec<(&str, &str)> = all.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
@@ -288,7 +295,7 @@ impl Container {
                 404 => return Err(BlobError::NotFound),
                 429 | 500 | 502 | 503 | 504 => last = format!("HTTP {}", reply.status),
                 // A token revoked or expired early: sign in again, once.
-                401 if matches!(&self.auth, Auth::Entra(_)) && !renewed => {
+                401 if matches!(&self.auth, Auth::Entra(_)) && !renewed && attempt + 1 < ATTEMPTS => {
                     if let Auth::Entra(signin) = &self.auth {
                         signin.forget();
                     }

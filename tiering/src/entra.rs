@@ -7,7 +7,8 @@
 //!   (`AZURE_CLIENT_ID` picks a user-assigned one).
 //!
 //! `AZURE_AUTHORITY_HOST` (default https://login.microsoftonline.com) and
-//! `FERRITE_AZURE_IMDS_URL` move the token endpoints (sovereign clouds, tests).
+//! `FERRITE_AZURE_IMDS_URL` (formerly `FERRITE_KMS_AZURE_IMDS_URL`, still read) move the token
+//! endpoints (sovereign clouds, tests).
 //!
 //! Calls are blocking (see `outbound`). A token is cached until 5 minutes before it expires;
 //! `forget` drops it after the service refused it.
@@ -51,7 +52,8 @@ pub struct Signin {
     token: Mutex<Option<(String, Instant)>>,
 }
 
-fn env(name: &str) -> Option<String> {
+/// A set, non-empty environment variable.
+pub fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
@@ -68,6 +70,7 @@ impl Signin {
             }
             _ => {
                 let imds = env("FERRITE_AZURE_IMDS_URL")
+                    .or_else(|| env("FERRITE_KMS_AZURE_IMDS_URL"))
                     .unwrap_or_else(|| "http://169.254.169.254/metadata/identity/oauth2/token".into());
                 let imds = Url::parse(&imds).map_err(|e| format!("FERRITE_AZURE_IMDS_URL: {e}"))?;
                 Credential::Managed { imds, client_id: env("AZURE_CLIENT_ID") }
@@ -144,13 +147,18 @@ impl Signin {
             }
         }
         let token = json_string(&text, "access_token").ok_or_else(|| TokenError::Broken("no access_token".into()))?;
-        // Tokens live about an hour (a day for managed identities); anything longer is not
-        // believed.
-        let lifetime = Duration::from_secs(json_u64(&text, "expires_in").unwrap_or(300).min(86_400));
-        let until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN).max(Duration::from_secs(30));
+        let until = Instant::now() + kept_for(json_u64(&text, "expires_in"));
         *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some((token.clone(), until));
         Ok(token)
     }
+}
+
+/// How long a token that expires in `expires_in` seconds is used: until 5 minutes before it
+/// expires, at least 30 s. Tokens live about an hour (a day for managed identities); anything
+/// longer is not believed, and an answer without a lifetime is taken as 5 minutes.
+fn kept_for(expires_in: Option<u64>) -> Duration {
+    let lifetime = Duration::from_secs(expires_in.unwrap_or(300).min(86_400));
+    lifetime.saturating_sub(TOKEN_MARGIN).max(Duration::from_secs(30))
 }
 
 fn token_url(authority: &Url, tenant: &str) -> Url {
@@ -160,6 +168,16 @@ fn token_url(authority: &Url, tenant: &str) -> Url {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_kept_until_five_minutes_before_they_expire() {
+        assert_eq!(kept_for(Some(3599)), Duration::from_secs(3299));
+        assert_eq!(kept_for(Some(86_399)), Duration::from_secs(86_099));
+        assert_eq!(kept_for(Some(u64::MAX)), Duration::from_secs(86_100), "a day at most");
+        assert_eq!(kept_for(Some(60)), Duration::from_secs(30), "at least 30 s");
+        assert_eq!(kept_for(None), Duration::from_secs(30));
+        assert_eq!(json_u64(r#"{"expires_in":"86399"}"#, "expires_in"), Some(86_399), "IMDS sends a string");
+    }
 
     #[test]
     fn token_urls_keep_the_authority_path() {

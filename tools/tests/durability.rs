@@ -240,7 +240,8 @@ async fn repeated_reads_come_from_the_block_cache_and_never_go_stale() {
         let value = text.lines().find_map(|l| l.strip_prefix(line.as_str())).unwrap_or_else(|| panic!("{text}"));
         value.parse().unwrap()
     };
-    let server = Server::start(4);
+    // One core: each core has its own cache, and a new connection may land on either.
+    let server = Server::start_with(4, &[], &[("FERRITE_CORES", "1")]);
     let c = server.client();
     c.create_bucket().bucket("cache").send().await.unwrap();
     let first = bytes(3_500_000, 5); // 4 blocks of 1 MiB
@@ -258,7 +259,7 @@ async fn repeated_reads_come_from_the_block_cache_and_never_go_stale() {
     assert_eq!(get(&c, "cache", "obj").await.unwrap(), second, "an overwrite is read, not the cached bytes");
 
     // Off: every read goes to the drives.
-    let server = server.restart_with(&[("FERRITE_CACHE_MIB", "0")]);
+    let server = server.restart_with(&[("FERRITE_CORES", "1"), ("FERRITE_CACHE_MIB", "0")]);
     let c = server.client();
     assert_eq!(get(&c, "cache", "obj").await.unwrap(), second);
     assert_eq!(get(&c, "cache", "obj").await.unwrap(), second);

@@ -53,6 +53,20 @@ fn blob_of(tier: &Container, blobs: &[String], key: &str) -> String {
         .clone()
 }
 
+/// The blobs under `prefix` once deletes in flight have left `count` (the server removes a
+/// deleted object's blob in the background); fails after 10 s.
+async fn blobs_once_removed(tier: &Container, prefix: &str, count: usize) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let blobs = tier.list(prefix, 100).unwrap();
+        if blobs.len() <= count || start.elapsed() > Duration::from_secs(10) {
+            assert_eq!(blobs.len(), count, "{blobs:?}");
+            return blobs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn container(azurite: &Azurite, name: &str) -> Container {
     use base64::Engine as _;
     let key = base64::engine::general_purpose::STANDARD.decode(KEY).unwrap();
@@ -316,10 +330,10 @@ async fn lifecycle_moves_objects_to_azure_blob_and_serves_them_transparently() {
     azurite.restart();
     assert_eq!(get(&c, "misc/tagged", None).await.unwrap().0, tagged);
 
-    // DELETE of a transitioned object removes its blob too.
+    // DELETE of a transitioned object removes its blob too (right after the 204, in the
+    // background).
     c.delete_object().bucket("tiered").key("logs/plain").send().await.unwrap();
-    let blobs = tier.list("data/tiered/", 100).unwrap();
-    assert_eq!(blobs.len(), 3, "{blobs:?}");
+    let blobs = blobs_once_removed(&tier, "data/tiered/", 3).await;
     let keys: Vec<String> = blobs.iter().filter_map(|b| key_of(&tier, b)).collect();
     assert!(!keys.contains(&"logs/plain".to_owned()), "{keys:?}");
 
@@ -349,7 +363,7 @@ async fn lifecycle_moves_objects_to_azure_blob_and_serves_them_transparently() {
         .unwrap();
     let deleted = c.delete_objects().bucket("tiered").delete(delete).send().await.unwrap();
     assert_eq!(deleted.deleted().len(), 2, "{deleted:?}");
-    assert_eq!(tier.list("data/tiered/", 100).unwrap(), ["data/tiered/someone/else/x"]);
+    assert_eq!(blobs_once_removed(&tier, "data/tiered/", 1).await, ["data/tiered/someone/else/x"]);
     let (ok, out) = admin(&server, &["tier", "rm", "COOL"]);
     assert!(ok, "an empty tier goes: {out}");
 }
@@ -424,8 +438,16 @@ async fn restore_brings_a_local_copy_back_for_days_then_it_expires() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let (_, counters) = admin(&server, &["lifecycle"]);
-    assert!(counters.contains("\"restored\":1,"), "{counters}");
+    // The counter moves just after the swap HEAD saw.
+    let start = std::time::Instant::now();
+    loop {
+        let (_, counters) = admin(&server, &["lifecycle"]);
+        if counters.contains("\"restored\":1,") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{counters}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(header.contains("expiry-date=\""), "{header}");
     let head = c.head_object().bucket("restore").key("obj").send().await.unwrap();
     assert_eq!(head.storage_class(), Some(&StorageClass::from("COOL")), "a restored object stays in its tier");
@@ -535,7 +557,7 @@ async fn a_crash_at_each_write_of_a_transition_loses_nothing() {
     // Whether a crash inside the swap's log write keeps the swap depends on how many drives
     // the record reached first (the drives are written in parallel), so only the order is
     // fixed: a moved object never comes back.
-    assert!(!progress.is_empty(), "the first point did not crash the pass");
+    assert!(progress.len() >= 3, "fewer crashes than points before a pass completed: {progress:?}");
     assert!(progress.windows(2).all(|w| w[0] <= w[1]), "a moved object came back: {progress:?}");
     all_moved_once(&server, &azurite, &objects).await;
     let _ = std::fs::remove_file(&faults);
@@ -711,6 +733,6 @@ async fn a_tier_signs_in_with_the_servers_managed_identity() {
     assert_eq!(get(&c, "cold", None).await.unwrap().0, data);
     assert_eq!(issued.load(Ordering::SeqCst), 2);
     c.delete_object().bucket("tiered").key("cold").send().await.unwrap();
-    assert!(tier.list("", 100).unwrap().is_empty(), "DELETE removed the blob with the identity's token");
+    assert!(blobs_once_removed(&tier, "", 0).await.is_empty(), "DELETE removed the blob with the identity's token");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use ferrite_engine::sse::{open_key, seal_key, Key};
-use ferrite_tiering::entra::{Signin, TokenError};
+use ferrite_tiering::entra::{env, Signin, TokenError};
 
 use super::{key_damaged, kms_broken, kms_unreachable, DataKey};
 use crate::checksum::{b64, b64_decode};
@@ -60,10 +60,6 @@ pub struct AzureKms {
     signin: std::sync::Arc<Signin>,
     versions: Mutex<HashMap<String, (String, Instant)>>,
     seeds: Mutex<HashMap<Vec<u8>, (Key, Instant)>>,
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 impl AzureKms {
