@@ -230,6 +230,37 @@ impl PartFiles {
     }
 }
 
+/// A piece of an object's bytes on its way out: a range of a block (shared with the block
+/// cache: sent without a copy), or bytes of its own (inline data, decrypted packages, a
+/// remote tier's answer).
+pub enum Chunk {
+    Shared(Rc<Vec<u8>>, std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Chunk::Shared(block, range) => &block[range.clone()],
+            Chunk::Owned(bytes) => bytes,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl From<Vec<u8>> for Chunk {
+    fn from(bytes: Vec<u8>) -> Chunk {
+        Chunk::Owned(bytes)
+    }
+}
+
 /// A block read started ahead of need: (file id, block index, the read).
 type Prefetch = (u128, u64, monoio::task::JoinHandle<Result<Vec<u8>>>);
 
@@ -251,7 +282,7 @@ pub struct ObjectReader {
     files: Option<Rc<PartFiles>>,
     prefetch: std::collections::VecDeque<Prefetch>,
     /// The first chunk, read before the response head is sent (see `prime`).
-    primed: Option<Vec<u8>>,
+    primed: Option<Chunk>,
 }
 
 impl ObjectReader {
@@ -269,7 +300,7 @@ impl ObjectReader {
     }
 
     /// The next chunk, or None at the end of the range.
-    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+    pub async fn next_chunk(&mut self) -> Result<Option<Chunk>> {
         if let Some(chunk) = self.primed.take() {
             return Ok(Some(chunk));
         }
@@ -286,9 +317,10 @@ impl ObjectReader {
                     EngineError::Corrupt(format!("inline data of record at {rec_off} is out of bounds"))
                 })?;
                 let end = self.end.min(data.len() as u64);
-                data.get(self.pos as usize..end as usize)
-                    .ok_or_else(|| EngineError::Corrupt("range beyond an inline object's data".into()))?
-                    .to_vec()
+                let bytes = data
+                    .get(self.pos as usize..end as usize)
+                    .ok_or_else(|| EngineError::Corrupt("range beyond an inline object's data".into()))?;
+                Chunk::Owned(bytes.to_vec())
             }
             DataLoc::Parts(parts) => self.next_part_chunk(&parts).await?,
         };
@@ -311,7 +343,7 @@ impl ObjectReader {
         }
     }
 
-    async fn next_part_chunk(&mut self, parts: &[PartLoc]) -> Result<Vec<u8>> {
+    async fn next_part_chunk(&mut self, parts: &[PartLoc]) -> Result<Chunk> {
         let mut part_start = 0u64;
         let mut found = None;
         for part in parts {
@@ -366,7 +398,7 @@ impl ObjectReader {
         }
         let from = (in_part - block_index * block_size) as usize;
         let to = (block.len() as u64).min(self.end - part_start - block_index * block_size) as usize;
-        Ok(block[from..to].to_vec())
+        Ok(Chunk::Shared(block, from..to))
     }
 }
 

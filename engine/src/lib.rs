@@ -20,7 +20,7 @@ pub mod sse;
 pub mod wal;
 
 pub use crate::core::{serve, CoreBoot};
-pub use crate::data::{DataWriter, Finished, ObjectReader};
+pub use crate::data::{Chunk, DataWriter, Finished, ObjectReader};
 pub use crate::engine::{
     now_ms, Engine, EngineConfig, ListItem, ListPage, ObjectWalk, PutCondition, UploadSummary, INLINE_BYTES_MAX,
     SNAPSHOT_EVERY_BYTES_DEFAULT,

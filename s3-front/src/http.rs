@@ -65,7 +65,7 @@ impl Stream {
         }
     }
 
-    async fn write_all(&mut self, buf: Vec<u8>) -> io::Result<()> {
+    async fn write_all<B: monoio::buf::IoBuf + 'static>(&mut self, buf: B) -> io::Result<()> {
         let res = match self {
             Stream::Plain(s) => s.write_all(buf).await.0,
             Stream::Tls(s) => s.write_all(buf).await.0,
@@ -189,7 +189,7 @@ impl Conn {
         }
     }
 
-    pub async fn write_all(&mut self, data: Vec<u8>) -> io::Result<()> {
+    pub async fn write_all<B: monoio::buf::IoBuf + 'static>(&mut self, data: B) -> io::Result<()> {
         self.stream.write_all(data).await
     }
 

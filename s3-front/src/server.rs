@@ -4,7 +4,8 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ferrite_engine::Engine;
+use ferrite_engine::{Chunk, Engine};
+use monoio::buf::IoBuf;
 use monoio::net::TcpStream;
 
 use crate::body::{Body, Mode};
@@ -240,7 +241,9 @@ async fn write_response(conn: &mut Conn, resp: Response, request_id: &str, close
             conn.write_all(head.into_bytes()).await?;
             loop {
                 match reader.next_chunk().await {
-                    Ok(Some(chunk)) => conn.write_all(chunk).await?,
+                    // A block's range goes out as it is, without a copy.
+                    Ok(Some(Chunk::Shared(block, range))) => conn.write_all(block.slice(range)).await?,
+                    Ok(Some(Chunk::Owned(bytes))) => conn.write_all(bytes).await?,
                     Ok(None) => return Ok(()),
                     Err(e) => {
                         // Headers are gone: the only honest signal left is to cut the connection.

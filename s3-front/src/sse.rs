@@ -597,12 +597,12 @@ pub enum ObjectStream {
 }
 
 impl ObjectStream {
-    pub async fn next_chunk(&mut self) -> ferrite_engine::Result<Option<Vec<u8>>> {
+    pub async fn next_chunk(&mut self) -> ferrite_engine::Result<Option<ferrite_engine::Chunk>> {
         match self {
             ObjectStream::Plain(r) => r.next_chunk().await,
             ObjectStream::Decrypting(r) => match r.primed.take() {
-                Some(chunk) => Ok(Some(chunk)),
-                None => r.next_chunk().await,
+                Some(chunk) => Ok(Some(chunk.into())),
+                None => Ok(r.next_chunk().await?.map(Into::into)),
             },
         }
     }

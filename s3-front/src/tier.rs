@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use ferrite_engine::heal::json_escape;
 use ferrite_engine::meta::{DataLoc, PartLoc};
 use ferrite_engine::sse::{open_secret, seal_secret, Key};
-use ferrite_engine::{Engine, EngineError, ObjectMeta, ObjectReader};
+use ferrite_engine::{Chunk, Engine, EngineError, ObjectMeta, ObjectReader};
 use ferrite_tiering::azure::{Auth, BlobError, Container, ACCESS_TIERS, STORAGE_RESOURCE};
 use ferrite_tiering::entra::Signin;
 use hmac::{Hmac, Mac};
@@ -609,7 +609,7 @@ pub struct RemoteReader {
     etag: Option<String>,
     pos: u64,
     end: u64,
-    primed: Option<Vec<u8>>,
+    primed: Option<Chunk>,
 }
 
 impl StoredReader {
@@ -637,7 +637,7 @@ impl StoredReader {
         }))
     }
 
-    pub async fn next_chunk(&mut self) -> ferrite_engine::Result<Option<Vec<u8>>> {
+    pub async fn next_chunk(&mut self) -> ferrite_engine::Result<Option<Chunk>> {
         match self {
             StoredReader::Local(r) => r.next_chunk().await,
             StoredReader::Remote(r) => match r.primed.take() {
@@ -661,7 +661,7 @@ impl StoredReader {
 }
 
 impl RemoteReader {
-    async fn fetch(&mut self) -> ferrite_engine::Result<Option<Vec<u8>>> {
+    async fn fetch(&mut self) -> ferrite_engine::Result<Option<Chunk>> {
         if self.pos >= self.end {
             return Ok(None);
         }
@@ -694,7 +694,7 @@ impl RemoteReader {
             return Err(unavailable(format!("{} bytes answered for {from}-{to}", chunk.len())));
         }
         self.pos = to + 1;
-        Ok(Some(chunk))
+        Ok(Some(Chunk::Owned(chunk)))
     }
 }
 
