@@ -32,10 +32,15 @@ fn with_coder<T>(engine: &Engine, job: impl FnOnce(&mut Coder) -> T) -> T {
     })
 }
 
+/// A random 128-bit id. Should the system's random source fail, the time, the process id
+/// and a counter still make it unique (the block cache and SSE key derivation rely on that).
 fn new_file_id() -> u128 {
+    static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
-        bytes = (crate::engine::now_ms() as u128 ^ ((std::process::id() as u128) << 64)).to_le_bytes();
+        let n = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let time = crate::engine::now_ms() as u128;
+        return (time << 64) | (u128::from(std::process::id()) << 32) | u128::from(n as u32);
     }
     u128::from_le_bytes(bytes)
 }
@@ -283,11 +288,21 @@ pub struct ObjectReader {
     prefetch: std::collections::VecDeque<Prefetch>,
     /// The first chunk, read before the response head is sent (see `prime`).
     primed: Option<Chunk>,
+    /// Whether blocks read from the drives go into the block cache.
+    fill_cache: bool,
 }
 
 impl ObjectReader {
     pub(crate) fn new(engine: Engine, partition: u16, data: DataLoc, start: u64, end: u64) -> Self {
-        Self { engine, partition, data, pos: start, end, files: None, prefetch: Default::default(), primed: None }
+        let prefetch = Default::default();
+        Self { engine, partition, data, pos: start, end, files: None, prefetch, primed: None, fill_cache: true }
+    }
+
+    /// Reads that will not be repeated (a transition moving the object out) leave the block
+    /// cache to the hot data.
+    pub fn without_caching(mut self) -> Self {
+        self.fill_cache = false;
+        self
     }
 
     /// Reads the first chunk now, so that an object that cannot be read (too many drives
@@ -363,24 +378,28 @@ impl ObjectReader {
         while self.prefetch.front().is_some_and(|(id, index, _)| *id != part.file_id || *index < block_index) {
             self.prefetch.pop_front();
         }
-        let block = match crate::cache::get(part.file_id, block_index) {
-            Some(block) => {
-                if self.prefetch.front().is_some_and(|(_, index, _)| *index == block_index) {
-                    self.prefetch.pop_front();
-                }
-                block
-            }
-            None => {
-                let block = match self.prefetch.pop_front() {
-                    Some((_, index, read)) if index == block_index => read.await?,
-                    _ => {
-                        self.prefetch.clear();
+        let block_len = (part.size - block_index * block_size).min(block_size) as usize;
+        let cached = crate::cache::get(part.file_id, block_index).filter(|b| b.len() == block_len);
+        // A read queued for this block is used; one for a later block stays queued (a block
+        // skipped as cached was evicted since).
+        let queued = match self.prefetch.front() {
+            Some((_, index, _)) if *index == block_index => self.prefetch.pop_front(),
+            _ => None,
+        };
+        let block = match (cached, queued) {
+            (Some(block), _) => block,
+            (None, queued) => {
+                let block = match queued {
+                    Some((_, _, read)) => read.await?,
+                    None => {
                         let files = self.files_of(part.file_id).await;
                         read_block(self.engine.clone(), files, part.clone(), block_index).await?
                     }
                 };
                 let block = Rc::new(block);
-                crate::cache::insert(part.file_id, block_index, block.clone());
+                if self.fill_cache {
+                    crate::cache::insert(part.file_id, block_index, block.clone());
+                }
                 block
             }
         };

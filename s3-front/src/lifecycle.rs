@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use ferrite_engine::meta::DataLoc;
-use ferrite_engine::{Engine, EngineError, ObjectMeta};
+use ferrite_engine::{Engine, EngineError, ObjectMeta, ObjectWalk};
 use ferrite_tiering::azure::block_id;
 use sha2::Digest;
 
@@ -382,12 +382,24 @@ pub async fn run(engine: Engine, interval: Duration, day_ms: i64) {
     }
 }
 
+/// The walk's next object; an error ends the walk, logged (the next pass walks again).
+async fn next_object(walk: &mut ObjectWalk, bucket: &str) -> Option<(String, Option<String>)> {
+    match walk.next().await {
+        Ok(next) => next,
+        Err(EngineError::NoSuchBucket) => None,
+        Err(e) => {
+            eprintln!("ferrite: lifecycle: the walk over bucket {bucket} stopped: {e}");
+            None
+        }
+    }
+}
+
 /// Starts every pending restore again. Listings name each object's storage class, so only
 /// objects in a tier are read.
 pub async fn resume_restores(engine: &Engine) {
     for (bucket, _) in engine.list_buckets() {
         let mut walk = engine.walk(&bucket);
-        while let Ok(Some((key, class))) = walk.next().await {
+        while let Some((key, class)) = next_object(&mut walk, &bucket).await {
             if class.is_none() {
                 continue;
             }
@@ -423,7 +435,7 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
         let rules = doc.and_then(|d| parse(d.as_bytes(), &|_| true).ok()).unwrap_or_default();
         let now = ferrite_engine::now_ms();
         let mut walk = engine.walk(&bucket);
-        while let Ok(Some((key, _))) = walk.next().await {
+        while let Some((key, _)) = next_object(&mut walk, &bucket).await {
             let Ok(meta) = engine.head_object(&bucket, &key).await else { continue };
             if tier::restore_pending(&meta).is_some() {
                 tier::resume_restore(engine, &bucket, &key, meta.clone());

@@ -344,7 +344,13 @@ pub async fn rewrap_all(ctx: &Ctx) -> S3Result<RewrapReport> {
     let mut report = RewrapReport::default();
     for (bucket, _) in ctx.engine.list_buckets() {
         let mut walk = ctx.engine.walk(&bucket);
-        while let Some((key, _)) = walk.next().await? {
+        loop {
+            let key = match walk.next().await {
+                Ok(Some((key, _))) => key,
+                // Deleted meanwhile: nothing left to re-seal there.
+                Ok(None) | Err(ferrite_engine::EngineError::NoSuchBucket) => break,
+                Err(e) => return Err(e.into()),
+            };
             report.objects += 1;
             match rewrap_one(ctx, kms, &bucket, &key).await {
                 Rewrapped::NotEncrypted => {}

@@ -253,6 +253,9 @@ fn check_endpoint(endpoint: &str, auth: &Auth) -> S3Result<()> {
     if !url.tls && !loopback {
         return Err(S3Error::new(Code::InvalidArgument, "A tier endpoint must be https:// (http only on loopback)."));
     }
+    if !url.host.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)) {
+        return Err(S3Error::new(Code::InvalidArgument, "A tier endpoint's host is a DNS name or an IP address."));
+    }
     let blob_host = BLOB_HOST_SUFFIXES.iter().any(|suffix| url.host.to_ascii_lowercase().ends_with(suffix));
     if matches!(auth, Auth::Entra(_)) && !blob_host && !loopback {
         return Err(S3Error::new(
@@ -520,18 +523,21 @@ pub fn resume_restore(engine: &Engine, bucket: &str, key: &str, meta: ObjectMeta
             Ok(()) => {
                 crate::lifecycle::COUNTERS.restored.fetch_add(1, Relaxed);
             }
-            // The tier could not be reached: the request stays pending, for the next pass or
-            // a repeated request.
-            Err(e) if e.code == Code::ServiceUnavailable => {
-                eprintln!("ferrite: restore {}/{} will be retried: {}", id.0, id.1, e.message);
-                retry_later = true;
-            }
-            // The blob is gone or changed: retrying cannot help, so the request is dropped
+            // Changed meanwhile: looked at again below.
+            Err(CopyBack::Changed) => {}
+            // The blob is gone or replaced: retrying cannot help, so the request is dropped
             // (HEAD stops saying it is ongoing; a new request may be made).
-            Err(e) => {
-                eprintln!("ferrite: restore {}/{} failed: {}", id.0, id.1, e.message);
+            Err(CopyBack::Gone(why)) => {
+                eprintln!("ferrite: restore {}/{} failed: {why}", id.0, id.1);
                 crate::lifecycle::COUNTERS.restores_failed.fetch_add(1, Relaxed);
-                let _ = engine.set_headers(&id.0, &id.1, &meta, restore_headers(&meta, None)).await;
+                let cleared = engine.set_headers(&id.0, &id.1, &meta, restore_headers(&meta, None)).await;
+                retry_later = cleared.is_err();
+            }
+            // The tier or the drives could not do it now: the request stays pending, for the
+            // next pass or a repeated request.
+            Err(CopyBack::Retry(why)) => {
+                eprintln!("ferrite: restore {}/{} will be retried: {why}", id.0, id.1);
+                retry_later = true;
             }
         }
         RESTORING.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -545,12 +551,22 @@ pub fn resume_restore(engine: &Engine, bucket: &str, key: &str, meta: ObjectMeta
     });
 }
 
+/// Why a restore's copy was not made.
+enum CopyBack {
+    /// The blob is missing or not the one recorded.
+    Gone(String),
+    /// The object changed meanwhile (overwritten, deleted, re-sealed).
+    Changed,
+    /// Anything else (the tier or the drives): try again later.
+    Retry(String),
+}
+
 /// Writes the blob's bytes into new local data files and records them as the restored copy,
 /// if the object is unchanged meanwhile.
-async fn copy_back(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, days: u32) -> S3Result<()> {
+async fn copy_back(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, days: u32) -> Result<(), CopyBack> {
     let stored: u64 = stored_parts(meta).iter().map(|p| p.size).sum();
     let mut reader = StoredReader::open(engine, bucket, key, meta, 0, stored);
-    let mut writer = engine.writer(bucket, key, false)?;
+    let mut writer = engine.writer(bucket, key, false).map_err(|e| CopyBack::Retry(e.to_string()))?;
     let copied: ferrite_engine::Result<()> = async {
         while let Some(chunk) = reader.next_chunk().await? {
             writer.write(&chunk).await?;
@@ -560,16 +576,28 @@ async fn copy_back(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, 
     .await;
     if let Err(e) = copied {
         writer.discard().await;
-        return Err(e.into());
+        // The remote reader reports a missing or replaced blob as corrupt data.
+        return Err(match e {
+            EngineError::Corrupt(why) => CopyBack::Gone(why),
+            other => CopyBack::Retry(other.to_string()),
+        });
     }
-    let ferrite_engine::Finished::Part(part) = writer.finish().await? else {
-        return Err(S3Error::new(Code::InternalError, "a restored copy came back inline"));
+    let part = match writer.finish().await {
+        Ok(ferrite_engine::Finished::Part(part)) => part,
+        Ok(_) => return Err(CopyBack::Retry("a restored copy came back inline".into())),
+        Err(e) => return Err(CopyBack::Retry(e.to_string())),
     };
     let until = restore_expiry(days);
     let headers = restore_headers(meta, Some((H_RESTORED_UNTIL, until)));
     // If the object changed meanwhile the copy is unreferenced; the scanner's leftover pass
     // removes its files.
-    engine.swap_data(bucket, key, meta, DataLoc::Parts(vec![part]), headers).await.map_err(S3Error::from)
+    match engine.swap_data(bucket, key, meta, DataLoc::Parts(vec![part]), headers).await {
+        Ok(()) => Ok(()),
+        Err(EngineError::PreconditionFailed | EngineError::NoSuchKey | EngineError::NoSuchBucket) => {
+            Err(CopyBack::Changed)
+        }
+        Err(e) => Err(CopyBack::Retry(e.to_string())),
+    }
 }
 
 /// Frees a restored copy whose time is up (the lifecycle pass calls this).
@@ -683,10 +711,7 @@ impl RemoteReader {
                 // Gone or replaced in the container: retrying will not help.
                 BlobError::NotFound | BlobError::Refused(..) => {
                     eprintln!("ferrite: tier: reading blob {}: {e}", self.blob);
-                    EngineError::Corrupt(format!(
-                        "the blob of a transitioned object is missing or changed ({})",
-                        self.blob
-                    ))
+                    EngineError::Corrupt("the blob of a transitioned object is missing or changed".into())
                 }
                 BlobError::Unavailable(_) | BlobError::Denied(_) => unavailable(e.to_string()),
             })?;
@@ -699,16 +724,49 @@ impl RemoteReader {
 }
 
 /// Deletes an object and, when it had moved to a tier, its blob: in the background, so a
-/// DELETE or DeleteObjects does not wait on Azure (the Blob calls queue on the blocking pool;
-/// a blob left behind is removed by the orphan sweep).
+/// DELETE or DeleteObjects does not wait on Azure.
 pub async fn delete_object(engine: &Engine, bucket: &str, key: &str) -> ferrite_engine::Result<()> {
     let remote = engine.head_object(bucket, key).await.ok().and_then(|m| remote_of(&m));
     engine.delete_object(bucket, key).await?;
     if let Some(remote) = remote {
-        let engine = engine.clone();
-        monoio::spawn(async move { delete_remote(&engine, remote).await });
+        queue_blob_delete(engine, remote);
     }
     Ok(())
+}
+
+/// Blob deletes waiting on this core, at most this many (beyond, the blob is left to the
+/// orphan sweep).
+const BLOB_DELETES_QUEUED_MAX: usize = 10_000;
+
+thread_local! {
+    /// This core's blob deletes, done one at a time by one worker task, so an Azure outage
+    /// never ties up more than one of the blocking pool's threads with them.
+    static BLOB_DELETES: std::cell::RefCell<(std::collections::VecDeque<Remote>, bool)> = Default::default();
+}
+
+fn queue_blob_delete(engine: &Engine, remote: Remote) {
+    let start_worker = BLOB_DELETES.with(|q| {
+        let mut q = q.borrow_mut();
+        if q.0.len() >= BLOB_DELETES_QUEUED_MAX {
+            eprintln!("ferrite: tier: too many blob deletes queued; {} is left to the orphan sweep", remote.blob);
+            return false;
+        }
+        q.0.push_back(remote);
+        !std::mem::replace(&mut q.1, true)
+    });
+    if start_worker {
+        let engine = engine.clone();
+        monoio::spawn(async move {
+            while let Some(remote) = BLOB_DELETES.with(|q| {
+                let mut q = q.borrow_mut();
+                let next = q.0.pop_front();
+                q.1 = next.is_some();
+                next
+            }) {
+                delete_remote(&engine, remote).await;
+            }
+        });
+    }
 }
 
 /// Deletes a transitioned object's blob (after the object itself was deleted or replaced).

@@ -138,7 +138,8 @@ impl Signin {
         let text = reply.text();
         match reply.status {
             200 => {}
-            429 | 500..=599 => {
+            // The metadata service documents 404 and 410 (still starting) as worth a retry.
+            404 | 410 | 429 | 500..=599 => {
                 return Err(TokenError::Unreachable(format!("identity endpoint: HTTP {}", reply.status)))
             }
             status => {

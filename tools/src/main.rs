@@ -311,7 +311,14 @@ fn run_core(
     }
     let pool = Box::new(monoio::blocking::DefaultThreadPool::new(BLOCKING_THREADS_PER_CORE));
     let cache_mib = env_number("FERRITE_CACHE_MIB").map_or(CACHE_MIB_DEFAULT, |n| n as usize);
-    ferrite_engine::cache::set_budget((cache_mib << 20) / cores_total);
+    let per_core = cache_mib.saturating_mul(1 << 20) / cores_total;
+    ferrite_engine::cache::set_budget(per_core);
+    if core == 0 {
+        // The cache keeps blocks of at most a quarter of a core's share.
+        let usable = per_core >= 4 * engine.block_size();
+        let note = if cache_mib > 0 && !usable { ": too small to keep a block, so it is off" } else { "" };
+        println!("ferrite: block cache: {cache_mib} MiB, {} MiB per core{note}", per_core >> 20);
+    }
     let main = async move {
         if core == 0 {
             let interval = env_number("FERRITE_LIFECYCLE_INTERVAL_SECS").unwrap_or(3600);

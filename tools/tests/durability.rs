@@ -264,4 +264,22 @@ async fn repeated_reads_come_from_the_block_cache_and_never_go_stale() {
     assert_eq!(get(&c, "cache", "obj").await.unwrap(), second);
     assert_eq!(get(&c, "cache", "obj").await.unwrap(), second);
     assert_eq!((metric(&server, "hit"), metric(&server, "miss")), (0, 0));
+
+    // A cache of 4 blocks under a 6-block object: evictions between the reads ahead and
+    // the reads served; every byte still right, whole and in ranges.
+    let server = server.restart_with(&[("FERRITE_CORES", "1"), ("FERRITE_CACHE_MIB", "4")]);
+    let c = server.client();
+    let big = bytes(6 * 1_048_576 - 1000, 7);
+    c.put_object().bucket("cache").key("big").body(ByteStream::from(big.clone())).send().await.unwrap();
+    for round in 0..3 {
+        assert!(get(&c, "cache", "big").await.unwrap() == big, "round {round}");
+        for (from, to) in
+            [(0usize, 10usize), (1_048_000, 3_200_000), (5_242_000, big.len() - 1), (2_097_152, 2_097_152)]
+        {
+            let range = format!("bytes={from}-{to}");
+            let out = c.get_object().bucket("cache").key("big").range(&range).send().await.unwrap();
+            assert!(out.body.collect().await.unwrap().into_bytes() == big[from..=to], "round {round} {range}");
+        }
+    }
+    assert!(metric(&server, "hit") > 0, "some reads were served from the small cache");
 }
