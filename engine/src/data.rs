@@ -417,6 +417,10 @@ impl ObjectReader {
         }
         let from = (in_part - block_index * block_size) as usize;
         let to = (block.len() as u64).min(self.end - part_start - block_index * block_size) as usize;
+        if from >= to {
+            // A block shorter than its part says: never a panic while slicing it.
+            return Err(EngineError::Corrupt(format!("block {block_index} of file {:032x} is short", part.file_id)));
+        }
         Ok(Chunk::Shared(block, from..to))
     }
 }

@@ -952,8 +952,8 @@ async fn delete_objects(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3Resul
     }
     let mut x = Xml::new("DeleteResult");
     // Start every delete before awaiting any, so the owning cores commit them together
-    // (one log write and fdatasync per core per batch instead of one per key); each first
-    // looks the object up, to remove the blob of one that moved to a tier.
+    // (one log write and fdatasync per core per batch instead of one per key); where tiers
+    // exist each first looks the object up, to remove the blob of one that moved to a tier.
     let tasks: Vec<_> = keys
         .iter()
         .map(|key| {

@@ -726,7 +726,13 @@ impl RemoteReader {
 /// Deletes an object and, when it had moved to a tier, its blob: in the background, so a
 /// DELETE or DeleteObjects does not wait on Azure.
 pub async fn delete_object(engine: &Engine, bucket: &str, key: &str) -> ferrite_engine::Result<()> {
-    let remote = engine.head_object(bucket, key).await.ok().and_then(|m| remote_of(&m));
+    // Without any tier no object can be in one (a tier with objects cannot be removed), so
+    // the lookup is skipped: plain deletes cost what they did before tiering.
+    let remote = if engine.cluster_configs(CONFIG_PREFIX).is_empty() {
+        None
+    } else {
+        engine.head_object(bucket, key).await.ok().and_then(|m| remote_of(&m))
+    };
     engine.delete_object(bucket, key).await?;
     if let Some(remote) = remote {
         queue_blob_delete(engine, remote);

@@ -103,13 +103,26 @@ async fn get(c: &aws_sdk_s3::Client, key: &str, range: Option<&str>) -> Result<(
 }
 
 fn transition_rule(id: &str, filter: LifecycleRuleFilter) -> LifecycleRule {
+    transition_rule_to(id, filter, "COOL")
+}
+
+fn transition_rule_to(id: &str, filter: LifecycleRuleFilter, class: &str) -> LifecycleRule {
     LifecycleRule::builder()
         .id(id)
         .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
         .filter(filter)
-        .transitions(Transition::builder().days(1).storage_class(TransitionStorageClass::from("COOL")).build())
+        .transitions(Transition::builder().days(1).storage_class(TransitionStorageClass::from(class)).build())
         .build()
         .unwrap()
+}
+
+/// A rule moving every object of `bucket` to `class` a (lifecycle) day after it was written,
+/// then a wait of that day (1 s in these tests), so the next pass finds them all due.
+async fn move_everything_when_due(c: &aws_sdk_s3::Client, bucket: &str, class: &str) {
+    let rule = transition_rule_to("all", LifecycleRuleFilter::builder().prefix("").build(), class);
+    let config = BucketLifecycleConfiguration::builder().rules(rule).build().unwrap();
+    c.put_bucket_lifecycle_configuration().bucket(bucket).lifecycle_configuration(config).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,12 +405,7 @@ async fn restore_brings_a_local_copy_back_for_days_then_it_expires() {
     c.create_bucket().bucket("restore").send().await.unwrap();
     let data = common::bytes(2_000_000, 8);
     c.put_object().bucket("restore").key("obj").body(ByteStream::from(data.clone())).send().await.unwrap();
-    let config = BucketLifecycleConfiguration::builder()
-        .rules(transition_rule("all", LifecycleRuleFilter::builder().prefix("").build()))
-        .build()
-        .unwrap();
-    c.put_bucket_lifecycle_configuration().bucket("restore").lifecycle_configuration(config).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    move_everything_when_due(&c, "restore", "COOL").await;
     let (_, counters) = admin(&server, &["lifecycle", "run"]);
     assert!(counters.contains("\"transitioned\":1,"), "{counters}");
     let body = |c: &aws_sdk_s3::Client| {
@@ -577,12 +585,7 @@ async fn crash_bucket(server: &Server, azurite: &Azurite, count: u64) -> Vec<(St
         c.put_object().bucket("crash").key(&key).body(ByteStream::from(data.clone())).send().await.unwrap();
         objects.push((key, data));
     }
-    let config = BucketLifecycleConfiguration::builder()
-        .rules(transition_rule("all", LifecycleRuleFilter::builder().prefix("").build()))
-        .build()
-        .unwrap();
-    c.put_bucket_lifecycle_configuration().bucket("crash").lifecycle_configuration(config).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    move_everything_when_due(&c, "crash", "COOL").await;
     objects
 }
 
@@ -705,20 +708,7 @@ async fn a_tier_signs_in_with_the_servers_managed_identity() {
     c.create_bucket().bucket("tiered").send().await.unwrap();
     let data = common::bytes(1_500_000, 21);
     c.put_object().bucket("tiered").key("cold").body(ByteStream::from(data.clone())).send().await.unwrap();
-    let config = BucketLifecycleConfiguration::builder()
-        .rules(
-            LifecycleRule::builder()
-                .id("mi")
-                .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
-                .filter(LifecycleRuleFilter::builder().prefix("").build())
-                .transitions(Transition::builder().days(1).storage_class(TransitionStorageClass::from("MI")).build())
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    c.put_bucket_lifecycle_configuration().bucket("tiered").lifecycle_configuration(config).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    move_everything_when_due(&c, "tiered", "MI").await;
     let (_, counters) = admin(&server, &["lifecycle", "run"]);
     assert!(counters.contains("\"transitioned\":1,"), "{counters}");
     assert_eq!(tier.list("", 100).unwrap().len(), 1, "the object went to the tier");
