@@ -30,6 +30,56 @@ fn digests(c: &mut Criterion) {
     g.finish();
 }
 
+/// MD5 of several concurrent bodies (1 MiB each, in 64 KiB chunks): the md-5 crate one body
+/// after another, against md5x's batcher hashing them in lanes (s3-front/src/md5x.rs).
+fn md5_streams(c: &mut Criterion) {
+    use criterion::BatchSize;
+    use ferrite_s3::md5x::{self, Batcher, LANES};
+    let mut g = c.benchmark_group("md5_streams_1MiB_each");
+    for streams in [1usize, 2, 4, 8, 16] {
+        let bodies: Vec<Vec<u8>> = (0..streams).map(|i| bytes(MIB, 10 + i as u64)).collect();
+        g.throughput(Throughput::Bytes((streams * MIB) as u64));
+        g.bench_with_input(BenchmarkId::new("md-5 crate, one body after another", streams), &bodies, |b, bodies| {
+            b.iter(|| bodies.iter().map(<md5::Md5 as md5::Digest>::digest).collect::<Vec<_>>())
+        });
+        let name = format!("md5x batcher ({})", md5x::kernel());
+        g.bench_with_input(BenchmarkId::new(name, streams), &bodies, |b, bodies| {
+            b.iter_batched(
+                || {
+                    bodies
+                        .iter()
+                        .map(|d| d.chunks(64 << 10).map(<[u8]>::to_vec).collect::<Vec<_>>())
+                        .collect::<Vec<_>>()
+                },
+                |chunked| {
+                    let mut batcher = Batcher::default();
+                    let ids: Vec<usize> = chunked.iter().map(|_| batcher.open()).collect();
+                    // Round robin, as the chunks of concurrent PUTs arrive.
+                    let mut chunked: Vec<_> = chunked.into_iter().map(Vec::into_iter).collect();
+                    for _ in 0..MIB / (64 << 10) {
+                        for (id, chunks) in ids.iter().zip(chunked.iter_mut()) {
+                            chunks.next().into_iter().for_each(|c| batcher.append(*id, c));
+                        }
+                    }
+                    ids.iter().map(|&id| batcher.finish(id)).collect::<Vec<_>>()
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        if streams == LANES {
+            g.bench_with_input(BenchmarkId::new("md5x scalar kernel, lane by lane", streams), &bodies, |b, bodies| {
+                let lanes: [&[u8]; LANES] = std::array::from_fn(|l| bodies[l].as_slice());
+                b.iter(|| {
+                    let mut state = [[0u32; LANES]; 4];
+                    md5x::compress_lanes_scalar(&mut state, &lanes, MIB / 64);
+                    state
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn aead(c: &mut Criterion) {
     use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
     let data = bytes(MIB, 2);
@@ -213,6 +263,6 @@ fn http_and_xml(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500)).sample_size(20);
-    targets = digests, aead, erasure, put_pipeline, signatures, http_and_xml
+    targets = digests, md5_streams, aead, erasure, put_pipeline, signatures, http_and_xml
 }
 criterion_main!(benches);

@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod kms;
 pub mod lifecycle;
+pub mod md5x;
 pub mod metrics;
 pub mod ops;
 pub use ferrite_tiering::outbound;

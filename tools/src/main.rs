@@ -232,6 +232,7 @@ fn run(args: Args) -> Result<(), String> {
     println!("ferrite: listening on {scheme}://{local}");
     let memory_budget_bytes = memory_budget_mib() << 20;
     println!("ferrite: memory budget for object data in flight: {} MiB", memory_budget_bytes >> 20);
+    println!("ferrite: ETag MD5: {}, the concurrent PUTs of a core hashed together", ferrite_s3::md5x::kernel());
     let mut threads = Vec::new();
     for boot in boots {
         let engine = engine.clone();
