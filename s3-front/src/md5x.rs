@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[macro_use]
 mod steps;
@@ -25,6 +26,10 @@ pub const LANES: usize = 16;
 /// Bytes a stream holds before it asks for a batch. Larger batches keep more lanes busy;
 /// this bounds the memory: a core with 32 PUTs holds at most 32 x (this + one chunk).
 pub const HOLD_BYTES: usize = 1 << 20;
+
+/// Blocks hashed in lanes, and the kernel steps that did it, by every core (for metrics).
+pub static BLOCKS: AtomicU64 = AtomicU64::new(0);
+pub static STEPS: AtomicU64 = AtomicU64::new(0);
 
 /// The state words a, b, c, d of every lane: `state[w][lane]`.
 type LaneState = [[u32; LANES]; 4];
@@ -303,6 +308,8 @@ impl Batcher {
             let busy = inputs.iter().filter(|i| !i.is_empty()).count() as u64;
             self.steps += blocks as u64;
             self.busy_lane_steps += busy * blocks as u64;
+            STEPS.fetch_add(blocks as u64, Relaxed);
+            BLOCKS.fetch_add(busy * blocks as u64, Relaxed);
 
             for (l, slot) in lanes.iter_mut().enumerate() {
                 let Some(id) = *slot else { continue };

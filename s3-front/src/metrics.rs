@@ -109,6 +109,14 @@ fn render(ctx: &Ctx) -> String {
     out.push_str("# HELP ferrite_block_cache_bytes Bytes held by the block cache.\n");
     out.push_str("# TYPE ferrite_block_cache_bytes gauge\n");
     out.push_str(&format!("ferrite_block_cache_bytes {}\n", ferrite_engine::cache::BYTES.load(Relaxed)));
+    out.push_str("# HELP ferrite_md5_blocks_total 64-byte blocks hashed for ETags.\n");
+    out.push_str("# TYPE ferrite_md5_blocks_total counter\n");
+    out.push_str(&format!("ferrite_md5_blocks_total {}\n", crate::md5x::BLOCKS.load(Relaxed)));
+    out.push_str(
+        "# HELP ferrite_md5_steps_total Kernel steps that hashed them, one block per busy lane each: blocks / steps is the average number of PUTs hashed together.\n",
+    );
+    out.push_str("# TYPE ferrite_md5_steps_total counter\n");
+    out.push_str(&format!("ferrite_md5_steps_total {}\n", crate::md5x::STEPS.load(Relaxed)));
     let drives = ctx.engine.drive_paths().len();
     let online = ctx.engine.online_paths().len();
     out.push_str("# HELP ferrite_drives Drives in the erasure set, and how many are online.\n");

@@ -234,11 +234,7 @@ async fn corrupt_and_missing_shards_are_served_from_parity_and_repaired() {
 #[tokio::test]
 async fn repeated_reads_come_from_the_block_cache_and_never_go_stale() {
     let metric = |server: &Server, result: &str| -> u64 {
-        let url = ferrite_tiering::outbound::Url::parse(&format!("{}/ferrite/metrics", server.endpoint)).unwrap();
-        let text = ferrite_tiering::outbound::request("GET", &url, &[], b"").unwrap().text();
-        let line = format!("ferrite_block_cache_total{{result=\"{result}\"}} ");
-        let value = text.lines().find_map(|l| l.strip_prefix(line.as_str())).unwrap_or_else(|| panic!("{text}"));
-        value.parse().unwrap()
+        common::metric(server, &format!("ferrite_block_cache_total{{result=\"{result}\"}}"))
     };
     // One core: each core has its own cache, and a new connection may land on either.
     let server = Server::start_with(4, &[], &[("FERRITE_CORES", "1")]);

@@ -255,3 +255,12 @@ pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The value of one metric line (its name with labels, as printed) from `/ferrite/metrics`.
+pub fn metric(server: &Server, name: &str) -> u64 {
+    let url = ferrite_tiering::outbound::Url::parse(&format!("{}/ferrite/metrics", server.endpoint)).unwrap();
+    let text = ferrite_tiering::outbound::request("GET", &url, &[], b"").unwrap().text();
+    let prefix = format!("{name} ");
+    let value = text.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
+    value.unwrap_or_else(|| panic!("no {name} in\n{text}")).parse().unwrap()
+}
