@@ -237,13 +237,15 @@ impl Batcher {
         stream.total += chunk.len() as u64;
         stream.chunks.push_back(chunk);
         if stream.pending >= HOLD_BYTES {
-            self.run(id);
+            // Only half: the other streams hold up to HOLD_BYTES too, so lanes stay busy
+            // through most of the run if each one leaves the rest for the next.
+            self.run(id, HOLD_BYTES / 2);
         }
     }
 
     /// Hashes what stream `id` holds and returns its digest; the stream is gone after.
     pub fn finish(&mut self, id: usize) -> [u8; 16] {
-        self.run(id);
+        self.run(id, 0);
         let stream = self.take(id).unwrap_or(Stream { state: INIT, ..Stream::default() });
         finish_digest(stream.state, &stream.tail(), stream.total)
     }
@@ -259,10 +261,12 @@ impl Batcher {
         Some(stream)
     }
 
-    /// Hashes the whole blocks of stream `target`, with other streams' whole blocks in the
-    /// lanes it leaves free: first those that hold the most.
-    fn run(&mut self, target: usize) {
-        if self.pending(target) < 64 {
+    /// Hashes whole blocks of stream `target` until it holds at most `keep` bytes (or under one
+    /// block), with other streams' whole blocks in the lanes it leaves free: first those that
+    /// hold the most.
+    fn run(&mut self, target: usize, keep: usize) {
+        let more = |b: &Self| b.pending(target) >= 64 && b.pending(target) > keep;
+        if !more(self) {
             return;
         }
         let mut waiting: Vec<usize> =
@@ -282,7 +286,7 @@ impl Batcher {
             }
         }
         let mut spans = [[0u8; 64]; LANES];
-        while self.pending(target) >= 64 {
+        while more(self) {
             // Lanes whose next block spans two chunks get it copied; the others read in place.
             for (l, id) in lanes.iter().enumerate() {
                 if let Some(stream) = id.and_then(|id| self.streams[id].as_ref()) {
@@ -297,7 +301,9 @@ impl Batcher {
                     inputs[l] = stream.contiguous().unwrap_or(&spans[l]);
                 }
             }
-            let blocks = inputs.iter().filter(|i| !i.is_empty()).map(|i| i.len() / 64).min().unwrap_or(0);
+            let target_left = (self.pending(target) - keep).div_ceil(64);
+            let blocks =
+                inputs.iter().filter(|i| !i.is_empty()).map(|i| i.len() / 64).min().unwrap_or(0).min(target_left);
             if blocks == 0 {
                 break;
             }
