@@ -53,8 +53,9 @@ impl Budget {
 
 /// Bytes one data stream may hold: the block being sent plus the blocks read ahead, each
 /// with its frames (n/k of a block, each padded to 4 KiB), and one chunk in flight to or
-/// from the socket. (A write holds one block and its frames, and up to
-/// `md5x::HOLD_BYTES` plus a chunk of body waiting for its MD5: less than a read.)
+/// from the socket. (A write holds one block and its frames, and body waiting for its MD5:
+/// up to `md5x::HOLD_BYTES` and a chunk, in at most twice that in buffers. With 1 MiB
+/// blocks that is still less than a read.)
 pub fn bytes_per_stream(block_size: usize, data: usize, parity: usize) -> usize {
     let blocks = 1 + ferrite_engine::data::READ_AHEAD_BLOCKS as usize;
     let frames = (block_size / data + 4096) * (data + parity);

@@ -5,9 +5,9 @@
 //! stream per lane of a vector register (16 lanes with AVX-512; lane by lane without it).
 //!
 //! Each PUT hands its body chunks to an [`Md5Stream`] after writing them; the chunk waits in
-//! the stream (bounded by [`HOLD_BYTES`]). When a stream holds that much, or is finished, its
-//! core's [`Batcher`] hashes it, and the other streams of the core that hold whole blocks in
-//! the remaining lanes. No await, no task, no thread: the batch runs inside the call that
+//! the stream. When a stream holds [`HOLD_BYTES`], or is finished, its core's [`Batcher`]
+//! hashes it, and the other streams of the core that hold whole blocks in the remaining lanes.
+//! Without AVX-512 there are no lanes to share, so each chunk is hashed as it comes. No await, no task, no thread: the batch runs inside the call that
 //! needed it, on the core that owns every stream in it.
 
 use std::cell::RefCell;
@@ -24,8 +24,14 @@ mod avx512;
 pub const LANES: usize = 16;
 
 /// Bytes a stream holds before it asks for a batch. Larger batches keep more lanes busy;
-/// this bounds the memory: a core with 32 PUTs holds at most 32 x (this + one chunk).
+/// this bounds the memory: a stream holds at most this plus one chunk of data, in buffers
+/// of at least `SMALL_CHUNK_BYTES` (small chunks are gathered), so at most twice that in
+/// allocations.
 pub const HOLD_BYTES: usize = 1 << 20;
+
+/// Chunks under this size are copied together into buffers of this size, so a body sent in
+/// tiny chunks does not become a million tiny allocations while it waits.
+const SMALL_CHUNK_BYTES: usize = 16 << 10;
 
 /// Blocks hashed in lanes, and the kernel steps that did it, by every core (for metrics).
 pub static BLOCKS: AtomicU64 = AtomicU64::new(0);
@@ -203,16 +209,30 @@ impl Stream {
 }
 
 /// The streams of one core, hashed in lanes.
-#[derive(Default)]
 pub struct Batcher {
     streams: Vec<Option<Stream>>,
     free: Vec<usize>,
+    /// Whether streams wait for each other (the AVX-512 kernel runs), or are hashed as their
+    /// chunks come, one at a time (the scalar kernel gains nothing from company).
+    shared: bool,
     /// Lane-steps run and lanes busy in them, for the batching ratio in tests and benches.
     pub steps: u64,
     pub busy_lane_steps: u64,
 }
 
+impl Default for Batcher {
+    fn default() -> Self {
+        Self::new(simd_available())
+    }
+}
+
 impl Batcher {
+    /// With `shared`, streams wait for each other to fill the lanes (the default where the
+    /// AVX-512 kernel runs); without, each chunk is hashed as it comes.
+    pub fn new(shared: bool) -> Self {
+        Self { streams: Vec::new(), free: Vec::new(), shared, steps: 0, busy_lane_steps: 0 }
+    }
+
     pub fn open(&mut self) -> usize {
         let stream = Stream { state: INIT, ..Stream::default() };
         match self.free.pop() {
@@ -235,8 +255,20 @@ impl Batcher {
         }
         stream.pending += chunk.len();
         stream.total += chunk.len() as u64;
-        stream.chunks.push_back(chunk);
-        if stream.pending >= HOLD_BYTES {
+        match stream.chunks.back_mut() {
+            Some(back) if chunk.len() < SMALL_CHUNK_BYTES && back.capacity() - back.len() >= chunk.len() => {
+                back.extend_from_slice(&chunk);
+            }
+            _ if chunk.len() < SMALL_CHUNK_BYTES => {
+                let mut gathered = Vec::with_capacity(SMALL_CHUNK_BYTES);
+                gathered.extend_from_slice(&chunk);
+                stream.chunks.push_back(gathered);
+            }
+            _ => stream.chunks.push_back(chunk),
+        }
+        if !self.shared {
+            self.run(id, 0);
+        } else if stream.pending >= HOLD_BYTES {
             // Only half: the other streams hold up to HOLD_BYTES too, so lanes stay busy
             // through most of the run if each one leaves the rest for the next.
             self.run(id, HOLD_BYTES / 2);
@@ -269,8 +301,10 @@ impl Batcher {
         if !more(self) {
             return;
         }
-        let mut waiting: Vec<usize> =
-            (0..self.streams.len()).filter(|&id| id != target && self.pending(id) >= 64).collect();
+        let mut waiting: Vec<usize> = match self.shared {
+            true => (0..self.streams.len()).filter(|&id| id != target && self.pending(id) >= 64).collect(),
+            false => Vec::new(),
+        };
         waiting.sort_by_key(|&id| std::cmp::Reverse(self.pending(id)));
         let mut waiting = waiting.into_iter();
 
@@ -460,7 +494,7 @@ mod tests {
 
     #[test]
     fn streams_finished_in_any_order_keep_their_own_digest() {
-        let mut b = Batcher::default();
+        let mut b = Batcher::new(true);
         let bodies: Vec<Vec<u8>> = (0..20).map(|i| bytes(HOLD_BYTES + 1000 * i + i, i as u64)).collect();
         let ids: Vec<usize> = bodies.iter().map(|_| b.open()).collect();
         // Round robin, as concurrent PUTs arrive.
@@ -492,6 +526,19 @@ mod tests {
         assert_eq!(b.finish(id), reference(b""));
     }
 
+    #[test]
+    fn a_body_in_tiny_chunks_is_gathered_while_it_waits() {
+        let mut b = Batcher::new(true);
+        let id = b.open();
+        let body = bytes(300_000, 7);
+        for piece in body.chunks(3) {
+            b.append(id, piece.to_vec());
+        }
+        let held = b.streams[id].as_ref().map_or(0, |s| s.chunks.len());
+        assert!(held <= 300_000 / SMALL_CHUNK_BYTES + 1, "{held} buffers for 300,000 bytes");
+        assert_eq!(b.finish(id), reference(&body));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -501,9 +548,10 @@ mod tests {
             bodies in prop::collection::vec((0usize..300_000, any::<u64>()), 1..24),
             cuts in prop::collection::vec(1usize..100_000, 1..40),
             order in prop::collection::vec(any::<prop::sample::Index>(), 1..400),
+            shared in any::<bool>(),
         ) {
             let data: Vec<Vec<u8>> = bodies.iter().map(|&(len, seed)| bytes(len, seed)).collect();
-            let mut b = Batcher::default();
+            let mut b = Batcher::new(shared);
             let ids: Vec<usize> = data.iter().map(|_| b.open()).collect();
             let mut pos = vec![0usize; data.len()];
             let mut turn = 0;

@@ -109,7 +109,7 @@ fn render(ctx: &Ctx) -> String {
     out.push_str("# HELP ferrite_block_cache_bytes Bytes held by the block cache.\n");
     out.push_str("# TYPE ferrite_block_cache_bytes gauge\n");
     out.push_str(&format!("ferrite_block_cache_bytes {}\n", ferrite_engine::cache::BYTES.load(Relaxed)));
-    out.push_str("# HELP ferrite_md5_blocks_total 64-byte blocks hashed for ETags.\n");
+    out.push_str("# HELP ferrite_md5_blocks_total 64-byte blocks hashed for ETags (the last one or two of each body, with the padding, are not counted).\n");
     out.push_str("# TYPE ferrite_md5_blocks_total counter\n");
     out.push_str(&format!("ferrite_md5_blocks_total {}\n", crate::md5x::BLOCKS.load(Relaxed)));
     out.push_str(

@@ -229,10 +229,12 @@ fn run(args: Args) -> Result<(), String> {
     // The epoll driver needs a non-blocking socket (io_uring does not care).
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    let md5 = ferrite_s3::md5x::kernel();
+    let how = if md5 == "scalar" { "one body at a time" } else { "the concurrent PUTs of a core hashed together" };
+    println!("ferrite: ETag MD5: {md5}, {how}");
     println!("ferrite: listening on {scheme}://{local}");
     let memory_budget_bytes = memory_budget_mib() << 20;
     println!("ferrite: memory budget for object data in flight: {} MiB", memory_budget_bytes >> 20);
-    println!("ferrite: ETag MD5: {}, the concurrent PUTs of a core hashed together", ferrite_s3::md5x::kernel());
     let mut threads = Vec::new();
     for boot in boots {
         let engine = engine.clone();
