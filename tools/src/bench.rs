@@ -189,7 +189,8 @@ impl Conn {
         }
     }
 
-    /// Sends one request; `keep_body` keeps the response body (else it is only counted).
+    /// Sends one request; `keep_body` keeps the response body (else it is only counted; an
+    /// error's body is always kept, for its S3 error code).
     pub(crate) fn call(
         &mut self,
         method: &str,
@@ -307,6 +308,7 @@ impl Conn {
         };
         let mut body_out = Vec::new();
         let mut have = filled - head_len;
+        let keep_body = keep_body || status >= 300;
         if keep_body {
             body_out.extend_from_slice(&self.buf[head_len..filled]);
         }
@@ -347,6 +349,8 @@ struct OpStats {
     ops: u64,
     bytes: u64,
     errors: u64,
+    /// Why requests failed ("HTTP 507 XFerriteStorageFull", "connection closed"), and how often.
+    error_kinds: BTreeMap<String, u64>,
 }
 
 impl OpStats {
@@ -355,7 +359,7 @@ impl OpStats {
             Ok(h) => h,
             Err(e) => panic!("histogram bounds are constant and valid: {e}"),
         };
-        OpStats { latency_us: h(), ttfb_us: h(), ops: 0, bytes: 0, errors: 0 }
+        OpStats { latency_us: h(), ttfb_us: h(), ops: 0, bytes: 0, errors: 0, error_kinds: BTreeMap::new() }
     }
     /// One request that handled `objects` objects (more than one for DeleteObjects).
     fn record(&mut self, latency: Duration, ttfb: Duration, bytes: u64, objects: u64) {
@@ -364,12 +368,34 @@ impl OpStats {
         self.ops += objects;
         self.bytes += bytes;
     }
+    fn record_error(&mut self, kind: String) {
+        self.errors += 1;
+        *self.error_kinds.entry(kind).or_insert(0) += 1;
+    }
     fn merge(&mut self, other: &OpStats) {
         let _ = self.latency_us.add(&other.latency_us);
         let _ = self.ttfb_us.add(&other.ttfb_us);
         self.ops += other.ops;
         self.bytes += other.bytes;
         self.errors += other.errors;
+        for (kind, n) in &other.error_kinds {
+            *self.error_kinds.entry(kind.clone()).or_insert(0) += n;
+        }
+    }
+}
+
+/// What went wrong with one request, short enough for a report line: the status and the
+/// S3 error code of an error answer, or the transport error.
+fn error_kind(result: &std::io::Result<Reply>) -> String {
+    match result {
+        Ok(r) => {
+            let body = String::from_utf8_lossy(&r.body);
+            match body.split("<Code>").nth(1).and_then(|rest| rest.split("</Code>").next()) {
+                Some(code) => format!("HTTP {} {}", r.status, code.chars().take(64).collect::<String>()),
+                None => format!("HTTP {}", r.status),
+            }
+        }
+        Err(e) => e.to_string().chars().take(80).collect(),
     }
 }
 
@@ -526,7 +552,7 @@ fn worker(shared: Arc<Shared>, id: usize) -> BTreeMap<&'static str, OpStats> {
         let entry = stats.entry(op).or_insert_with(OpStats::new);
         match &result {
             Ok(r) if r.status / 100 == 2 => entry.record(latency, r.ttfb, bytes, objects),
-            _ => entry.errors += 1,
+            _ => entry.record_error(error_kind(&result)),
         }
     }
     stats
@@ -676,6 +702,7 @@ struct Row {
     latency_ms: [f64; 5],
     /// p50 and p99 time to first byte, ms.
     ttfb_ms: [f64; 2],
+    error_kinds: Vec<(String, u64)>,
 }
 
 impl Row {
@@ -696,14 +723,27 @@ impl Row {
                 ms(h.max()),
             ],
             ttfb_ms: [ms(s.ttfb_us.value_at_quantile(0.5)), ms(s.ttfb_us.value_at_quantile(0.99))],
+            error_kinds: s.error_kinds.iter().map(|(k, n)| (k.clone(), *n)).collect(),
         }
     }
 
     fn json(&self) -> String {
         let [p50, p90, p99, p999, max] = self.latency_ms;
+        let kinds: Vec<String> = self
+            .error_kinds
+            .iter()
+            .map(|(kind, n)| format!("\"{}\":{n}", ferrite_engine::heal::json_escape(kind)))
+            .collect();
         format!(
-            "{{\"op\":\"{}\",\"ops\":{},\"errors\":{},\"obj_per_s\":{:.1},\"mib_per_s\":{:.2},\"p50_ms\":{p50:.3},\"p90_ms\":{p90:.3},\"p99_ms\":{p99:.3},\"p999_ms\":{p999:.3},\"max_ms\":{max:.3},\"ttfb_p50_ms\":{:.3},\"ttfb_p99_ms\":{:.3}}}",
-            self.op, self.ops, self.errors, self.obj_per_s, self.mib_per_s, self.ttfb_ms[0], self.ttfb_ms[1]
+            "{{\"op\":\"{}\",\"ops\":{},\"errors\":{},\"obj_per_s\":{:.1},\"mib_per_s\":{:.2},\"p50_ms\":{p50:.3},\"p90_ms\":{p90:.3},\"p99_ms\":{p99:.3},\"p999_ms\":{p999:.3},\"max_ms\":{max:.3},\"ttfb_p50_ms\":{:.3},\"ttfb_p99_ms\":{:.3},\"error_kinds\":{{{}}}}}",
+            self.op,
+            self.ops,
+            self.errors,
+            self.obj_per_s,
+            self.mib_per_s,
+            self.ttfb_ms[0],
+            self.ttfb_ms[1],
+            kinds.join(",")
         )
     }
 
@@ -752,6 +792,11 @@ fn report(o: &Opts, stats: &BTreeMap<&'static str, OpStats>, measured: Duration,
     );
     for row in &rows {
         println!("{}", row.table_line());
+    }
+    for row in &rows {
+        for (kind, n) in &row.error_kinds {
+            println!("{} errors: {n} x {kind}", row.op);
+        }
     }
 }
 

@@ -46,3 +46,26 @@ async fn mixed_and_multipart_workloads_run_clean_and_clean_up() {
     let buckets = server.client().list_buckets().send().await.unwrap();
     assert!(buckets.buckets().is_empty(), "left behind: {:?}", buckets.buckets());
 }
+
+#[tokio::test]
+async fn failed_requests_are_reported_with_their_s3_error_code() {
+    // Every data file write fails with "no space left", so each 1 MiB PUT gets 507
+    // XFerriteStorageFull; the metadata log still takes writes, so the bucket is made.
+    let server = Server::start_with(4, &[], &[("FERRITE_FAULTS", "fail=ENOSPC:write:/data/")]);
+    let out = bench(&server, &["put", "--size", "1MiB", "--duration", "1s"]);
+    let at = out.find("{\"op\":\"put\"").unwrap_or_else(|| panic!("put missing: {out}"));
+    assert_eq!(field(&out, at, "ops"), 0.0, "{out}");
+    let errors = field(&out, at, "errors");
+    assert!(errors > 0.0, "{out}");
+    assert_eq!(field(&out, at, "HTTP 507 XFerriteStorageFull"), errors, "every error has its code: {out}");
+    // The human report names the code too, and the server kept serving.
+    let table = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["bench", "put", "--size", "1MiB", "--duration", "300ms", "--warmup", "0s", "--concurrency", "1"])
+        .args(["--endpoint", &server.endpoint])
+        .output()
+        .expect("run ferrite bench");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("put errors: ") && table.contains(" x HTTP 507 XFerriteStorageFull"), "{table}");
+    let buckets = server.client().list_buckets().send().await.unwrap();
+    assert!(buckets.buckets().is_empty(), "left behind: {:?}", buckets.buckets());
+}
