@@ -67,14 +67,18 @@ fn md5_streams(c: &mut Criterion) {
             )
         });
         if streams == LANES {
-            g.bench_with_input(BenchmarkId::new("md5x scalar kernel, lane by lane", streams), &bodies, |b, bodies| {
-                let lanes: [&[u8]; LANES] = std::array::from_fn(|l| bodies[l].as_slice());
-                b.iter(|| {
-                    let mut state = [[0u32; LANES]; 4];
-                    md5x::compress_lanes_scalar(&mut state, &lanes, MIB / 64);
-                    state
-                })
-            });
+            // Each kernel this CPU can run on full lanes, without the batcher around it.
+            for kernel in md5x::Kernel::ALL.into_iter().filter(|k| k.available()) {
+                let name = format!("md5x {} kernel, all lanes busy", kernel.name());
+                g.bench_with_input(BenchmarkId::new(name, streams), &bodies, |b, bodies| {
+                    let lanes: [&[u8]; LANES] = std::array::from_fn(|l| bodies[l].as_slice());
+                    b.iter(|| {
+                        let mut state = [[0u32; LANES]; 4];
+                        md5x::compress_lanes(kernel, &mut state, &lanes, MIB / 64);
+                        state
+                    })
+                });
+            }
         }
     }
     g.finish();

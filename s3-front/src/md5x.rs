@@ -2,13 +2,15 @@
 //!
 //! One stream's MD5 is a serial chain: each 64-byte block needs the state the one before left.
 //! A core serving several PUTs has several independent chains, so it hashes them together, one
-//! stream per lane of a vector register (16 lanes with AVX-512; lane by lane without it).
+//! stream per lane of a vector register (16 lanes with AVX-512, two groups of 8 with AVX2;
+//! lane by lane without either).
 //!
 //! Each PUT hands its body chunks to an [`Md5Stream`] after writing them; the chunk waits in
 //! the stream. When a stream holds [`HOLD_BYTES`], or is finished, its core's [`Batcher`]
 //! hashes it, and the other streams of the core that hold whole blocks in the remaining lanes.
-//! Without AVX-512 there are no lanes to share, so each chunk is hashed as it comes. No await, no task, no thread: the batch runs inside the call that
-//! needed it, on the core that owns every stream in it.
+//! Without AVX2 there are no lanes to share, so each chunk is hashed as it comes. No await,
+//! no task, no thread: the batch runs inside the call that needed it, on the core that owns
+//! every stream in it.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -17,6 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[macro_use]
 mod steps;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
@@ -42,27 +46,61 @@ type LaneState = [[u32; LANES]; 4];
 
 const INIT: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
 
-/// Which kernel this machine runs: "avx512 x16" or "scalar".
-pub fn kernel() -> &'static str {
-    if simd_available() {
-        "avx512 x16"
-    } else {
-        "scalar"
+/// The ways to advance the lanes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Avx512,
+    Avx2,
+    Scalar,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 3] = [Kernel::Avx512, Kernel::Avx2, Kernel::Scalar];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Avx512 => "avx512 x16",
+            Kernel::Avx2 => "avx2 2x8",
+            Kernel::Scalar => "scalar",
+        }
+    }
+
+    /// Whether this CPU can run it.
+    pub fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                Kernel::Avx512 => avx512::available(),
+                Kernel::Avx2 => avx2::available(),
+                Kernel::Scalar => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Kernel::Scalar
+        }
     }
 }
 
-/// Whether the AVX-512 kernel runs: the CPU has it and `FERRITE_MD5_SIMD=0` is not set (that
-/// setting is for measuring the difference, and for CPUs that slow down under AVX-512).
-fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static USE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *USE.get_or_init(|| avx512::available() && std::env::var("FERRITE_MD5_SIMD").as_deref() != Ok("0"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+/// The kernel this process runs: the widest the CPU has, unless `FERRITE_MD5_SIMD` says
+/// `0` (scalar) or `avx2` (AVX2 even where AVX-512 exists). Both are for measuring the
+/// difference, and for CPUs that slow down under wide vectors.
+pub fn chosen() -> Kernel {
+    static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        let wanted = std::env::var("FERRITE_MD5_SIMD");
+        let candidates: &[Kernel] = match wanted.as_deref() {
+            Ok("0") => &[Kernel::Scalar],
+            Ok("avx2") => &[Kernel::Avx2, Kernel::Scalar],
+            _ => &Kernel::ALL,
+        };
+        candidates.iter().copied().find(|k| k.available()).unwrap_or(Kernel::Scalar)
+    })
+}
+
+/// Which kernel this process runs: "avx512 x16", "avx2 2x8" or "scalar".
+pub fn kernel() -> &'static str {
+    chosen().name()
 }
 
 /// One block, one stream.
@@ -100,19 +138,29 @@ pub fn compress_block(state: &mut [u32; 4], block: &[u8; 64]) {
     state[3] = state[3].wrapping_add(d);
 }
 
-/// Advances every busy lane by `blocks` blocks (see `avx512::compress` for the contract).
-fn compress_lanes(state: &mut LaneState, lanes: &[&[u8]; LANES], blocks: usize) {
+/// Advances every busy lane by `blocks` blocks (see `avx512::compress` for the contract)
+/// with `kernel`, or the scalar kernel where this CPU cannot run that one.
+pub fn compress_lanes(kernel: Kernel, state: &mut LaneState, lanes: &[&[u8]; LANES], blocks: usize) {
     #[cfg(target_arch = "x86_64")]
-    if simd_available() {
-        // SAFETY: the CPU has AVX-512F (simd_available checked), the only target feature
-        // `compress` is built with.
-        unsafe { avx512::compress(state, lanes, blocks) };
-        return;
+    match kernel {
+        Kernel::Avx512 if avx512::available() => {
+            // SAFETY: the CPU has AVX-512F (just checked), the only target feature
+            // `avx512::compress` is built with.
+            unsafe { avx512::compress(state, lanes, blocks) };
+            return;
+        }
+        Kernel::Avx2 if avx2::available() => {
+            // SAFETY: the CPU has AVX2 (just checked), the only target feature
+            // `avx2::compress` is built with.
+            unsafe { avx2::compress(state, lanes, blocks) };
+            return;
+        }
+        _ => {}
     }
     compress_lanes_scalar(state, lanes, blocks);
 }
 
-/// `compress_lanes` one lane at a time, for CPUs without AVX-512 and for comparison.
+/// `compress_lanes` one lane at a time, for CPUs without AVX2 and for comparison.
 pub fn compress_lanes_scalar(state: &mut [[u32; LANES]; 4], lanes: &[&[u8]; LANES], blocks: usize) {
     for (l, lane) in lanes.iter().enumerate().filter(|(_, lane)| !lane.is_empty()) {
         let mut s = [state[0][l], state[1][l], state[2][l], state[3][l]];
@@ -212,7 +260,8 @@ impl Stream {
 pub struct Batcher {
     streams: Vec<Option<Stream>>,
     free: Vec<usize>,
-    /// Whether streams wait for each other (the AVX-512 kernel runs), or are hashed as their
+    kernel: Kernel,
+    /// Whether streams wait for each other (a lane kernel runs), or are hashed as their
     /// chunks come, one at a time (the scalar kernel gains nothing from company).
     shared: bool,
     /// Lane-steps run and lanes busy in them, for the batching ratio in tests and benches.
@@ -222,15 +271,16 @@ pub struct Batcher {
 
 impl Default for Batcher {
     fn default() -> Self {
-        Self::new(simd_available())
+        Self::new(chosen())
     }
 }
 
 impl Batcher {
-    /// With `shared`, streams wait for each other to fill the lanes (the default where the
-    /// AVX-512 kernel runs); without, each chunk is hashed as it comes.
-    pub fn new(shared: bool) -> Self {
-        Self { streams: Vec::new(), free: Vec::new(), shared, steps: 0, busy_lane_steps: 0 }
+    /// With a lane kernel, streams wait for each other to fill the lanes; with the scalar
+    /// one, each chunk is hashed as it comes.
+    pub fn new(kernel: Kernel) -> Self {
+        let shared = kernel != Kernel::Scalar;
+        Self { streams: Vec::new(), free: Vec::new(), kernel, shared, steps: 0, busy_lane_steps: 0 }
     }
 
     pub fn open(&mut self) -> usize {
@@ -344,7 +394,7 @@ impl Batcher {
             for input in inputs.iter_mut().filter(|i| !i.is_empty()) {
                 *input = &input[..blocks * 64];
             }
-            compress_lanes(&mut state, &inputs, blocks);
+            compress_lanes(self.kernel, &mut state, &inputs, blocks);
             let busy = inputs.iter().filter(|i| !i.is_empty()).count() as u64;
             self.steps += blocks as u64;
             self.busy_lane_steps += busy * blocks as u64;
@@ -466,8 +516,10 @@ mod tests {
         }
     }
 
+    /// Every lane kernel this CPU can run, against the scalar one. Where the CPU has neither
+    /// AVX2 nor AVX-512 nothing is compared; CI's machines have both.
     #[test]
-    fn the_lane_kernel_matches_one_lane_at_a_time() {
+    fn the_lane_kernels_match_one_lane_at_a_time() {
         let data: Vec<Vec<u8>> = (0..LANES).map(|l| bytes(64 * 5, l as u64)).collect();
         let mut lanes: [&[u8]; LANES] = [&[]; LANES];
         for (l, d) in data.iter().enumerate() {
@@ -482,19 +534,23 @@ mod tests {
                 *word = INIT[w] ^ (l as u32 * 0x0101_0101);
             }
         }
-        let (mut simd, mut scalar) = (start, start);
-        compress_lanes(&mut simd, &lanes, 5);
+        let mut scalar = start;
         compress_lanes_scalar(&mut scalar, &lanes, 5);
-        for l in (0..LANES).filter(|l| l % 3 != 1) {
-            for w in 0..4 {
-                assert_eq!(simd[w][l], scalar[w][l], "lane {l} word {w} ({})", kernel());
+        for kernel in Kernel::ALL.into_iter().filter(|k| *k != Kernel::Scalar && k.available()) {
+            let mut simd = start;
+            compress_lanes(kernel, &mut simd, &lanes, 5);
+            for l in (0..LANES).filter(|l| l % 3 != 1) {
+                for w in 0..4 {
+                    assert_eq!(simd[w][l], scalar[w][l], "lane {l} word {w} ({})", kernel.name());
+                }
             }
         }
     }
 
     #[test]
     fn streams_finished_in_any_order_keep_their_own_digest() {
-        let mut b = Batcher::new(true);
+        // A lane kernel batches streams even where the CPU cannot run it (scalar lanes then).
+        let mut b = Batcher::new(Kernel::Avx2);
         let bodies: Vec<Vec<u8>> = (0..20).map(|i| bytes(HOLD_BYTES + 1000 * i + i, i as u64)).collect();
         let ids: Vec<usize> = bodies.iter().map(|_| b.open()).collect();
         // Round robin, as concurrent PUTs arrive.
@@ -528,7 +584,7 @@ mod tests {
 
     #[test]
     fn a_body_in_tiny_chunks_is_gathered_while_it_waits() {
-        let mut b = Batcher::new(true);
+        let mut b = Batcher::new(Kernel::Avx2);
         let id = b.open();
         let body = bytes(300_000, 7);
         for piece in body.chunks(3) {
@@ -548,10 +604,10 @@ mod tests {
             bodies in prop::collection::vec((0usize..300_000, any::<u64>()), 1..24),
             cuts in prop::collection::vec(1usize..100_000, 1..40),
             order in prop::collection::vec(any::<prop::sample::Index>(), 1..400),
-            shared in any::<bool>(),
+            kernel in prop::sample::select(Kernel::ALL.to_vec()),
         ) {
             let data: Vec<Vec<u8>> = bodies.iter().map(|&(len, seed)| bytes(len, seed)).collect();
-            let mut b = Batcher::new(shared);
+            let mut b = Batcher::new(kernel);
             let ids: Vec<usize> = data.iter().map(|_| b.open()).collect();
             let mut pos = vec![0usize; data.len()];
             let mut turn = 0;
