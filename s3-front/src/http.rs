@@ -195,17 +195,28 @@ impl Conn {
 
     /// Up to `max` bytes already received or read now; Err on EOF.
     async fn some_bytes(&mut self, max: usize) -> S3Result<Vec<u8>> {
-        if self.available().is_empty() {
-            match self.fill(self.timeouts.read).await {
-                Ok(0) => return Err(S3Error::new(Code::IncompleteBody, "You did not provide the number of bytes specified by the Content-Length HTTP header.").closing()),
-                Ok(_) => {}
-                Err(e) => return Err(S3Error::new(Code::RequestTimeout, format!("Your socket connection to the server was not read from or written to within the timeout period: {e}")).closing()),
-            }
+        if !self.available().is_empty() {
+            let take = self.available().len().min(max);
+            let out = self.available()[..take].to_vec();
+            self.pos += take;
+            return Ok(out);
         }
-        let take = self.available().len().min(max);
-        let out = self.available()[..take].to_vec();
-        self.pos += take;
-        Ok(out)
+        // Nothing buffered: the socket reads straight into the piece handed out, so body bytes
+        // are not copied out of the connection's buffer (a copy of every byte of a large PUT).
+        // At most `max` bytes: what follows the body stays in the socket.
+        let piece = Vec::with_capacity(max);
+        let read = monoio::time::timeout(self.timeouts.read, self.stream.read(piece)).await;
+        match read {
+            Ok((Ok(0), _)) => Err(S3Error::new(Code::IncompleteBody, "You did not provide the number of bytes specified by the Content-Length HTTP header.").closing()),
+            Ok((Ok(_), mut piece)) => {
+                // A short read would leave the rest of the allocation held while the piece
+                // waits for its MD5 batch; the allocator shrinks a block in place, no copy.
+                piece.shrink_to_fit();
+                Ok(piece)
+            }
+            Ok((Err(e), _)) => Err(S3Error::new(Code::RequestTimeout, format!("Your socket connection to the server was not read from or written to within the timeout period: {e}")).closing()),
+            Err(_) => Err(S3Error::new(Code::RequestTimeout, "Your socket connection to the server was not read from or written to within the timeout period: read timed out").closing()),
+        }
     }
 
     async fn line(&mut self) -> S3Result<String> {
