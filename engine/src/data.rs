@@ -56,7 +56,15 @@ pub struct DataWriter {
     partition: u16,
     file_id: u128,
     inline_allowed: bool,
+    /// The first block's bytes (an object that fits in one may be kept inline), and the last
+    /// block's once `finish` gathered them.
     block: Vec<u8>,
+    /// From the second block on, bytes go straight into the data frames of the block being
+    /// filled (data shard i holds its bytes `i * shard_size..`), and `encode_frames` codes
+    /// them where they are: no copy of the block into frames. Empty between blocks.
+    frames: Vec<AlignedBuf>,
+    /// Bytes in `frames`.
+    filled: usize,
     /// One slot per drive: None once the drive failed for this object (or is offline).
     files: Vec<Option<Rc<DriveFile>>>,
     created: bool,
@@ -75,6 +83,8 @@ impl DataWriter {
             file_id: new_file_id(),
             inline_allowed,
             block: Vec::with_capacity(block_size),
+            frames: Vec::new(),
+            filled: 0,
             files: Vec::new(),
             created: false,
             blocks_written: 0,
@@ -91,15 +101,53 @@ impl DataWriter {
     pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
         let block_size = self.engine.block_size();
         while !data.is_empty() {
-            let take = (block_size - self.block.len()).min(data.len());
-            self.block.extend_from_slice(&data[..take]);
+            let take = if self.blocks_written == 0 {
+                let take = (block_size - self.block.len()).min(data.len());
+                self.block.extend_from_slice(&data[..take]);
+                take
+            } else {
+                self.fill_frames(data, block_size)
+            };
             self.size += take as u64;
             data = &data[take..];
             if self.block.len() == block_size {
                 self.flush_block().await?;
+                // Later blocks fill frames; the first block's buffer is not needed again
+                // unless a short last block is gathered into it.
+                self.block = Vec::new();
+            } else if self.filled == block_size {
+                self.flush_frames(block_size).await?;
             }
         }
         Ok(())
+    }
+
+    /// Copies the start of `data` into the current block's data frames, up to the end of the
+    /// shard it falls in; returns how many bytes it took.
+    fn fill_frames(&mut self, data: &[u8], block_size: usize) -> usize {
+        let layout = self.engine.layout();
+        let shard_size = layout.shard_size(block_size);
+        if self.frames.is_empty() {
+            self.frames = (0..layout.data).map(|_| aligned::take(layout.frame_size(block_size))).collect();
+        }
+        let (shard, at) = (self.filled / shard_size, self.filled % shard_size);
+        let take = (shard_size - at).min(block_size - self.filled).min(data.len());
+        self.frames[shard].as_mut_slice()[at..at + take].copy_from_slice(&data[..take]);
+        self.filled += take;
+        take
+    }
+
+    /// Moves a short last block out of the frames into `block`, whose shards are cut
+    /// for its own length (one copy of at most a block, once per object).
+    fn gather_frames(&mut self, block_size: usize) {
+        let shard_size = self.engine.layout().shard_size(block_size);
+        self.block.clear();
+        for (i, frame) in std::mem::take(&mut self.frames).into_iter().enumerate() {
+            let used = self.filled.saturating_sub(i * shard_size).min(shard_size);
+            self.block.extend_from_slice(&frame.as_slice()[..used]);
+            aligned::give(frame);
+        }
+        self.filled = 0;
     }
 
     async fn create_files(&mut self) -> Result<()> {
@@ -154,8 +202,23 @@ impl DataWriter {
         if !self.created {
             self.create_files().await?;
         }
-        let layout = self.engine.layout();
         let frames = with_coder(&self.engine, |coder| coder.encode(&self.block))?;
+        self.write_frames(frames).await?;
+        self.block.clear();
+        Ok(())
+    }
+
+    /// Codes the full block in `frames` where it lies and writes it.
+    async fn flush_frames(&mut self, block_size: usize) -> Result<()> {
+        let data = std::mem::take(&mut self.frames);
+        self.filled = 0;
+        let frames = with_coder(&self.engine, |coder| coder.encode_frames(data, block_size))?;
+        self.write_frames(frames).await
+    }
+
+    /// Writes one block's sealed frames, each to its drive, at the next block's offset.
+    async fn write_frames(&mut self, frames: Vec<AlignedBuf>) -> Result<()> {
+        let layout = self.engine.layout();
         let offset = self.blocks_written * layout.frame_size(self.engine.block_size()) as u64;
         let rotation = (self.file_id % layout.total() as u128) as usize;
         let mut ops = Vec::with_capacity(frames.len());
@@ -169,13 +232,15 @@ impl DataWriter {
         }
         let outcome = quorum::run(&self.engine, ops, self.engine.write_quorum()).await;
         self.apply_outcome(outcome, "write")?;
-        self.block.clear();
         self.blocks_written += 1;
         Ok(())
     }
 
     /// Makes the data durable on a write quorum of drives (or keeps it for inlining).
     pub async fn finish(mut self) -> Result<Finished> {
+        if !self.frames.is_empty() {
+            self.gather_frames(self.engine.block_size());
+        }
         if !self.created && self.inline_allowed && self.block.len() <= INLINE_BYTES_MAX {
             return Ok(Finished::Inline(std::mem::take(&mut self.block)));
         }

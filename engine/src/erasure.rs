@@ -73,18 +73,33 @@ impl Coder {
 
     /// Encodes `block` into `layout.total()` sealed frames (index = shard number).
     pub fn encode(&mut self, block: &[u8]) -> Result<Vec<AlignedBuf>> {
-        let Layout { data: k, parity: m } = self.layout;
         let shard_size = self.layout.shard_size(block.len());
         let frame_size = self.layout.frame_size(block.len());
-        let mut frames: Vec<AlignedBuf> = (0..k + m).map(|_| aligned::take(frame_size)).collect();
-        for (i, frame) in frames.iter_mut().take(k).enumerate() {
+        let mut frames: Vec<AlignedBuf> = (0..self.layout.data).map(|_| aligned::take(frame_size)).collect();
+        for (i, frame) in frames.iter_mut().enumerate() {
             let start = (i * shard_size).min(block.len());
             let end = ((i + 1) * shard_size).min(block.len());
-            let shard = &mut frame.as_mut_slice()[..shard_size];
-            shard[..end - start].copy_from_slice(&block[start..end]);
-            // The last shard of a short block is zero-padded (parity covers the padding).
-            shard[end - start..].fill(0);
+            frame.as_mut_slice()[..end - start].copy_from_slice(&block[start..end]);
         }
+        self.encode_frames(frames, block.len())
+    }
+
+    /// Completes the data frames of a block of `block_len` bytes, which already hold it (data
+    /// shard i holds bytes `i * shard_size..` of the block, `shard_size` being
+    /// `layout.shard_size(block_len)`, in frames of `layout.frame_size(block_len)`), with
+    /// the parity frames, and seals every frame. A writer that fills the data frames as bytes
+    /// arrive saves `encode`'s copy of the block.
+    pub fn encode_frames(&mut self, mut frames: Vec<AlignedBuf>, block_len: usize) -> Result<Vec<AlignedBuf>> {
+        let Layout { data: k, parity: m } = self.layout;
+        let shard_size = self.layout.shard_size(block_len);
+        let frame_size = self.layout.frame_size(block_len);
+        debug_assert_eq!(frames.len(), k);
+        for (i, frame) in frames.iter_mut().enumerate() {
+            // The last shard of a short block is zero-padded (parity covers the padding).
+            let used = block_len.saturating_sub(i * shard_size).min(shard_size);
+            frame.as_mut_slice()[used..shard_size].fill(0);
+        }
+        frames.extend((0..m).map(|_| aligned::take(frame_size)));
         if m > 0 {
             let encoder = match &mut self.encoder {
                 Some(encoder) => {
@@ -176,6 +191,32 @@ mod tests {
                 x as u8
             })
             .collect()
+    }
+
+    /// A writer fills the data frames itself (pooled frames holding stale bytes) and calls
+    /// `encode_frames`: the frames must be byte for byte those `encode` makes of the block.
+    #[test]
+    fn frames_filled_in_place_encode_as_the_block_does() {
+        for (k, m) in [(1, 0), (2, 2), (4, 2), (12, 4)] {
+            let layout = Layout { data: k, parity: m };
+            let mut coder = Coder::new(layout);
+            for len in [1usize, 4096, 100_000, 1 << 20] {
+                let block = pseudo_random(len, (k * 13 + len) as u64);
+                let expected = coder.encode(&block).unwrap();
+                let shard_size = layout.shard_size(len);
+                let mut frames: Vec<AlignedBuf> = (0..k).map(|_| aligned::take(layout.frame_size(len))).collect();
+                for (i, frame) in frames.iter_mut().enumerate() {
+                    frame.as_mut_slice().fill(0xa5);
+                    let part = &block[(i * shard_size).min(len)..((i + 1) * shard_size).min(len)];
+                    frame.as_mut_slice()[..part.len()].copy_from_slice(part);
+                }
+                let got = coder.encode_frames(frames, len).unwrap();
+                assert_eq!(got.len(), expected.len());
+                for (shard, (g, e)) in got.iter().zip(&expected).enumerate() {
+                    assert!(g.as_slice() == e.as_slice(), "{k}+{m}, {len} bytes: shard {shard} differs");
+                }
+            }
+        }
     }
 
     #[test]
