@@ -104,7 +104,7 @@ macro_rules! round_fn {
 macro_rules! vector_step {
     ($f:ident, $m:ident, $a:ident, $b:ident, $c:ident, $d:ident, $g:literal, $k:literal, $s:literal) => {
         let k = _mm256_set1_epi32($k as i32);
-        for grp in 0..2 {
+        for grp in 0..$a.len() {
             let t = _mm256_add_epi32($a[grp], _mm256_add_epi32($m[grp][$g], k));
             let t = _mm256_add_epi32(t, round_fn!($f, $b[grp], $c[grp], $d[grp]));
             let rotated = _mm256_or_si256(_mm256_slli_epi32::<$s>(t), _mm256_srli_epi32::<{ 32 - $s }>(t));
@@ -115,42 +115,58 @@ macro_rules! vector_step {
 
 /// Advances every busy lane by `blocks` blocks, with the contract of `avx512::compress`: lane
 /// l reads `lanes[l][..blocks * 64]`; an idle lane (an empty slice) hashes zeros, and its
-/// state is not to be read.
+/// state is not to be read. A group of eight lanes that are all idle is skipped (a core with
+/// eight streams or fewer often leaves one so).
 #[target_feature(enable = "avx2")]
 pub fn compress(state: &mut LaneState, lanes: &[&[u8]; LANES], blocks: usize) {
-    let mut words = [[_mm256_setzero_si256(); 2]; 4];
+    let busy = |g: usize| lanes[g * GROUP..][..GROUP].iter().any(|l| !l.is_empty());
+    match (busy(0), busy(1)) {
+        (true, true) => compress_groups::<2>(state, lanes, blocks, 0),
+        (true, false) => compress_groups::<1>(state, lanes, blocks, 0),
+        (false, true) => compress_groups::<1>(state, lanes, blocks, 1),
+        (false, false) => {}
+    }
+}
+
+/// `compress` for the `G` groups from group `first` on.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn compress_groups<const G: usize>(state: &mut LaneState, lanes: &[&[u8]; LANES], blocks: usize, first: usize) {
+    let mut words = [[_mm256_setzero_si256(); G]; 4];
     for (w, v) in words.iter_mut().enumerate() {
-        *v = [load_words(group_of(&state[w], 0)), load_words(group_of(&state[w], 1))];
+        for (g, half) in v.iter_mut().enumerate() {
+            *half = load_words(group_of(&state[w], first + g));
+        }
     }
     let [mut a, mut b, mut c, mut d] = words;
     for n in 0..blocks {
-        let mut m = [[_mm256_setzero_si256(); 16]; 2];
-        for (grp, words) in m.iter_mut().enumerate() {
+        let mut m = [[_mm256_setzero_si256(); 16]; G];
+        for (g, words) in m.iter_mut().enumerate() {
             for high in [false, true] {
                 let mut rows = [_mm256_setzero_si256(); GROUP];
-                for (row, lane) in rows.iter_mut().zip(&lanes[grp * GROUP..][..GROUP]) {
+                for (row, lane) in rows.iter_mut().zip(&lanes[(first + g) * GROUP..][..GROUP]) {
                     let block = match lane.get(n * 64..n * 64 + 64) {
                         Some(bytes) => bytes.try_into().unwrap_or(&IDLE),
                         None => &IDLE,
                     };
                     *row = load_half(block, high);
                 }
-                let first = if high { GROUP } else { 0 };
-                words[first..first + GROUP].copy_from_slice(&transpose(rows));
+                let at = if high { GROUP } else { 0 };
+                words[at..at + GROUP].copy_from_slice(&transpose(rows));
             }
         }
         let (a0, b0, c0, d0) = (a, b, c, d);
         md5_steps!(vector_step, m, a, b, c, d);
-        for grp in 0..2 {
-            a[grp] = _mm256_add_epi32(a[grp], a0[grp]);
-            b[grp] = _mm256_add_epi32(b[grp], b0[grp]);
-            c[grp] = _mm256_add_epi32(c[grp], c0[grp]);
-            d[grp] = _mm256_add_epi32(d[grp], d0[grp]);
+        for g in 0..G {
+            a[g] = _mm256_add_epi32(a[g], a0[g]);
+            b[g] = _mm256_add_epi32(b[g], b0[g]);
+            c[g] = _mm256_add_epi32(c[g], c0[g]);
+            d[g] = _mm256_add_epi32(d[g], d0[g]);
         }
     }
     for (w, v) in [a, b, c, d].into_iter().enumerate() {
-        for (grp, half) in v.into_iter().enumerate() {
-            store_words(group_of_mut(&mut state[w], grp), half);
+        for (g, half) in v.into_iter().enumerate() {
+            store_words(group_of_mut(&mut state[w], first + g), half);
         }
     }
 }
