@@ -65,6 +65,8 @@ pub struct DataWriter {
     frames: Vec<AlignedBuf>,
     /// Bytes in `frames`.
     filled: usize,
+    /// A block failed to reach its drives: bytes are missing, so nothing may be finished.
+    failed: bool,
     /// One slot per drive: None once the drive failed for this object (or is offline).
     files: Vec<Option<Rc<DriveFile>>>,
     created: bool,
@@ -85,6 +87,7 @@ impl DataWriter {
             block: Vec::with_capacity(block_size),
             frames: Vec::new(),
             filled: 0,
+            failed: false,
             files: Vec::new(),
             created: false,
             blocks_written: 0,
@@ -98,7 +101,21 @@ impl DataWriter {
         self.file_id
     }
 
-    pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.check_not_failed()?;
+        let outcome = self.write_blocks(data).await;
+        self.failed = outcome.is_err();
+        outcome
+    }
+
+    fn check_not_failed(&self) -> Result<()> {
+        if self.failed {
+            return Err(EngineError::Io(std::io::Error::other("an earlier write of this object failed")));
+        }
+        Ok(())
+    }
+
+    async fn write_blocks(&mut self, mut data: &[u8]) -> Result<()> {
         let block_size = self.engine.block_size();
         while !data.is_empty() {
             let take = if self.blocks_written == 0 {
@@ -142,6 +159,7 @@ impl DataWriter {
     fn gather_frames(&mut self, block_size: usize) {
         let shard_size = self.engine.layout().shard_size(block_size);
         self.block.clear();
+        self.block.reserve_exact(self.filled);
         for (i, frame) in std::mem::take(&mut self.frames).into_iter().enumerate() {
             let used = self.filled.saturating_sub(i * shard_size).min(shard_size);
             self.block.extend_from_slice(&frame.as_slice()[..used]);
@@ -238,6 +256,7 @@ impl DataWriter {
 
     /// Makes the data durable on a write quorum of drives (or keeps it for inlining).
     pub async fn finish(mut self) -> Result<Finished> {
+        self.check_not_failed()?;
         if !self.frames.is_empty() {
             self.gather_frames(self.engine.block_size());
         }

@@ -93,7 +93,7 @@ impl Coder {
         let Layout { data: k, parity: m } = self.layout;
         let shard_size = self.layout.shard_size(block_len);
         let frame_size = self.layout.frame_size(block_len);
-        debug_assert_eq!(frames.len(), k);
+        assert_eq!(frames.len(), k, "encode_frames takes the k data frames");
         for (i, frame) in frames.iter_mut().enumerate() {
             // The last shard of a short block is zero-padded (parity covers the padding).
             let used = block_len.saturating_sub(i * shard_size).min(shard_size);

@@ -46,10 +46,31 @@ fn remove_files_under(dir: &Path) -> usize {
     removed
 }
 
+/// Removes the drives' directory however the test ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// 4 drives, 2 + 2: a block splits into two shards of exactly half a block.
 #[test]
-fn objects_across_blocks_read_back_as_written_and_from_parity() {
-    let root = std::env::temp_dir().join(format!("ferrite-data-path-{}", std::process::id()));
-    let drives: Vec<PathBuf> = (1..=4).map(|i| root.join(format!("d{i}"))).collect();
+fn objects_across_blocks_read_back_as_written_and_from_parity_2_plus_2() {
+    round_trip(4);
+}
+
+/// 5 drives, 3 + 2: shards are rounded up (3 x 349,568 > 1 MiB), so the last data shard of
+/// a full block ends in padding.
+#[test]
+fn objects_across_blocks_read_back_as_written_and_from_parity_3_plus_2() {
+    round_trip(5);
+}
+
+fn round_trip(drive_count: usize) {
+    let root = TempDir(std::env::temp_dir().join(format!("ferrite-data-path-{}-{drive_count}", std::process::id())));
+    let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.0.join(format!("d{i}"))).collect();
     ferrite_engine::io::set_io_mode(monoio::utils::detect_uring());
     let config = EngineConfig {
         drives: drives.clone(),
@@ -72,12 +93,14 @@ fn objects_across_blocks_read_back_as_written_and_from_parity() {
         monoio::spawn(ferrite_engine::serve(e.clone(), boot));
         e.create_bucket("t").await.expect("bucket");
         let bs = e.block_size();
+        let shard = e.layout().shard_size(bs);
+        assert_eq!(e.layout().data, drive_count - 2);
         let mut written = Vec::new();
         for size in [1, bs - 1, bs, bs + 1, 2 * bs + 12_345, 3 * bs] {
             let data = pseudo_random(size, size as u64);
-            // Whole, small pieces, and pieces just over half a block (2 + 2: half a block is a
-            // shard, so every piece crosses a shard or block boundary).
-            for piece in [size, 7_919, bs / 2 + 1] {
+            // Whole, small pieces, and pieces just over a shard: every piece crosses a shard
+            // or block boundary somewhere.
+            for piece in [size, 7_919, shard + 1] {
                 let key = format!("o-{size}-{piece}");
                 let mut w = e.writer("t", &key, false).expect("writer");
                 for part in data.chunks(piece) {
@@ -108,10 +131,10 @@ fn objects_across_blocks_read_back_as_written_and_from_parity() {
             }
         };
         read_all("all drives").await;
+        // As many drives as there is parity lose every data file: reads need the parity.
         let removed: usize = drives[..2].iter().map(|d| remove_files_under(&d.join("data"))).sum();
         assert!(removed >= written.len(), "only {removed} data files removed");
         read_all("two drives' data files gone").await;
     });
     drop(rt);
-    let _ = std::fs::remove_dir_all(&root);
 }
