@@ -210,7 +210,7 @@ impl Conn {
             Ok((Ok(0), _)) => Err(S3Error::new(Code::IncompleteBody, "You did not provide the number of bytes specified by the Content-Length HTTP header.").closing()),
             Ok((Ok(_), mut piece)) => {
                 // A short read would leave the rest of the allocation held while the piece
-                // waits for its MD5 batch; the allocator shrinks a block in place, no copy.
+                // waits for its MD5 batch. glibc shrinks a block in place, without a copy.
                 piece.shrink_to_fit();
                 Ok(piece)
             }
