@@ -264,10 +264,9 @@ impl Stream {
 pub struct Batcher {
     streams: Vec<Option<Stream>>,
     free: Vec<usize>,
+    /// With a lane kernel, streams wait for each other to share the lanes; with the scalar
+    /// one, each chunk is hashed as it comes (it gains nothing from company).
     kernel: Kernel,
-    /// Whether streams wait for each other (a lane kernel runs), or are hashed as their
-    /// chunks come, one at a time (the scalar kernel gains nothing from company).
-    shared: bool,
     /// Lane-steps run and lanes busy in them, for the batching ratio in tests and benches.
     pub steps: u64,
     pub busy_lane_steps: u64,
@@ -283,8 +282,7 @@ impl Batcher {
     /// With a lane kernel, streams wait for each other to fill the lanes; with the scalar
     /// one, each chunk is hashed as it comes.
     pub fn new(kernel: Kernel) -> Self {
-        let shared = kernel != Kernel::Scalar;
-        Self { streams: Vec::new(), free: Vec::new(), kernel, shared, steps: 0, busy_lane_steps: 0 }
+        Self { streams: Vec::new(), free: Vec::new(), kernel, steps: 0, busy_lane_steps: 0 }
     }
 
     pub fn open(&mut self) -> usize {
@@ -320,7 +318,7 @@ impl Batcher {
             }
             _ => stream.chunks.push_back(chunk),
         }
-        if !self.shared {
+        if self.kernel == Kernel::Scalar {
             self.run(id, 0);
         } else if stream.pending >= HOLD_BYTES {
             // Only half: the other streams hold up to HOLD_BYTES too, so lanes stay busy
@@ -355,7 +353,7 @@ impl Batcher {
         if !more(self) {
             return;
         }
-        let mut waiting: Vec<usize> = match self.shared {
+        let mut waiting: Vec<usize> = match self.kernel != Kernel::Scalar {
             true => (0..self.streams.len()).filter(|&id| id != target && self.pending(id) >= 64).collect(),
             false => Vec::new(),
         };
