@@ -416,8 +416,9 @@ pub async fn serve(engine: Engine, boot: CoreBoot) {
     maybe_snapshot(&engine, core, &state);
     let wal_files = Rc::new(open_wal_files(&engine, core).await);
     monoio::spawn(sweep_leftovers(engine.clone(), core, state.clone(), std::time::SystemTime::now()));
-    monoio::spawn(crate::heal::run_core(engine.clone(), core, Rc::new(CoreView(state.clone()))));
     let (kick_tx, kick_rx) = flume::bounded::<()>(1);
+    let view = CoreView { state: state.clone(), kick: kick_tx.clone() };
+    monoio::spawn(crate::heal::run_core(engine.clone(), core, Rc::new(view)));
     monoio::spawn(commit_loop(engine.clone(), core, state.clone(), wal_files, kick_rx, kick_tx.clone()));
     while let Ok(req) = boot.rx.recv_async().await {
         let st = state.borrow();
@@ -466,12 +467,15 @@ pub async fn serve(engine: Engine, boot: CoreBoot) {
     }
 }
 
-/// The healer's window on this core's index.
-struct CoreView(Rc<RefCell<CoreState>>);
+/// The healer's window on this core's index, and its way to wake the commit loop.
+struct CoreView {
+    state: Rc<RefCell<CoreState>>,
+    kick: flume::Sender<()>,
+}
 
 impl crate::heal::IndexView for CoreView {
     fn objects_after(&self, after: Option<&ObjectKey>, limit: usize) -> Vec<(ObjectKey, ObjectMeta)> {
-        let st = self.0.borrow();
+        let st = self.state.borrow();
         let lower = match after {
             Some(key) => Bound::Excluded(key.clone()),
             None => Bound::Unbounded,
@@ -480,7 +484,7 @@ impl crate::heal::IndexView for CoreView {
     }
 
     fn upload_parts(&self) -> Vec<(ObjectKey, crate::meta::PartLoc)> {
-        let st = self.0.borrow();
+        let st = self.state.borrow();
         let mut out = Vec::new();
         for ((bucket, key, _), upload) in &st.uploads {
             for part in upload.parts.values() {
@@ -492,20 +496,28 @@ impl crate::heal::IndexView for CoreView {
     }
 
     fn object(&self, key: &ObjectKey) -> Option<ObjectMeta> {
-        self.0.borrow().objects.get(key).cloned()
+        self.state.borrow().objects.get(key).cloned()
     }
 
     fn totals(&self) -> (u64, u64) {
-        let st = self.0.borrow();
+        let st = self.state.borrow();
         (st.objects.len() as u64, st.objects.values().map(|m| m.size).sum())
     }
 
     fn settled_wal_end(&self) -> u64 {
-        self.0.borrow().committed_end
+        self.state.borrow().committed_end
+    }
+
+    fn settle(&self) -> bool {
+        let pending = self.state.borrow().failed_batch.is_some();
+        if pending {
+            let _ = self.kick.try_send(());
+        }
+        pending
     }
 
     fn referenced_files(&self) -> std::collections::HashSet<u128> {
-        let st = self.0.borrow();
+        let st = self.state.borrow();
         let objects = st.objects.values().flat_map(|m| m.file_ids());
         let parts = st.uploads.values().flat_map(|u| u.parts.values().map(|p| p.file_id));
         objects.chain(parts).collect()

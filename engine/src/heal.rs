@@ -298,8 +298,14 @@ pub(crate) trait IndexView {
     fn totals(&self) -> (u64, u64);
     /// The log offset below which every record is settled (no failed batch is pending).
     fn settled_wal_end(&self) -> u64;
+    /// True while a batch that missed the write quorum waits to be voided; asks the commit
+    /// loop to try the void now.
+    fn settle(&self) -> bool;
     fn referenced_files(&self) -> HashSet<u128>;
 }
+
+/// How long a pass waits for a failed log batch to be voided before it goes on without.
+const SETTLE_WAIT: Duration = Duration::from_secs(3);
 
 /// Keeps a pass at its rate: after each unit of work, sleeps until the bytes read so far
 /// fit the budget. Reads the rate anew each time, so a changed heal rate applies at once.
@@ -381,6 +387,17 @@ async fn run_pass(
     PassStats::add(&stats.objects_total, objects);
     PassStats::add(&stats.bytes_total, bytes);
     let cut_short = || state.requests() != request;
+    // A batch that missed the write quorum stays on the drives that took it until it is
+    // voided (normally within VOID_RETRY). Void it first, so that a finished heal leaves no
+    // copy of a refused write for a restart to bring back. Drives that still fail keep the
+    // void from landing: then the pass goes on after SETTLE_WAIT, healing the settled part.
+    let deadline = Instant::now() + SETTLE_WAIT;
+    while view.settle() && Instant::now() < deadline {
+        if cut_short() {
+            return true;
+        }
+        monoio::time::sleep(Duration::from_millis(200)).await;
+    }
     // The metadata logs first: every object's record must be whole on every drive.
     let mut wals = vec![(core as u16, view.settled_wal_end())];
     if core == 0 {

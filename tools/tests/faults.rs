@@ -127,22 +127,25 @@ async fn io_errors_on_parity_drives_keep_working_and_one_more_fails_cleanly() {
     assert_eq!(refused, Err("ServiceUnavailable".into()));
     let refused_small = put(&c, "eio", "refused-small", b"tiny").await;
     assert_eq!(refused_small, Err("ServiceUnavailable".into()));
-    // The drives come back: everything reads, the refused writes do not exist, and a heal
-    // (then the loss of two other drives) shows the copies missed meanwhile were rebuilt.
+    // The drives come back and a heal runs at once: it must first void the refused small
+    // PUT's log record, which reached 3 drives (short of the quorum of 4), rather than
+    // leave that to the commit loop's retry, up to a second later. Then everything reads,
+    // the refused writes do not exist, and the loss of two other drives shows the copies
+    // missed meanwhile were rebuilt.
     f.set("");
-    check_all(&c, "eio", &before, "after the drives recovered").await;
-    assert_eq!(get(&c, "eio", "refused").await, Err("NoSuchKey".into()));
-    assert_eq!(get(&c, "eio", "refused-small").await, Err("NoSuchKey".into()));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
         .args(["admin", "heal", "--wait", "--endpoint", &f.server.endpoint])
         .output()
         .unwrap();
     assert!(out.status.success(), "heal: {}", String::from_utf8_lossy(&out.stdout));
+    check_all(&c, "eio", &before, "after the drives recovered").await;
+    assert_eq!(get(&c, "eio", "refused").await, Err("NoSuchKey".into()));
+    assert_eq!(get(&c, "eio", "refused-small").await, Err("NoSuchKey".into()));
     wipe(&f.server.drives[2]);
     wipe(&f.server.drives[3]);
     check_all(&c, "eio", &during, "healed, then drives 3 and 4 lost").await;
-    // The refused small PUT's log record reached 3 drives (short of the quorum of 4); it was
-    // voided once the drives recovered, so a restart does not bring it back.
+    // Its only copy left (drives 3 and 4 are wiped) is on drive 6, under the void the heal
+    // waited for, so a restart does not bring it back.
     let f = f.restart();
     let c = f.server.client();
     assert_eq!(get(&c, "eio", "refused-small").await, Err("NoSuchKey".into()), "after a restart");
