@@ -248,12 +248,17 @@ impl<'w> SealingWriter<'w> {
         SealingWriter { writer, sealer, sealed: Vec::new() }
     }
 
+    /// `sealed` only grows: the packages are sealed into it in place of what it held, so
+    /// its bytes are zeroed once, not on every write.
     async fn write(&mut self, plain: &[u8]) -> S3Result<()> {
         match &mut self.sealer {
             Some(sealer) => {
-                self.sealed.clear();
-                sealer.push(plain, &mut self.sealed)?;
-                self.writer.write(&self.sealed).await?;
+                let need = sealer.push_bound(plain.len());
+                if self.sealed.len() < need {
+                    self.sealed.resize(need, 0);
+                }
+                let n = sealer.push_into(plain, &mut self.sealed)?;
+                self.writer.write(&self.sealed[..n]).await?;
             }
             None => self.writer.write(plain).await?,
         }
@@ -263,9 +268,12 @@ impl<'w> SealingWriter<'w> {
     /// Seals the last partial package, if any.
     async fn finish(mut self) -> S3Result<()> {
         if let Some(sealer) = self.sealer.take() {
-            self.sealed.clear();
-            sealer.finish(&mut self.sealed)?;
-            self.writer.write(&self.sealed).await?;
+            let need = sealer.finish_bound();
+            if self.sealed.len() < need {
+                self.sealed.resize(need, 0);
+            }
+            let n = sealer.finish_into(&mut self.sealed)?;
+            self.writer.write(&self.sealed[..n]).await?;
         }
         Ok(())
     }
