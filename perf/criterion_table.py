@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Turns `cargo bench` (criterion) output on stdin into a Markdown table: bench, median time, median throughput."""
+"""Turns `cargo bench` (criterion) output on stdin into a Markdown table: bench, median time,
+median throughput. Benches named `group/job/ferrite: ...` and `group/job/fastest: ...` also
+get a second table: Ferrite's path as a fraction of the fastest crate's speed, same run."""
 import re
 import sys
 
@@ -34,3 +36,25 @@ print("| bench | time (median) | throughput (median) |")
 print("|---|---|---|")
 for r in rows:
     print(f"| {r[0]} | {r[1]} | {r[2]} |")
+
+UNITS = {"ps": 1e-12, "ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def seconds(cell):
+    value, unit = cell.split()
+    return float(value) * UNITS[unit]
+
+
+pairs = {}
+for r in rows:
+    m = re.match(r"^(.*)/(ferrite|fastest): (.*)$", r[0])
+    if m:
+        pairs.setdefault(m.group(1), {})[m.group(2)] = (m.group(3), seconds(r[1]))
+complete = {job: p for job, p in pairs.items() if len(p) == 2}
+if complete:
+    print()
+    print("| job | Ferrite's path | fastest crate | Ferrite / fastest (speed) |")
+    print("|---|---|---|---|")
+    for job, p in complete.items():
+        (ours, t_ours), (theirs, t_theirs) = p["ferrite"], p["fastest"]
+        print(f"| {job.split('/', 1)[-1]} | {ours} | {theirs} | {t_theirs / t_ours:.0%} |")

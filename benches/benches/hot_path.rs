@@ -84,29 +84,110 @@ fn md5_streams(c: &mut Criterion) {
     g.finish();
 }
 
-fn aead(c: &mut Criterion) {
+/// Each job Ferrite does per byte, through Ferrite's own call path, against the fastest crate
+/// for that job that is in the build (`../shared/MACHINE-FACTS.md` has the field: aws-lc-rs
+/// ties the fastest SHA-256 and leads AES-256-GCM and ChaCha20-Poly1305; crc-fast leads the
+/// CRCs; md-5 is the fastest single-stream MD5). Ids are `job/ferrite: ...` and
+/// `job/fastest: ...`; perf/criterion_table.py turns each pair into a ratio.
+fn vs_fastest_crate(c: &mut Criterion) {
     use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
-    let data = bytes(MIB, 2);
-    let mut g = c.benchmark_group("aead_1MiB");
+    use aws_lc_rs::digest;
+    use criterion::BatchSize;
+    use ferrite_engine::sse::{self, Cipher, Key, Sealer};
+    use ferrite_s3::md5x::Batcher;
+
+    let data = bytes(MIB, 5);
+    let mut g = c.benchmark_group("vs_fastest_crate_1MiB");
     g.throughput(Throughput::Bytes(MIB as u64));
-    for (name, alg) in [("AES-256-GCM", &AES_256_GCM), ("ChaCha20-Poly1305", &CHACHA20_POLY1305)] {
-        let key = LessSafeKey::new(UnboundKey::new(alg, &[7u8; 32]).expect("32-byte key"));
-        g.bench_function(format!("{name} seal"), |b| {
+    let through_ferrite = |algorithm: Algorithm| {
+        move |data: &[u8]| {
+            let mut h = Hasher::new(algorithm);
+            h.update(data);
+            h.finish_bytes()
+        }
+    };
+
+    let sha256 = through_ferrite(Algorithm::Sha256);
+    g.bench_function("SHA-256/ferrite: sha2 0.10", |b| b.iter(|| sha256(&data)));
+    g.bench_function("SHA-256/fastest: aws-lc-rs", |b| b.iter(|| digest::digest(&digest::SHA256, &data)));
+    let sha1 = through_ferrite(Algorithm::Sha1);
+    g.bench_function("SHA-1/ferrite: sha1 0.10", |b| b.iter(|| sha1(&data)));
+    g.bench_function("SHA-1/fastest: aws-lc-rs", |b| {
+        b.iter(|| digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &data))
+    });
+    for (job, algorithm, crc) in [
+        ("CRC32", Algorithm::Crc32, crc_fast::CrcAlgorithm::Crc32IsoHdlc),
+        ("CRC32C", Algorithm::Crc32c, crc_fast::CrcAlgorithm::Crc32Iscsi),
+        ("CRC64NVME", Algorithm::Crc64Nvme, crc_fast::CrcAlgorithm::Crc64Nvme),
+    ] {
+        let ferrite = through_ferrite(algorithm);
+        g.bench_function(format!("{job}/ferrite: checksum::Hasher"), |b| b.iter(|| ferrite(&data)));
+        g.bench_function(format!("{job}/fastest: crc-fast"), |b| b.iter(|| crc_fast::checksum(crc, &data)));
+    }
+
+    // One MD5 stream alone, the case where lanes have nothing to share: the batcher in
+    // 64 KiB chunks, as a PUT feeds it.
+    let chunks: Vec<Vec<u8>> = data.chunks(64 << 10).map(<[u8]>::to_vec).collect();
+    g.bench_function("MD5, one stream/ferrite: md5x batcher", |b| {
+        b.iter_batched(
+            || chunks.clone(),
+            |chunks| {
+                let mut batcher = Batcher::default();
+                let id = batcher.open();
+                chunks.into_iter().for_each(|c| batcher.append(id, c));
+                batcher.finish(id)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("MD5, one stream/fastest: md-5", |b| b.iter(|| <md5::Md5 as md5::Digest>::digest(&data)));
+
+    // AEAD: Ferrite seals 64 KiB packages, each with its own nonce, tag and AAD, into an
+    // output buffer; the crate alone seals the MiB as one message in place.
+    for (job, cipher, alg) in [
+        ("AES-256-GCM", Cipher::AesGcm, &AES_256_GCM),
+        ("ChaCha20-Poly1305", Cipher::ChaCha20Poly1305, &CHACHA20_POLY1305),
+    ] {
+        let key = Key([7u8; 32]);
+        // As the PUT path uses it: a new sealer per object, sealing into a reused buffer.
+        let mut out = vec![0u8; sse::sealed_len(MIB as u64) as usize];
+        g.bench_function(format!("{job} seal/ferrite: sse::Sealer"), |b| {
             b.iter(|| {
-                let mut buf = data.clone();
-                let nonce = Nonce::assume_unique_for_key([1u8; 12]);
-                key.seal_in_place_append_tag(nonce, Aad::empty(), &mut buf).expect("seal");
-                buf
+                let mut sealer = Sealer::new(&key, cipher).expect("sealer");
+                let n = sealer.push_into(&data, &mut out).expect("seal");
+                n + sealer.finish_into(&mut out[n..]).expect("seal")
             })
         });
-        let mut sealed = data.clone();
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key([1u8; 12]), Aad::empty(), &mut sealed).expect("seal");
-        g.bench_function(format!("{name} open"), |b| {
+        let raw = LessSafeKey::new(UnboundKey::new(alg, &key.0).expect("32-byte key"));
+        let mut buf = data.clone();
+        g.bench_function(format!("{job} seal/fastest: aws-lc-rs"), |b| {
             b.iter(|| {
-                let mut buf = sealed.clone();
                 let nonce = Nonce::assume_unique_for_key([1u8; 12]);
-                key.open_in_place(nonce, Aad::empty(), &mut buf).expect("open").len()
+                raw.seal_in_place_separate_tag(nonce, Aad::empty(), &mut buf).expect("seal")
             })
+        });
+
+        let mut sealed = Vec::new();
+        let mut sealer = Sealer::new(&key, cipher).expect("sealer");
+        sealer.push(&data, &mut sealed).expect("seal");
+        sealer.finish(&mut sealed).expect("seal");
+        g.bench_function(format!("{job} open/ferrite: sse::open_in_place"), |b| {
+            b.iter_batched_ref(
+                || sealed.clone(),
+                |sealed| sse::open_in_place(&key, cipher, 0, sealed).expect("open"),
+                BatchSize::LargeInput,
+            )
+        });
+        let mut one = data.clone();
+        raw.seal_in_place_append_tag(Nonce::assume_unique_for_key([1u8; 12]), Aad::empty(), &mut one).expect("seal");
+        g.bench_function(format!("{job} open/fastest: aws-lc-rs"), |b| {
+            b.iter_batched_ref(
+                || one.clone(),
+                |one| {
+                    raw.open_in_place(Nonce::assume_unique_for_key([1u8; 12]), Aad::empty(), one).expect("open").len()
+                },
+                BatchSize::LargeInput,
+            )
         });
     }
     g.finish();
@@ -267,6 +348,6 @@ fn http_and_xml(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500)).sample_size(20);
-    targets = digests, md5_streams, aead, erasure, put_pipeline, signatures, http_and_xml
+    targets = digests, md5_streams, vs_fastest_crate, erasure, put_pipeline, signatures, http_and_xml
 }
 criterion_main!(benches);
