@@ -164,6 +164,11 @@ struct CoreState {
     /// The log range of the last batch that failed to reach a write quorum: the next batch
     /// starts by voiding it (wal::encode_void).
     failed_batch: Option<(u64, usize)>,
+    /// From a failed batch until a batch carrying its void is acknowledged (`failed_batch`
+    /// is already taken while that batch is being written).
+    void_pending: bool,
+    /// A retry of the void is scheduled: failures while it waits schedule no other.
+    retry_armed: bool,
     /// Where the last acknowledged batch ends: below it the log is settled (the healer
     /// copies nothing beyond it, so it never spreads a batch that is about to be voided).
     committed_end: u64,
@@ -411,6 +416,8 @@ pub async fn serve(engine: Engine, boot: CoreBoot) {
         snapshot_off: if boot.snapshot_due { u64::MAX } else { boot.snapshot_off },
         snapshot_writing: false,
         failed_batch: None,
+        void_pending: false,
+        retry_armed: false,
         committed_end: boot.wal_end,
     }));
     maybe_snapshot(&engine, core, &state);
@@ -508,12 +515,12 @@ impl crate::heal::IndexView for CoreView {
         self.state.borrow().committed_end
     }
 
-    fn settle(&self) -> bool {
-        let pending = self.state.borrow().failed_batch.is_some();
-        if pending {
-            let _ = self.kick.try_send(());
-        }
-        pending
+    fn void_pending(&self) -> bool {
+        self.state.borrow().void_pending
+    }
+
+    fn retry_void(&self) {
+        let _ = self.kick.try_send(());
     }
 
     fn referenced_files(&self) -> std::collections::HashSet<u128> {
@@ -542,10 +549,6 @@ async fn open_wal_files(engine: &Engine, core: usize) -> Vec<Option<Rc<DriveFile
     files
 }
 
-/// After a batch failed, the next attempt (with the void, wal::encode_void) comes this soon
-/// even if no write arrives, so a failed batch does not linger on the drives that took it.
-const VOID_RETRY: Duration = Duration::from_secs(1);
-
 async fn commit_loop(
     engine: Engine,
     core: usize,
@@ -571,13 +574,22 @@ async fn commit_loop(
             let applied = result.is_ok();
             if applied {
                 st.committed_end = base + len as u64;
+                st.void_pending = false;
             } else {
                 st.failed_batch = Some((base, len));
-                let kick = kick_again.clone();
-                monoio::spawn(async move {
-                    monoio::time::sleep(VOID_RETRY).await;
-                    let _ = kick.try_send(());
-                });
+                st.void_pending = true;
+                if !st.retry_armed {
+                    // The next attempt (with the void, wal::encode_void) comes this soon even
+                    // if no write arrives, so a failed batch does not linger on the drives
+                    // that took it. One timer at a time, however often attempts fail.
+                    st.retry_armed = true;
+                    let (kick, state, wait) = (kick_again.clone(), state.clone(), engine.heal().config.void_retry);
+                    monoio::spawn(async move {
+                        monoio::time::sleep(wait).await;
+                        state.borrow_mut().retry_armed = false;
+                        let _ = kick.try_send(());
+                    });
+                }
             }
             for (effect, garbage, partition, reply) in entries {
                 match &result {
@@ -835,6 +847,8 @@ mod tests {
             snapshot_off: 0,
             snapshot_writing: false,
             failed_batch: None,
+            void_pending: false,
+            retry_armed: false,
             committed_end: 0,
         }
     }

@@ -38,6 +38,9 @@ pub struct HealConfig {
     pub drive_check: Duration,
     /// Data files no object references are removed once they are this old.
     pub leftover_age: Duration,
+    /// How soon a log batch that missed the write quorum is voided when no write comes
+    /// to carry the void sooner.
+    pub void_retry: Duration,
 }
 
 impl Default for HealConfig {
@@ -48,6 +51,7 @@ impl Default for HealConfig {
             heal_rate: 0,
             drive_check: Duration::from_secs(10),
             leftover_age: Duration::from_secs(3600),
+            void_retry: Duration::from_secs(1),
         }
     }
 }
@@ -298,9 +302,11 @@ pub(crate) trait IndexView {
     fn totals(&self) -> (u64, u64);
     /// The log offset below which every record is settled (no failed batch is pending).
     fn settled_wal_end(&self) -> u64;
-    /// True while a batch that missed the write quorum waits to be voided; asks the commit
-    /// loop to try the void now.
-    fn settle(&self) -> bool;
+    /// True from a batch that missed the write quorum until a batch carrying its void is
+    /// acknowledged (a void being written still counts as pending).
+    fn void_pending(&self) -> bool;
+    /// Asks the commit loop to write the pending void now.
+    fn retry_void(&self);
     fn referenced_files(&self) -> HashSet<u128>;
 }
 
@@ -388,15 +394,19 @@ async fn run_pass(
     PassStats::add(&stats.bytes_total, bytes);
     let cut_short = || state.requests() != request;
     // A batch that missed the write quorum stays on the drives that took it until it is
-    // voided (normally within VOID_RETRY). Void it first, so that a finished heal leaves no
-    // copy of a refused write for a restart to bring back. Drives that still fail keep the
-    // void from landing: then the pass goes on after SETTLE_WAIT, healing the settled part.
-    let deadline = Instant::now() + SETTLE_WAIT;
-    while view.settle() && Instant::now() < deadline {
-        if cut_short() {
-            return true;
+    // voided (by the next write, or the commit loop's retry). Void it first, so that a heal
+    // leaves no copy of a refused write for a restart to bring back. Drives that still fail
+    // keep the void from landing: then the pass goes on after SETTLE_WAIT, healing only the
+    // settled part, and the commit loop's retry keeps trying.
+    if view.void_pending() {
+        view.retry_void();
+        let deadline = Instant::now() + SETTLE_WAIT;
+        while view.void_pending() && Instant::now() < deadline {
+            if cut_short() {
+                return true;
+            }
+            monoio::time::sleep(Duration::from_millis(20)).await;
         }
-        monoio::time::sleep(Duration::from_millis(200)).await;
     }
     // The metadata logs first: every object's record must be whole on every drive.
     let mut wals = vec![(core as u16, view.settled_wal_end())];

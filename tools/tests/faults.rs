@@ -22,10 +22,16 @@ const MONITOR_OFF: (&str, &str) = ("FERRITE_DRIVE_CHECK_SECS", "0");
 
 impl Faulty {
     fn start(drives: usize, args: &[&str]) -> Faulty {
+        Faulty::start_with(drives, args, &[])
+    }
+
+    fn start_with(drives: usize, args: &[&str], envs: &[(&str, &str)]) -> Faulty {
         let rules = std::env::temp_dir().join(format!("ferrite-faults-{}-{}", std::process::id(), rand_suffix()));
         std::fs::write(&rules, "").unwrap();
         let rules_env = rules.to_string_lossy().into_owned();
-        let server = Server::start_with(drives, args, &[("FERRITE_FAULTS_FILE", &rules_env), MONITOR_OFF]);
+        let mut all = vec![("FERRITE_FAULTS_FILE", rules_env.as_str()), MONITOR_OFF];
+        all.extend_from_slice(envs);
+        let server = Server::start_with(drives, args, &all);
         Faulty { server, rules }
     }
 
@@ -97,7 +103,9 @@ async fn check_all(c: &aws_sdk_s3::Client, bucket: &str, objects: &[(String, Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn io_errors_on_parity_drives_keep_working_and_one_more_fails_cleanly() {
     // 6 drives, 4 data + 2 parity: write quorum 4, so two drives may fail for writes too.
-    let f = Faulty::start(6, &["--parity", "2"]);
+    // The commit loop's own retry of a failed batch's void is an hour away: only a write or
+    // the heal below can void the refused small PUT.
+    let f = Faulty::start_with(6, &["--parity", "2"], &[("FERRITE_VOID_RETRY_SECS", "3600")]);
     let c = f.server.client();
     c.create_bucket().bucket("eio").send().await.unwrap();
     let before = put_all(&c, "eio", "before").await;
@@ -127,20 +135,19 @@ async fn io_errors_on_parity_drives_keep_working_and_one_more_fails_cleanly() {
     assert_eq!(refused, Err("ServiceUnavailable".into()));
     let refused_small = put(&c, "eio", "refused-small", b"tiny").await;
     assert_eq!(refused_small, Err("ServiceUnavailable".into()));
-    // The drives come back and a heal runs at once: it must first void the refused small
-    // PUT's log record, which reached 3 drives (short of the quorum of 4), rather than
-    // leave that to the commit loop's retry, up to a second later. Then everything reads,
-    // the refused writes do not exist, and the loss of two other drives shows the copies
-    // missed meanwhile were rebuilt.
+    // The drives come back: everything reads, the refused writes do not exist, and a heal
+    // (then the loss of two other drives) shows the copies missed meanwhile were rebuilt.
+    // The heal must also void the refused small PUT's log record first: it reached 3
+    // drives, short of the quorum of 4, and no write has come since to carry the void.
     f.set("");
+    check_all(&c, "eio", &before, "after the drives recovered").await;
+    assert_eq!(get(&c, "eio", "refused").await, Err("NoSuchKey".into()));
+    assert_eq!(get(&c, "eio", "refused-small").await, Err("NoSuchKey".into()));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
         .args(["admin", "heal", "--wait", "--endpoint", &f.server.endpoint])
         .output()
         .unwrap();
     assert!(out.status.success(), "heal: {}", String::from_utf8_lossy(&out.stdout));
-    check_all(&c, "eio", &before, "after the drives recovered").await;
-    assert_eq!(get(&c, "eio", "refused").await, Err("NoSuchKey".into()));
-    assert_eq!(get(&c, "eio", "refused-small").await, Err("NoSuchKey".into()));
     wipe(&f.server.drives[2]);
     wipe(&f.server.drives[3]);
     check_all(&c, "eio", &during, "healed, then drives 3 and 4 lost").await;
