@@ -190,6 +190,8 @@ impl Sealer {
     /// that reuses `out` pays for no zeroing or copying: each package is sealed straight from
     /// the input into `out`.
     pub fn push_into(&mut self, mut data: &[u8], out: &mut [u8]) -> Result<usize> {
+        // Checked before anything changes, so a refused call leaves the stream as it was.
+        no_room(self.push_bound(data.len()), out)?;
         let mut written = 0;
         while !data.is_empty() {
             if self.pending.is_empty() && data.len() >= PACKAGE_BYTES {
@@ -214,6 +216,7 @@ impl Sealer {
     /// Seals the last, partial package (if any) into the start of `out` (at least
     /// `finish_bound` bytes long); returns its length.
     pub fn finish_into(mut self, out: &mut [u8]) -> Result<usize> {
+        no_room(self.finish_bound(), out)?;
         if self.pending.is_empty() {
             return Ok(0);
         }
@@ -226,10 +229,8 @@ impl Sealer {
     /// sealed length.
     fn seal(&mut self, plain: &[u8], out: &mut [u8]) -> Result<usize> {
         let len = plain.len() + TAG_BYTES;
-        let Some(out) = out.get_mut(..len) else {
-            return Err(EngineError::Crypto(format!("no room to seal a package: {len} bytes needed")));
-        };
-        let (ciphertext, tag) = out.split_at_mut(plain.len());
+        no_room(len, out)?;
+        let (ciphertext, tag) = out[..len].split_at_mut(plain.len());
         self.key
             .seal_out_of_place_scatter(
                 package_nonce(self.index),
@@ -242,6 +243,13 @@ impl Sealer {
             .map_err(|_| EngineError::Crypto("sealing failed".into()))?;
         self.index += 1;
         Ok(len)
+    }
+}
+
+fn no_room(needed: usize, out: &[u8]) -> Result<()> {
+    match out.len() < needed {
+        true => Err(EngineError::Crypto(format!("no room to seal: {needed} bytes needed, {} given", out.len()))),
+        false => Ok(()),
     }
 }
 
@@ -366,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn sealing_into_a_reused_buffer_matches_appending_and_a_short_one_is_refused() {
+    fn sealing_into_a_reused_buffer_matches_appending_and_in_place_and_a_short_one_changes_nothing() {
         let key = Key::random().unwrap();
         let plain = data(5 * PACKAGE_BYTES + 1_000);
         let mut appended = Vec::new();
@@ -390,9 +398,30 @@ mod tests {
         into.extend_from_slice(&buf[..n]);
         assert_eq!(into, appended);
 
+        // The format is what in-place sealing wrote before: each package's ciphertext, then
+        // its tag, under the package's nonce and AAD.
+        let aead = key.aead(Cipher::AesGcm).unwrap();
+        let mut in_place = Vec::new();
+        for (index, package) in plain.chunks(PACKAGE_BYTES).enumerate() {
+            let mut sealed = package.to_vec();
+            let index = index as u64;
+            let tag = aead
+                .seal_in_place_separate_tag(package_nonce(index), Aad::from(package_aad(index)), &mut sealed)
+                .unwrap();
+            in_place.extend_from_slice(&sealed);
+            in_place.extend_from_slice(tag.as_ref());
+        }
+        assert_eq!(appended, in_place);
+
+        // Too little room is refused before anything changes: the same sealer then goes on.
         let mut sealer = Sealer::new(&key, Cipher::AesGcm).unwrap();
-        let mut short = vec![0u8; SEALED_PACKAGE_BYTES - 1];
-        assert!(matches!(sealer.push_into(&plain, &mut short), Err(EngineError::Crypto(_))));
+        sealer.push(&plain[..1_000], &mut Vec::new()).unwrap();
+        let mut short = vec![0u8; sealer.push_bound(plain.len() - 1_000) - 1];
+        assert!(matches!(sealer.push_into(&plain[1_000..], &mut short), Err(EngineError::Crypto(_))));
+        let mut rest = Vec::new();
+        sealer.push(&plain[1_000..], &mut rest).unwrap();
+        sealer.finish(&mut rest).unwrap();
+        assert_eq!(rest, appended);
     }
 
     #[test]
