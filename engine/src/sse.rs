@@ -444,6 +444,36 @@ mod tests {
         assert_eq!(rest, appended);
     }
 
+    /// The bytes on disk for a fixed key and plaintext, both ciphers, and a part's key: a
+    /// change to nonces, AAD, key derivation or layout changes these digests and fails here.
+    #[test]
+    fn the_sealed_format_is_pinned() {
+        use aws_lc_rs::digest::{digest, SHA256};
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let key = Key([7u8; 32]);
+        let plain = data(2 * PACKAGE_BYTES + 5);
+        let mut got = Vec::new();
+        for (cipher, key) in
+            [(Cipher::AesGcm, key.clone()), (Cipher::ChaCha20Poly1305, key.clone()), (Cipher::AesGcm, key.for_part(42))]
+        {
+            let mut sealed = Vec::new();
+            let mut sealer = Sealer::new(&key, cipher).unwrap();
+            for chunk in plain.chunks(50_000) {
+                sealer.push(chunk, &mut sealed).unwrap();
+            }
+            sealer.finish(&mut sealed).unwrap();
+            got.push(hex(digest(&SHA256, &sealed).as_ref()));
+        }
+        assert_eq!(
+            got,
+            [
+                "e0d29fe8a3e2a34906f164b219dd792c543736133c1070e89ce4feea9b4bfa45",
+                "d6406258c95246bfdb4b17922e41ed1162a1236692fcf85ef02dc2fdcf2fc531",
+                "751001cecad9b20e19238ea7172e7b81b18adf3ac3fee2d33261f0e96bd11637",
+            ]
+        );
+    }
+
     #[test]
     fn tampering_reordering_and_other_keys_are_refused() {
         let key = Key::random().unwrap();

@@ -52,8 +52,8 @@ healing:     FERRITE_SCAN_INTERVAL_SECS between background scans (default 3600),
              reads per core (default 0: unlimited), FERRITE_DRIVE_CHECK_SECS how often the
              drives' formats are checked (default 10; 0 never), FERRITE_LEFTOVER_AGE_SECS
              age of unreferenced data files the scanner removes (default 3600),
-             FERRITE_VOID_RETRY_SECS how soon a log batch that missed the write quorum is
-             voided when no write comes first (default 1).
+             FERRITE_VOID_RETRY_SECS how soon the void of a log batch that missed the write
+             quorum is retried when no write comes first (default 1, at least 1).
 tiering:     FERRITE_LIFECYCLE_INTERVAL_SECS between lifecycle passes (default 3600; 0
              never: run them with `ferrite admin lifecycle run`), FERRITE_LIFECYCLE_DAY_SECS
              the length of a lifecycle day (tests; default 86400), FERRITE_LIFECYCLE_MIBPS how
@@ -287,7 +287,8 @@ fn heal_config() -> HealConfig {
         heal_rate: env_number("FERRITE_HEAL_MIBPS").map(|m| m << 20).unwrap_or(defaults.heal_rate),
         drive_check: secs("FERRITE_DRIVE_CHECK_SECS", defaults.drive_check),
         leftover_age: secs("FERRITE_LEFTOVER_AGE_SECS", defaults.leftover_age),
-        void_retry: secs("FERRITE_VOID_RETRY_SECS", defaults.void_retry),
+        // At least a second: retrying back to back would hammer drives that keep failing.
+        void_retry: secs("FERRITE_VOID_RETRY_SECS", defaults.void_retry).max(Duration::from_secs(1)),
     }
 }
 
