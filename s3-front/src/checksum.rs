@@ -35,8 +35,14 @@ impl Algorithm {
     }
 
     /// The header carrying this checksum: x-amz-checksum-crc32 etc.
-    pub fn header(self) -> String {
-        format!("x-amz-checksum-{}", self.name().to_ascii_lowercase())
+    pub fn header(self) -> &'static str {
+        match self {
+            Algorithm::Crc32 => "x-amz-checksum-crc32",
+            Algorithm::Crc32c => "x-amz-checksum-crc32c",
+            Algorithm::Crc64Nvme => "x-amz-checksum-crc64nvme",
+            Algorithm::Sha1 => "x-amz-checksum-sha1",
+            Algorithm::Sha256 => "x-amz-checksum-sha256",
+        }
     }
 }
 

@@ -219,7 +219,7 @@ fn validate_tags(tags: &[(String, String)]) -> S3Result<()> {
 /// The checksum a request asks for: its algorithm and, when sent as a header, its value.
 fn requested_checksum(call: &Call) -> S3Result<Option<(Algorithm, Option<String>)>> {
     for algorithm in Algorithm::ALL {
-        if let Some(value) = call.header(&algorithm.header()) {
+        if let Some(value) = call.header(algorithm.header()) {
             return Ok(Some((algorithm, Some(value.to_owned()))));
         }
     }
@@ -387,7 +387,7 @@ fn put_condition(call: &Call) -> Option<PutCondition> {
 fn checksum_headers(resp: Response, checksum: &Option<(String, String)>) -> Response {
     match checksum {
         Some((algorithm, value)) => match Algorithm::parse(algorithm) {
-            Some(a) => resp.header(&a.header(), value.clone()),
+            Some(a) => resp.header(a.header(), value.clone()),
             None => resp,
         },
         None => resp,

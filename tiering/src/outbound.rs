@@ -268,6 +268,13 @@ fn client_config() -> io::Result<Arc<rustls::ClientConfig>> {
 }
 
 fn build_client_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    client_tls_config(std::env::var("FERRITE_CA_FILE").ok().as_deref())
+}
+
+/// A TLS client configuration trusting the system's CA bundle (or `SSL_CERT_FILE`) and the
+/// certificates in the PEM file `extra_ca`, if given (`FERRITE_CA_FILE` for the server's
+/// own outbound calls; `ferrite bench --ca`).
+pub fn client_tls_config(extra_ca: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let system = std::env::var("SSL_CERT_FILE")
         .ok()
@@ -277,17 +284,17 @@ fn build_client_config() -> Result<Arc<rustls::ClientConfig>, String> {
             roots.add_parsable_certificates(certs.flatten());
         }
     }
-    if let Ok(path) = std::env::var("FERRITE_CA_FILE") {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+    if let Some(path) = extra_ca {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .and_then(|it| it.collect())
-            .map_err(|e| format!("FERRITE_CA_FILE {path}: {e}"))?;
+            .map_err(|e| format!("CA file {path}: {e}"))?;
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
-            return Err(format!("FERRITE_CA_FILE {path}: no usable certificate"));
+            return Err(format!("CA file {path}: no usable certificate"));
         }
     }
     if roots.is_empty() {
-        return Err("no trusted CA certificates: install ca-certificates or set FERRITE_CA_FILE".into());
+        return Err("no trusted CA certificates: install ca-certificates or give a CA file".into());
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrite_s3::checksum::{Algorithm, Hasher};
 use ferrite_s3::sigv4::{self, sha256_hex, signing_key, Scope, SignedRequest};
 use hdrhistogram::Histogram;
 
@@ -19,7 +20,8 @@ const USAGE: &str = "usage: ferrite bench OP [options]
 OP: put | get | stat | list | delete | mixed | multipart
 (ops and obj/s count objects: a DeleteObjects request of --batch keys counts --batch; latency is per request)
 
-  --endpoint URL[,URL...]  S3 endpoint(s), http only (default http://127.0.0.1:9000)
+  --endpoint URL[,URL...]  S3 endpoint(s), http:// or https:// (default http://127.0.0.1:9000)
+  --ca FILE                PEM certificates to trust for https, beside the system's CA bundle
   --access-key K / --secret-key S   (default $FERRITE_ROOT_USER / $FERRITE_ROOT_PASSWORD or ferriteadmin)
   --bucket NAME            (default ferrite-bench; created and removed if it did not exist)
   --size SIZE              object size, e.g. 4KiB, 1MiB, 64MiB (default 1MiB)
@@ -30,7 +32,8 @@ OP: put | get | stat | list | delete | mixed | multipart
   --warmup D               unmeasured time first (default 1s)
   --objects N              objects prepared for get/stat/list/mixed (default 2500)
   --batch N                keys per DeleteObjects (default 100)
-  --checksum ALGO          send x-amz-checksum-ALGO (crc32c only)
+  --checksum ALGO          send x-amz-checksum-ALGO with each PUT and part: crc32, crc32c,
+                           crc64nvme, sha1 or sha256
   --sign-payload           sign the payload SHA-256 instead of UNSIGNED-PAYLOAD
   --sse                    ask for SSE-S3 (x-amz-server-side-encryption: AES256) on writes
   --json                   print the report as JSON
@@ -51,7 +54,9 @@ struct Opts {
     warmup: Duration,
     objects: usize,
     batch: usize,
-    crc32c: bool,
+    checksum: Option<Algorithm>,
+    /// The TLS client setup, when any endpoint is https.
+    tls: Option<Arc<rustls::ClientConfig>>,
     sign_payload: bool,
     sse: bool,
     json: bool,
@@ -109,12 +114,14 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         warmup: Duration::from_secs(1),
         objects: 2500,
         batch: 100,
-        crc32c: false,
+        checksum: None,
+        tls: None,
         sign_payload: false,
         sse: false,
         json: false,
         cleanup: true,
     };
+    let mut ca = None;
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         let mut v = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
@@ -131,7 +138,11 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--warmup" => o.warmup = parse_duration(&v()?)?,
             "--objects" => o.objects = v()?.parse().map_err(|_| "bad --objects")?,
             "--batch" => o.batch = v()?.parse().map_err(|_| "bad --batch")?,
-            "--checksum" => o.crc32c = v()?.eq_ignore_ascii_case("crc32c"),
+            "--checksum" => {
+                let name = v()?;
+                o.checksum = Some(Algorithm::parse(&name).ok_or_else(|| format!("unknown --checksum {name}"))?);
+            }
+            "--ca" => ca = Some(v()?),
             "--sign-payload" => o.sign_payload = true,
             "--sse" => o.sse = true,
             "--json" => o.json = true,
@@ -139,18 +150,54 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             other => return Err(format!("unknown option {other}\n\n{USAGE}")),
         }
     }
-    if o.endpoints.iter().any(|e| !e.starts_with("http://")) {
-        return Err("only http:// endpoints are supported by the load tool so far".into());
+    if let Some(bad) = o.endpoints.iter().find(|e| !e.starts_with("http://") && !e.starts_with("https://")) {
+        return Err(format!("endpoint {bad}: give http://HOST:PORT or https://HOST:PORT"));
+    }
+    if o.endpoints.iter().any(|e| e.starts_with("https://")) {
+        o.tls = Some(ferrite_tiering::outbound::client_tls_config(ca.as_deref())?);
     }
     o.concurrency = o.concurrency.max(1);
     o.batch = o.batch.clamp(1, 1000);
     Ok(o)
 }
 
-/// One keep-alive connection with SigV4 signing (plain HTTP).
+/// A connection's byte stream: plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// One keep-alive connection with SigV4 signing, over plain HTTP or HTTPS.
 pub(crate) struct Conn {
     host: String,
-    stream: Option<TcpStream>,
+    /// For https endpoints: the TLS setup and the name the certificate must carry.
+    tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+    stream: Option<Stream>,
     access: String,
     secret: String,
     key_cache: Option<(String, [u8; 32])>,
@@ -174,12 +221,24 @@ impl Conn {
     fn new(endpoint: &str, o: &Opts) -> Conn {
         let mut conn = Conn::with_credentials(endpoint, &o.access, &o.secret);
         conn.sign_payload = o.sign_payload;
+        if let (true, Some(config)) = (endpoint.starts_with("https://"), &o.tls) {
+            // The host without its port: a DNS name, or an IP address (a bracketed IPv6 one
+            // loses its brackets).
+            let host = conn.host.rsplit_once(':').map_or(conn.host.as_str(), |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+            conn.tls = rustls::pki_types::ServerName::try_from(host).ok().map(|name| (config.clone(), name));
+        }
         conn
     }
 
     pub(crate) fn with_credentials(endpoint: &str, access: &str, secret: &str) -> Conn {
         Conn {
-            host: endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned(),
+            host: endpoint
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_owned(),
+            tls: None,
             stream: None,
             access: access.to_owned(),
             secret: secret.to_owned(),
@@ -221,10 +280,17 @@ impl Conn {
         keep_body: bool,
     ) -> std::io::Result<Reply> {
         if self.stream.is_none() {
-            let s = TcpStream::connect(&self.host)?;
-            s.set_nodelay(true)?;
-            s.set_read_timeout(Some(Duration::from_secs(120)))?;
-            self.stream = Some(s);
+            let tcp = TcpStream::connect(&self.host)?;
+            tcp.set_nodelay(true)?;
+            tcp.set_read_timeout(Some(Duration::from_secs(120)))?;
+            self.stream = Some(match &self.tls {
+                None => Stream::Plain(tcp),
+                Some((config, name)) => {
+                    let tls =
+                        rustls::ClientConnection::new(config.clone(), name.clone()).map_err(std::io::Error::other)?;
+                    Stream::Tls(Box::new(rustls::StreamOwned::new(tls, tcp)))
+                }
+            });
         }
         let amz = now_amz();
         let date = &amz[..8];
@@ -424,10 +490,10 @@ fn put_headers(o: &Opts, body: &[u8]) -> Vec<(&'static str, String)> {
     if o.sse {
         h.push(("x-amz-server-side-encryption", "AES256".to_owned()));
     }
-    if o.crc32c {
-        let mut c = ferrite_s3::checksum::Hasher::new(ferrite_s3::checksum::Algorithm::Crc32c);
+    if let Some(algorithm) = o.checksum {
+        let mut c = Hasher::new(algorithm);
         c.update(body);
-        h.push(("x-amz-checksum-crc32c", c.finish_base64()));
+        h.push((algorithm.header(), c.finish_base64()));
     }
     h
 }

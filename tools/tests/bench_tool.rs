@@ -69,3 +69,48 @@ async fn failed_requests_are_reported_with_their_s3_error_code() {
     let buckets = server.client().list_buckets().send().await.unwrap();
     assert!(buckets.buckets().is_empty(), "left behind: {:?}", buckets.buckets());
 }
+
+#[tokio::test]
+async fn every_checksum_algorithm_is_sent_and_verified_and_an_unknown_one_is_refused() {
+    use aws_sdk_s3::types::ChecksumMode;
+    let server = Server::start(4);
+    let c = server.client();
+    for algorithm in ["crc32", "crc32c", "crc64nvme", "sha1", "sha256"] {
+        let bucket = format!("bench-{algorithm}");
+        let out = bench(
+            &server,
+            &[
+                "put",
+                "--size",
+                "100KiB",
+                "--duration",
+                "300ms",
+                "--bucket",
+                &bucket,
+                "--checksum",
+                algorithm,
+                "--no-cleanup",
+            ],
+        );
+        let at = out.find("{\"op\":\"put\"").unwrap_or_else(|| panic!("put missing: {out}"));
+        // The server checks each value against the body: a wrong one would be an error.
+        assert!(field(&out, at, "ops") > 0.0 && field(&out, at, "errors") == 0.0, "{algorithm}: {out}");
+        let listed = c.list_objects_v2().bucket(&bucket).send().await.unwrap();
+        let key = listed.contents()[0].key().unwrap().to_owned();
+        let head = c.head_object().bucket(&bucket).key(&key).checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+        let stored = match algorithm {
+            "crc32" => head.checksum_crc32(),
+            "crc32c" => head.checksum_crc32_c(),
+            "crc64nvme" => head.checksum_crc64_nvme(),
+            "sha1" => head.checksum_sha1(),
+            _ => head.checksum_sha256(),
+        };
+        assert!(stored.is_some_and(|v| !v.is_empty()), "{algorithm}: {key} stored no checksum of it");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["bench", "put", "--endpoint", &server.endpoint, "--checksum", "md4"])
+        .output()
+        .expect("run ferrite bench");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --checksum md4"));
+}
