@@ -268,7 +268,7 @@ fn client_config() -> io::Result<Arc<rustls::ClientConfig>> {
 }
 
 fn build_client_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    client_tls_config(std::env::var("FERRITE_CA_FILE").ok().as_deref())
+    client_tls_config(std::env::var("FERRITE_CA_FILE").ok().as_deref()).map_err(|e| format!("{e} (FERRITE_CA_FILE)"))
 }
 
 /// A TLS client configuration trusting the system's CA bundle (or `SSL_CERT_FILE`) and the

@@ -32,8 +32,8 @@ OP: put | get | stat | list | delete | mixed | multipart
   --warmup D               unmeasured time first (default 1s)
   --objects N              objects prepared for get/stat/list/mixed (default 2500)
   --batch N                keys per DeleteObjects (default 100)
-  --checksum ALGO          send x-amz-checksum-ALGO with each PUT and part: crc32, crc32c,
-                           crc64nvme, sha1 or sha256
+  --checksum ALGO          send x-amz-checksum-ALGO with each PUT and part (multipart uploads
+                           name it at creation): crc32, crc32c, crc64nvme, sha1 or sha256
   --sign-payload           sign the payload SHA-256 instead of UNSIGNED-PAYLOAD
   --sse                    ask for SSE-S3 (x-amz-server-side-encryption: AES256) on writes
   --json                   print the report as JSON
@@ -150,15 +150,37 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             other => return Err(format!("unknown option {other}\n\n{USAGE}")),
         }
     }
-    if let Some(bad) = o.endpoints.iter().find(|e| !e.starts_with("http://") && !e.starts_with("https://")) {
-        return Err(format!("endpoint {bad}: give http://HOST:PORT or https://HOST:PORT"));
+    for e in &o.endpoints {
+        let port = host_port(e).rsplit_once(':').map(|(_, p)| p);
+        if !(e.starts_with("http://") || e.starts_with("https://")) || port.is_none_or(|p| p.parse::<u16>().is_err()) {
+            return Err(format!("endpoint {e}: give http://HOST:PORT or https://HOST:PORT"));
+        }
+        if e.starts_with("https://") && tls_name(e).is_none() {
+            return Err(format!("endpoint {e}: not a name or IP address a certificate can be checked against"));
+        }
     }
-    if o.endpoints.iter().any(|e| e.starts_with("https://")) {
-        o.tls = Some(ferrite_tiering::outbound::client_tls_config(ca.as_deref())?);
+    match (o.endpoints.iter().any(|e| e.starts_with("https://")), &ca) {
+        (true, _) => o.tls = Some(ferrite_tiering::outbound::client_tls_config(ca.as_deref())?),
+        (false, Some(_)) => return Err("--ca is for https:// endpoints".into()),
+        (false, None) => {}
     }
     o.concurrency = o.concurrency.max(1);
     o.batch = o.batch.clamp(1, 1000);
     Ok(o)
+}
+
+/// HOST:PORT of an endpoint URL.
+fn host_port(endpoint: &str) -> &str {
+    endpoint.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/')
+}
+
+/// The name an https endpoint's certificate must carry: a DNS name, or an IP address (a
+/// bracketed IPv6 one without its brackets). None where rustls cannot check one.
+fn tls_name(endpoint: &str) -> Option<rustls::pki_types::ServerName<'static>> {
+    let hp = host_port(endpoint);
+    let host = hp.rsplit_once(':').map_or(hp, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    rustls::pki_types::ServerName::try_from(host).ok()
 }
 
 /// A connection's byte stream: plain TCP, or TLS over it.
@@ -195,6 +217,7 @@ impl Write for Stream {
 /// One keep-alive connection with SigV4 signing, over plain HTTP or HTTPS.
 pub(crate) struct Conn {
     host: String,
+    https: bool,
     /// For https endpoints: the TLS setup and the name the certificate must carry.
     tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
     stream: Option<Stream>,
@@ -221,23 +244,16 @@ impl Conn {
     fn new(endpoint: &str, o: &Opts) -> Conn {
         let mut conn = Conn::with_credentials(endpoint, &o.access, &o.secret);
         conn.sign_payload = o.sign_payload;
-        if let (true, Some(config)) = (endpoint.starts_with("https://"), &o.tls) {
-            // The host without its port: a DNS name, or an IP address (a bracketed IPv6 one
-            // loses its brackets).
-            let host = conn.host.rsplit_once(':').map_or(conn.host.as_str(), |(h, _)| h);
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-            conn.tls = rustls::pki_types::ServerName::try_from(host).ok().map(|name| (config.clone(), name));
+        if let (true, Some(config), Some(name)) = (conn.https, &o.tls, tls_name(endpoint)) {
+            conn.tls = Some((config.clone(), name));
         }
         conn
     }
 
     pub(crate) fn with_credentials(endpoint: &str, access: &str, secret: &str) -> Conn {
         Conn {
-            host: endpoint
-                .trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_owned(),
+            host: host_port(endpoint).to_owned(),
+            https: endpoint.starts_with("https://"),
             tls: None,
             stream: None,
             access: access.to_owned(),
@@ -260,14 +276,18 @@ impl Conn {
         keep_body: bool,
     ) -> std::io::Result<Reply> {
         let reused = self.stream.is_some();
-        match self.try_call(method, path, query, headers, body, keep_body) {
+        let mut result = self.try_call(method, path, query, headers, body, keep_body);
+        if result.is_err() && reused {
             // A kept-alive connection the server closed meanwhile: reconnect once.
-            Err(_) if reused => {
-                self.stream = None;
-                self.try_call(method, path, query, headers, body, keep_body)
-            }
-            result => result,
+            self.stream = None;
+            result = self.try_call(method, path, query, headers, body, keep_body);
         }
+        if result.is_err() {
+            // Whatever state the stream is in (a late reply, a broken TLS session), the next
+            // request starts on a new connection.
+            self.stream = None;
+        }
+        result
     }
 
     fn try_call(
@@ -284,6 +304,7 @@ impl Conn {
             tcp.set_nodelay(true)?;
             tcp.set_read_timeout(Some(Duration::from_secs(120)))?;
             self.stream = Some(match &self.tls {
+                None if self.https => return Err(std::io::Error::other("https endpoint without a TLS setup")),
                 None => Stream::Plain(tcp),
                 Some((config, name)) => {
                     let tls =
@@ -490,12 +511,16 @@ fn put_headers(o: &Opts, body: &[u8]) -> Vec<(&'static str, String)> {
     if o.sse {
         h.push(("x-amz-server-side-encryption", "AES256".to_owned()));
     }
-    if let Some(algorithm) = o.checksum {
-        let mut c = Hasher::new(algorithm);
-        c.update(body);
-        h.push((algorithm.header(), c.finish_base64()));
-    }
+    h.extend(checksum_header(o, body));
     h
+}
+
+/// The x-amz-checksum-* header of `body` for --checksum, if given.
+fn checksum_header(o: &Opts, body: &[u8]) -> Option<(&'static str, String)> {
+    let algorithm = o.checksum?;
+    let mut c = Hasher::new(algorithm);
+    c.update(body);
+    Some((algorithm.header(), c.finish_base64()))
 }
 
 fn ok(r: &std::io::Result<Reply>) -> bool {
@@ -520,24 +545,51 @@ fn delete_xml(keys: &[String]) -> String {
 }
 
 /// Multipart upload of one object; returns whether it succeeded.
+/// One multipart upload, as S3 wants it: encryption and the checksum algorithm named at
+/// CreateMultipartUpload, each part's checksum sent with it and listed again in the
+/// CompleteMultipartUpload body. A failed upload is aborted.
 fn multipart(conn: &mut Conn, o: &Opts, path: &str, body: &[u8]) -> bool {
-    let Ok(created) = conn.call("POST", path, "uploads=", &[], &[], true) else { return false };
+    let mut create = vec![("content-type", "application/octet-stream".to_owned())];
+    if o.sse {
+        create.push(("x-amz-server-side-encryption", "AES256".to_owned()));
+    }
+    if let Some(algorithm) = o.checksum {
+        create.push(("x-amz-checksum-algorithm", algorithm.name().to_owned()));
+        if algorithm == Algorithm::Crc64Nvme {
+            // AWS takes CRC64NVME only as a checksum of the whole object.
+            create.push(("x-amz-checksum-type", "FULL_OBJECT".to_owned()));
+        }
+    }
+    let Ok(created) = conn.call("POST", path, "uploads=", &create, &[], true) else { return false };
     let xml = String::from_utf8_lossy(&created.body).into_owned();
     let Some(upload_id) = extract(&xml, "UploadId") else { return false };
     let mut parts = String::from("<CompleteMultipartUpload>");
+    let mut uploaded = true;
     for (i, chunk) in body.chunks(o.part_size.max(1) as usize).enumerate() {
         let q = format!("partNumber={}&uploadId={upload_id}", i + 1);
-        match conn.call("PUT", path, &q, &put_headers(o, chunk), chunk, false) {
+        let checksum = checksum_header(o, chunk);
+        match conn.call("PUT", path, &q, checksum.as_slice(), chunk, false) {
             Ok(r) if r.status == 200 => {
                 let etag = r.etag.unwrap_or_default();
-                parts.push_str(&format!("<Part><PartNumber>{}</PartNumber><ETag>{etag}</ETag></Part>", i + 1));
+                parts.push_str(&format!("<Part><PartNumber>{}</PartNumber><ETag>{etag}</ETag>", i + 1));
+                if let (Some(algorithm), Some((_, value))) = (o.checksum, &checksum) {
+                    parts.push_str(&format!("<Checksum{0}>{value}</Checksum{0}>", algorithm.name()));
+                }
+                parts.push_str("</Part>");
             }
-            _ => return false,
+            _ => {
+                uploaded = false;
+                break;
+            }
         }
     }
     parts.push_str("</CompleteMultipartUpload>");
     let q = format!("uploadId={upload_id}");
-    ok(&conn.call("POST", path, &q, &[], parts.as_bytes(), true))
+    if uploaded && ok(&conn.call("POST", path, &q, &[], parts.as_bytes(), true)) {
+        return true;
+    }
+    let _ = conn.call("DELETE", path, &q, &[], &[], false);
+    false
 }
 
 fn worker(shared: Arc<Shared>, id: usize) -> BTreeMap<&'static str, OpStats> {

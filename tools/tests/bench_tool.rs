@@ -71,7 +71,7 @@ async fn failed_requests_are_reported_with_their_s3_error_code() {
 }
 
 #[tokio::test]
-async fn every_checksum_algorithm_is_sent_and_verified_and_an_unknown_one_is_refused() {
+async fn every_checksum_algorithm_is_sent_and_verified_and_bad_options_are_refused() {
     use aws_sdk_s3::types::ChecksumMode;
     let server = Server::start(4);
     let c = server.client();
@@ -107,10 +107,45 @@ async fn every_checksum_algorithm_is_sent_and_verified_and_an_unknown_one_is_ref
         };
         assert!(stored.is_some_and(|v| !v.is_empty()), "{algorithm}: {key} stored no checksum of it");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args(["bench", "put", "--endpoint", &server.endpoint, "--checksum", "md4"])
-        .output()
-        .expect("run ferrite bench");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --checksum md4"));
+    // Multipart: the algorithm named at creation, each part's checksum sent and listed in
+    // the completion, and the object's checksum (of the parts' checksums) stored.
+    let out = bench(
+        &server,
+        &[
+            "multipart",
+            "--size",
+            "11MiB",
+            "--part-size",
+            "5MiB",
+            "--duration",
+            "500ms",
+            "--bucket",
+            "bench-mp",
+            "--checksum",
+            "sha256",
+            "--no-cleanup",
+        ],
+    );
+    let at = out.find("{\"op\":\"multipart\"").unwrap_or_else(|| panic!("multipart missing: {out}"));
+    assert!(field(&out, at, "ops") > 0.0 && field(&out, at, "errors") == 0.0, "{out}");
+    let listed = c.list_objects_v2().bucket("bench-mp").send().await.unwrap();
+    let key = listed.contents()[0].key().unwrap().to_owned();
+    let head = c.head_object().bucket("bench-mp").key(&key).checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    assert!(head.checksum_sha256().is_some_and(|v| v.ends_with("-3")), "{key}: {:?}", head.checksum_sha256());
+
+    for (args, refusal) in [
+        (vec!["--checksum", "md4"], "unknown --checksum md4"),
+        (vec!["--endpoint", "http://127.0.0.1"], "give http://HOST:PORT"),
+        (vec!["--endpoint", "ftp://127.0.0.1:21"], "give http://HOST:PORT"),
+        // getaddrinfo takes 127.1, but no certificate can name it: refused, never sent in clear.
+        (vec!["--endpoint", "https://127.1:9000"], "not a name or IP address a certificate can be checked against"),
+        (vec!["--ca", "/nonexistent.pem"], "--ca is for https:// endpoints"),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrite"));
+        cmd.args(["bench", "put", "--endpoint", &server.endpoint]).args(&args);
+        let out = cmd.output().expect("run ferrite bench");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(refusal), "{args:?}: {stderr}");
+    }
 }
