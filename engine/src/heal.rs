@@ -38,8 +38,8 @@ pub struct HealConfig {
     pub drive_check: Duration,
     /// Data files no object references are removed once they are this old.
     pub leftover_age: Duration,
-    /// How soon a log batch that missed the write quorum is voided when no write comes
-    /// to carry the void sooner.
+    /// How soon the void of a log batch that missed the write quorum is retried when no
+    /// write comes to carry it sooner.
     pub void_retry: Duration,
 }
 

@@ -248,16 +248,10 @@ impl<'w> SealingWriter<'w> {
         SealingWriter { writer, sealer, sealed: Vec::new() }
     }
 
-    /// `sealed` only grows: the packages are sealed into it in place of what it held, so
-    /// its bytes are zeroed once, not on every write.
     async fn write(&mut self, plain: &[u8]) -> S3Result<()> {
         match &mut self.sealer {
             Some(sealer) => {
-                let need = sealer.push_bound(plain.len());
-                if self.sealed.len() < need {
-                    self.sealed.resize(need, 0);
-                }
-                let n = sealer.push_into(plain, &mut self.sealed)?;
+                let n = sealer.push_into(plain, room(&mut self.sealed, sealer.push_bound(plain.len())))?;
                 self.writer.write(&self.sealed[..n]).await?;
             }
             None => self.writer.write(plain).await?,
@@ -269,14 +263,20 @@ impl<'w> SealingWriter<'w> {
     async fn finish(mut self) -> S3Result<()> {
         if let Some(sealer) = self.sealer.take() {
             let need = sealer.finish_bound();
-            if self.sealed.len() < need {
-                self.sealed.resize(need, 0);
-            }
-            let n = sealer.finish_into(&mut self.sealed)?;
+            let n = sealer.finish_into(room(&mut self.sealed, need))?;
             self.writer.write(&self.sealed[..n]).await?;
         }
         Ok(())
     }
+}
+
+/// `buf`, grown to at least `need` bytes. It only grows: packages are sealed over what it
+/// held, so its bytes are zeroed once, not on every write.
+fn room(buf: &mut Vec<u8>, need: usize) -> &mut [u8] {
+    if buf.len() < need {
+        buf.resize(need, 0);
+    }
+    buf
 }
 
 /// The result of streaming a body into the engine.

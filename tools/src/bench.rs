@@ -300,11 +300,13 @@ impl Conn {
         keep_body: bool,
     ) -> std::io::Result<Reply> {
         if self.stream.is_none() {
+            if self.https && self.tls.is_none() {
+                return Err(std::io::Error::other("https endpoint without a TLS setup"));
+            }
             let tcp = TcpStream::connect(&self.host)?;
             tcp.set_nodelay(true)?;
             tcp.set_read_timeout(Some(Duration::from_secs(120)))?;
             self.stream = Some(match &self.tls {
-                None if self.https => return Err(std::io::Error::other("https endpoint without a TLS setup")),
                 None => Stream::Plain(tcp),
                 Some((config, name)) => {
                     let tls =
@@ -544,10 +546,9 @@ fn delete_xml(keys: &[String]) -> String {
     x
 }
 
-/// Multipart upload of one object; returns whether it succeeded.
 /// One multipart upload, as S3 wants it: encryption and the checksum algorithm named at
 /// CreateMultipartUpload, each part's checksum sent with it and listed again in the
-/// CompleteMultipartUpload body. A failed upload is aborted.
+/// CompleteMultipartUpload body. A failed upload is aborted. Returns whether it succeeded.
 fn multipart(conn: &mut Conn, o: &Opts, path: &str, body: &[u8]) -> bool {
     let mut create = vec![("content-type", "application/octet-stream".to_owned())];
     if o.sse {
