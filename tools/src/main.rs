@@ -110,6 +110,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
 
 mod admin;
 mod bench;
+mod logging;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -139,6 +140,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(message) = init_logging() {
+        eprintln!("ferrite: {message}");
+        return ExitCode::from(2);
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -253,6 +258,21 @@ fn run(args: Args) -> Result<(), String> {
     for thread in threads {
         let _ = thread.join();
     }
+    Ok(())
+}
+
+/// FERRITE_LOG_FORMAT (text or json, default text) and FERRITE_LOG_LEVEL (error, warn, info,
+/// debug or trace; default info).
+fn init_logging() -> Result<(), String> {
+    let format = match std::env::var("FERRITE_LOG_FORMAT") {
+        Ok(v) => v.parse()?,
+        Err(_) => logging::LogFormat::Text,
+    };
+    let level = match std::env::var("FERRITE_LOG_LEVEL") {
+        Ok(v) => v.parse().map_err(|_| format!("unknown log level {v:?} (error, warn, info, debug, trace)"))?,
+        Err(_) => tracing::Level::INFO,
+    };
+    logging::init(format, level);
     Ok(())
 }
 
