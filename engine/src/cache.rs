@@ -34,13 +34,15 @@ thread_local! {
     });
 }
 
-/// Process-wide counters (every core's cache), for metrics.
+/// Process-wide counters (every core's cache), for metrics. Counters, not settings: each
+/// core's budget and blocks are its own (thread-local).
 pub static HITS: AtomicU64 = AtomicU64::new(0);
 pub static MISSES: AtomicU64 = AtomicU64::new(0);
 pub static BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Sets this core's budget in bytes (0 turns the cache off), evicting what no longer fits.
-pub fn set_budget(bytes: usize) {
+/// The core's metadata service sets it when it starts (`EngineConfig::cache_bytes`).
+pub(crate) fn set_budget(bytes: usize) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         c.budget = bytes;

@@ -2,155 +2,79 @@
 //! core and the core's metadata log. Requests arrive over a bounded channel; writes are
 //! validated in arrival order, appended to the log in group-committed batches, and applied
 //! to the index (and answered) only after the batch is on stable storage on a write quorum.
+//!
+//! It sits below the `Engine` handle: what it needs of the engine comes in a [`CoreEnv`]
+//! (drive state, bucket map, heal state, settings), and its requests are request.rs's.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use crate::engine::{Engine, ListItem, ListPage, PutCondition, UploadSummary};
+use crate::buckets::Buckets;
+use crate::cache;
+use crate::drives::DriveState;
 use crate::error::{EngineError, Result};
+use crate::heal::{self, IndexTotals, IndexView};
+use crate::heal_state::HealState;
 use crate::io::{remove_file, DriveFile, OpenMode};
-use crate::meta::{DataLoc, ObjectMeta, PartMeta, UploadMeta, STORAGE_CLASS_HEADER};
+use crate::limits::BATCH_BYTES_MAX;
+use crate::meta::{DataLoc, ObjectMeta, PartLoc, PartMeta, UploadMeta};
+use crate::partition::{debug_assert_key_owner, debug_assert_owner, enter_core, BUCKET_PARTITION};
 use crate::quorum;
-use crate::wal::{encode_record, wal_path, Record, BUCKET_PARTITION};
+use crate::request::{MetaReq, ReadReq, Reply, WriteOp};
+use crate::snapshot;
+use crate::types::{ListItem, ListPage, ListedObject, ObjectKey, PutCondition, UploadKey, UploadSummary};
+use crate::wal::{self, encode_record, wal_path, Record};
 
 /// Data files replaced or deleted are removed after this delay, so that readers that already
 /// hold the old metadata can finish. A crash before removal leaves them to the start-up sweep.
 const DATA_GC_DELAY: Duration = Duration::from_secs(5);
-/// At most this many log bytes go into one group commit.
-const BATCH_BYTES_MAX: usize = 16 << 20;
+/// The sweep starts this long after start-up, so that it never competes with recovery.
+const SWEEP_DELAY: Duration = Duration::from_secs(2);
 
-pub type Reply<T> = flume::Sender<Result<T>>;
-pub type ObjectKey = (String, String);
-pub type UploadKey = (String, String, String);
-
-// A request is moved once through a channel; boxing the large write variant would add an
-// allocation per write to save a few hundred bytes of channel slot.
-#[allow(clippy::large_enum_variant)]
-pub enum MetaReq {
-    Get {
-        bucket: String,
-        key: String,
-        reply: Reply<Option<ObjectMeta>>,
-    },
-    GetUpload {
-        bucket: String,
-        key: String,
-        upload_id: String,
-        reply: Reply<Option<UploadMeta>>,
-    },
-    List {
-        bucket: String,
-        prefix: String,
-        delimiter: Option<String>,
-        start_after: String,
-        limit: usize,
-        reply: Reply<ListPage>,
-    },
-    ListUploads {
-        bucket: String,
-        prefix: String,
-        key_marker: String,
-        upload_id_marker: String,
-        limit: usize,
-        reply: Reply<Vec<UploadSummary>>,
-    },
-    HasData {
-        bucket: String,
-        reply: Reply<bool>,
-    },
-    Write {
-        partition: u16,
-        op: WriteOp,
-        reply: Reply<()>,
-    },
-}
-
-pub enum WriteOp {
-    Put {
-        bucket: String,
-        key: String,
-        meta: ObjectMeta,
-        inline: Option<Vec<u8>>,
-        cond: Option<PutCondition>,
-    },
-    Delete {
-        bucket: String,
-        key: String,
-    },
-    SetTags {
-        bucket: String,
-        key: String,
-        tags: Vec<(String, String)>,
-    },
-    /// Replaces the stored headers of an object whose data is still `data` (a key
-    /// rotation re-sealing the object key), and with `new_data` its data too (the old data
-    /// files become garbage: a transition to a remote tier, a restore, the expiry of a
-    /// restored copy); NoSuchKey / PreconditionFailed otherwise.
-    SetHeaders {
-        bucket: String,
-        key: String,
-        data: crate::meta::DataLoc,
-        /// The headers the caller read: a change by anyone else in between (a key re-seal
-        /// racing a transition) refuses this one instead of being overwritten.
-        headers_before: Vec<(String, String)>,
-        headers: Vec<(String, String)>,
-        new_data: Option<crate::meta::DataLoc>,
-    },
-    CreateUpload {
-        bucket: String,
-        key: String,
-        upload_id: String,
-        upload: UploadMeta,
-    },
-    PutPart {
-        bucket: String,
-        key: String,
-        upload_id: String,
-        part_number: u32,
-        part: PartMeta,
-    },
-    Complete {
-        bucket: String,
-        key: String,
-        upload_id: String,
-        meta: ObjectMeta,
-        parts_used: Vec<(u32, u128)>,
-        cond: Option<PutCondition>,
-    },
-    Abort {
-        bucket: String,
-        key: String,
-        upload_id: String,
-    },
-    CreateBucket {
-        name: String,
-        created_ms: i64,
-    },
-    DeleteBucket {
-        name: String,
-    },
-    BucketConfig {
-        name: String,
-        item: String,
-        value: Option<String>,
-    },
+/// What a core's metadata service uses of the engine.
+pub(crate) struct CoreEnv {
+    pub drives: Arc<DriveState>,
+    pub buckets: Arc<Buckets>,
+    pub heal: Arc<HealState>,
+    /// Executors in this process.
+    pub cores: usize,
+    /// Snapshot the index after appending this many log bytes.
+    pub snapshot_every_bytes: u64,
+    /// This core's block cache budget.
+    pub cache_bytes: usize,
 }
 
 /// What start-up hands to each core.
 pub struct CoreBoot {
     pub core: usize,
-    pub rx: flume::Receiver<MetaReq>,
-    pub objects: BTreeMap<ObjectKey, ObjectMeta>,
-    pub uploads: BTreeMap<UploadKey, UploadMeta>,
-    pub seqs: HashMap<u16, u64>,
-    pub wal_end: u64,
+    pub(crate) rx: flume::Receiver<MetaReq>,
+    pub(crate) objects: BTreeMap<ObjectKey, ObjectMeta>,
+    pub(crate) uploads: BTreeMap<UploadKey, UploadMeta>,
+    pub(crate) seqs: HashMap<u16, u64>,
+    pub(crate) wal_end: u64,
     /// Log offset covered by this core's newest snapshot.
-    pub snapshot_off: u64,
+    pub(crate) snapshot_off: u64,
     /// Write a snapshot right away (start-up had to replay everything).
-    pub snapshot_due: bool,
+    pub(crate) snapshot_due: bool,
+}
+
+/// A write waiting for the next batch.
+struct PendingWrite {
+    partition: u16,
+    op: WriteOp,
+    reply: Reply<()>,
+}
+
+/// A range of the log: where a batch starts and how long it is.
+#[derive(Clone, Copy)]
+struct LogRange {
+    base: u64,
+    len: usize,
 }
 
 struct CoreState {
@@ -158,12 +82,12 @@ struct CoreState {
     uploads: BTreeMap<UploadKey, UploadMeta>,
     seqs: HashMap<u16, u64>,
     wal_end: u64,
-    pending: Vec<(u16, WriteOp, Reply<()>)>,
+    pending: Vec<PendingWrite>,
     snapshot_off: u64,
     snapshot_writing: bool,
-    /// The log range of the last batch that failed to reach a write quorum: the next batch
-    /// starts by voiding it (wal::encode_void).
-    failed_batch: Option<(u64, usize)>,
+    /// The last batch that failed to reach a write quorum: the next batch starts by voiding
+    /// it (wal::encode_void).
+    failed_batch: Option<LogRange>,
     /// From a failed batch until a batch carrying its void is acknowledged (`failed_batch`
     /// is already taken while that batch is being written).
     void_pending: bool,
@@ -181,9 +105,23 @@ enum Effect {
     RemoveObject(ObjectKey),
     SetUpload(UploadKey, UploadMeta),
     RemoveUpload(UploadKey),
-    CompleteUpload(UploadKey, ObjectKey, ObjectMeta),
-    Bucket(String, Option<i64>),
-    BucketConfig(String, String, Option<String>),
+    CompleteUpload { upload: UploadKey, object: ObjectKey, meta: ObjectMeta },
+    Bucket { name: String, created_ms: Option<i64> },
+    BucketConfig { name: String, item: String, value: Option<String> },
+}
+
+/// A validated write: its log record (none for a write that changes nothing), its effect,
+/// and the data files it makes garbage.
+struct Prepared {
+    record: Option<Record>,
+    effect: Effect,
+    garbage: Vec<u128>,
+}
+
+impl Prepared {
+    fn new(record: Record, effect: Effect, garbage: Vec<u128>) -> Prepared {
+        Prepared { record: Some(record), effect, garbage }
+    }
 }
 
 /// Validation sees the index as it will be after the writes queued before it in the batch.
@@ -194,6 +132,28 @@ struct Overlay {
 }
 
 impl CoreState {
+    fn new(
+        objects: BTreeMap<ObjectKey, ObjectMeta>,
+        uploads: BTreeMap<UploadKey, UploadMeta>,
+        seqs: HashMap<u16, u64>,
+        wal_end: u64,
+        snapshot_off: u64,
+    ) -> CoreState {
+        CoreState {
+            objects,
+            uploads,
+            seqs,
+            wal_end,
+            pending: Vec::new(),
+            snapshot_off,
+            snapshot_writing: false,
+            failed_batch: None,
+            void_pending: false,
+            retry_armed: false,
+            committed_end: wal_end,
+        }
+    }
+
     fn object(&self, overlay: &Overlay, key: &ObjectKey) -> Option<ObjectMeta> {
         match overlay.objects.get(key) {
             Some(v) => v.clone(),
@@ -207,124 +167,196 @@ impl CoreState {
         }
     }
 
-    /// Checks one write against the current state; returns its log record (if any), its
-    /// effect and the data files it makes garbage.
-    fn prepare(&self, overlay: &mut Overlay, op: WriteOp) -> Result<(Option<Record>, Effect, Vec<u128>)> {
+    /// Checks one write against the current state (and the writes before it in the batch).
+    fn prepare(&self, overlay: &mut Overlay, op: WriteOp) -> Result<Prepared> {
         match op {
             WriteOp::Put { bucket, key, meta, inline, cond } => {
-                let okey = (bucket.clone(), key.clone());
-                let old = self.object(overlay, &okey);
-                check_condition(cond.as_ref(), old.as_ref())?;
-                let garbage = old.map(|o| o.file_ids()).unwrap_or_default();
-                overlay.objects.insert(okey.clone(), Some(meta.clone()));
-                let record = Record::Put { bucket, key, meta: meta.clone(), inline, completes_upload: None };
-                Ok((Some(record), Effect::SetObject(okey, meta), garbage))
+                self.prepare_put(overlay, bucket, key, meta, inline, cond)
             }
-            WriteOp::Delete { bucket, key } => {
-                let okey = (bucket.clone(), key.clone());
-                let Some(old) = self.object(overlay, &okey) else {
-                    return Ok((None, Effect::None, Vec::new()));
-                };
-                overlay.objects.insert(okey.clone(), None);
-                Ok((Some(Record::Delete { bucket, key }), Effect::RemoveObject(okey), old.file_ids()))
-            }
-            WriteOp::SetTags { bucket, key, tags } => {
-                let okey = (bucket.clone(), key.clone());
-                let Some(mut meta) = self.object(overlay, &okey) else {
-                    return Err(EngineError::NoSuchKey);
-                };
-                meta.tags = tags;
-                overlay.objects.insert(okey.clone(), Some(meta.clone()));
-                let record = Record::Put { bucket, key, meta: meta.clone(), inline: None, completes_upload: None };
-                Ok((Some(record), Effect::SetObject(okey, meta), Vec::new()))
-            }
+            WriteOp::Delete { bucket, key } => Ok(self.prepare_delete(overlay, bucket, key)),
+            WriteOp::SetTags { bucket, key, tags } => self.prepare_set_tags(overlay, bucket, key, tags),
             WriteOp::SetHeaders { bucket, key, data, headers_before, headers, new_data } => {
-                let okey = (bucket.clone(), key.clone());
-                let Some(mut meta) = self.object(overlay, &okey) else {
-                    return Err(EngineError::NoSuchKey);
-                };
-                if meta.data != data || meta.headers != headers_before {
-                    return Err(EngineError::PreconditionFailed);
-                }
-                let mut garbage = Vec::new();
-                if let Some(new_data) = new_data {
-                    // Only data in files can be swapped.
-                    if matches!(new_data, DataLoc::Inline { .. }) || matches!(data, DataLoc::Inline { .. }) {
-                        return Err(EngineError::PreconditionFailed);
-                    }
-                    garbage = meta.file_ids();
-                    meta.data = new_data;
-                    garbage.retain(|id| !meta.file_ids().contains(id));
-                }
-                meta.headers = headers;
-                overlay.objects.insert(okey.clone(), Some(meta.clone()));
-                let record = Record::Put { bucket, key, meta: meta.clone(), inline: None, completes_upload: None };
-                Ok((Some(record), Effect::SetObject(okey, meta), garbage))
+                let change = HeaderChange { data, headers_before, headers, new_data };
+                self.prepare_set_headers(overlay, bucket, key, change)
             }
             WriteOp::CreateUpload { bucket, key, upload_id, upload } => {
-                let ukey = (bucket.clone(), key.clone(), upload_id.clone());
+                let ukey = UploadKey::new(bucket.clone(), key.clone(), upload_id.clone());
                 overlay.uploads.insert(ukey.clone(), Some(upload.clone()));
                 let record = Record::UploadCreate { bucket, key, upload_id, upload: upload.clone() };
-                Ok((Some(record), Effect::SetUpload(ukey, upload), Vec::new()))
+                Ok(Prepared::new(record, Effect::SetUpload(ukey, upload), Vec::new()))
             }
             WriteOp::PutPart { bucket, key, upload_id, part_number, part } => {
-                let ukey = (bucket.clone(), key.clone(), upload_id.clone());
-                let Some(mut upload) = self.upload(overlay, &ukey) else {
-                    return Err(EngineError::NoSuchUpload);
-                };
-                let garbage =
-                    upload.parts.insert(part_number, part.clone()).map(|p| vec![p.file_id]).unwrap_or_default();
-                overlay.uploads.insert(ukey.clone(), Some(upload.clone()));
-                let record = Record::UploadPart { bucket, key, upload_id, part_number, part };
-                Ok((Some(record), Effect::SetUpload(ukey, upload), garbage))
+                self.prepare_part(overlay, UploadKey::new(bucket, key, upload_id), part_number, part)
             }
             WriteOp::Complete { bucket, key, upload_id, meta, parts_used, cond } => {
-                let ukey = (bucket.clone(), key.clone(), upload_id.clone());
-                let okey = (bucket.clone(), key.clone());
-                let Some(upload) = self.upload(overlay, &ukey) else {
-                    return Err(EngineError::NoSuchUpload);
-                };
-                for (number, file_id) in &parts_used {
-                    if upload.parts.get(number).map(|p| p.file_id) != Some(*file_id) {
-                        return Err(EngineError::InvalidPart(format!("part {number} changed while completing")));
-                    }
-                }
-                let old = self.object(overlay, &okey);
-                check_condition(cond.as_ref(), old.as_ref())?;
-                let mut garbage = old.map(|o| o.file_ids()).unwrap_or_default();
-                let used: Vec<u128> = parts_used.iter().map(|(_, id)| *id).collect();
-                garbage.extend(upload.parts.values().map(|p| p.file_id).filter(|id| !used.contains(id)));
-                overlay.uploads.insert(ukey.clone(), None);
-                overlay.objects.insert(okey.clone(), Some(meta.clone()));
-                let record =
-                    Record::Put { bucket, key, meta: meta.clone(), inline: None, completes_upload: Some(upload_id) };
-                Ok((Some(record), Effect::CompleteUpload(ukey, okey, meta), garbage))
+                self.prepare_complete(overlay, UploadKey::new(bucket, key, upload_id), meta, parts_used, cond)
             }
             WriteOp::Abort { bucket, key, upload_id } => {
-                let ukey = (bucket.clone(), key.clone(), upload_id.clone());
-                let Some(upload) = self.upload(overlay, &ukey) else {
-                    return Err(EngineError::NoSuchUpload);
-                };
-                overlay.uploads.insert(ukey.clone(), None);
-                let garbage = upload.parts.values().map(|p| p.file_id).collect();
-                Ok((Some(Record::UploadAbort { bucket, key, upload_id }), Effect::RemoveUpload(ukey), garbage))
+                self.prepare_abort(overlay, UploadKey::new(bucket, key, upload_id))
             }
-            WriteOp::CreateBucket { name, created_ms } => Ok((
-                Some(Record::BucketCreate { name: name.clone(), created_ms }),
-                Effect::Bucket(name, Some(created_ms)),
+            WriteOp::CreateBucket { name, created_ms } => Ok(Prepared::new(
+                Record::BucketCreate { name: name.clone(), created_ms },
+                Effect::Bucket { name, created_ms: Some(created_ms) },
                 Vec::new(),
             )),
-            WriteOp::DeleteBucket { name } => {
-                Ok((Some(Record::BucketDelete { name: name.clone() }), Effect::Bucket(name, None), Vec::new()))
-            }
+            WriteOp::DeleteBucket { name } => Ok(Prepared::new(
+                Record::BucketDelete { name: name.clone() },
+                Effect::Bucket { name, created_ms: None },
+                Vec::new(),
+            )),
             WriteOp::BucketConfig { name, item, value } => {
                 let record = Record::BucketConfig { name: name.clone(), item: item.clone(), value: value.clone() };
-                Ok((Some(record), Effect::BucketConfig(name, item, value), Vec::new()))
+                Ok(Prepared::new(record, Effect::BucketConfig { name, item, value }, Vec::new()))
             }
         }
     }
 
-    fn apply(&mut self, engine: &Engine, effect: Effect) {
+    fn prepare_put(
+        &self,
+        overlay: &mut Overlay,
+        bucket: String,
+        key: String,
+        meta: ObjectMeta,
+        inline: Option<Vec<u8>>,
+        cond: Option<PutCondition>,
+    ) -> Result<Prepared> {
+        let okey = ObjectKey::new(bucket.clone(), key.clone());
+        let old = self.object(overlay, &okey);
+        check_condition(cond.as_ref(), old.as_ref())?;
+        let garbage = old.map(|o| o.file_ids()).unwrap_or_default();
+        overlay.objects.insert(okey.clone(), Some(meta.clone()));
+        let record = Record::Put { bucket, key, meta: meta.clone(), inline, completes_upload: None };
+        Ok(Prepared::new(record, Effect::SetObject(okey, meta), garbage))
+    }
+
+    /// Deleting a key that does not exist writes nothing and succeeds (as S3 does).
+    fn prepare_delete(&self, overlay: &mut Overlay, bucket: String, key: String) -> Prepared {
+        let okey = ObjectKey::new(bucket.clone(), key.clone());
+        let Some(old) = self.object(overlay, &okey) else {
+            return Prepared { record: None, effect: Effect::None, garbage: Vec::new() };
+        };
+        overlay.objects.insert(okey.clone(), None);
+        Prepared::new(Record::Delete { bucket, key }, Effect::RemoveObject(okey), old.file_ids())
+    }
+
+    fn prepare_set_tags(
+        &self,
+        overlay: &mut Overlay,
+        bucket: String,
+        key: String,
+        tags: Vec<(String, String)>,
+    ) -> Result<Prepared> {
+        let okey = ObjectKey::new(bucket.clone(), key.clone());
+        let Some(mut meta) = self.object(overlay, &okey) else {
+            return Err(EngineError::NoSuchKey);
+        };
+        meta.tags = tags;
+        overlay.objects.insert(okey.clone(), Some(meta.clone()));
+        let record = Record::Put { bucket, key, meta: meta.clone(), inline: None, completes_upload: None };
+        Ok(Prepared::new(record, Effect::SetObject(okey, meta), Vec::new()))
+    }
+
+    fn prepare_set_headers(
+        &self,
+        overlay: &mut Overlay,
+        bucket: String,
+        key: String,
+        change: HeaderChange,
+    ) -> Result<Prepared> {
+        let okey = ObjectKey::new(bucket.clone(), key.clone());
+        let Some(mut meta) = self.object(overlay, &okey) else {
+            return Err(EngineError::NoSuchKey);
+        };
+        if meta.data != change.data || meta.headers != change.headers_before {
+            return Err(EngineError::PreconditionFailed);
+        }
+        let mut garbage = Vec::new();
+        if let Some(new_data) = change.new_data {
+            // Only data in files can be swapped.
+            if matches!(new_data, DataLoc::Inline { .. }) || matches!(change.data, DataLoc::Inline { .. }) {
+                return Err(EngineError::PreconditionFailed);
+            }
+            garbage = meta.file_ids();
+            meta.data = new_data;
+            garbage.retain(|id| !meta.file_ids().contains(id));
+        }
+        meta.headers = change.headers;
+        overlay.objects.insert(okey.clone(), Some(meta.clone()));
+        let record = Record::Put { bucket, key, meta: meta.clone(), inline: None, completes_upload: None };
+        Ok(Prepared::new(record, Effect::SetObject(okey, meta), garbage))
+    }
+
+    fn prepare_part(
+        &self,
+        overlay: &mut Overlay,
+        ukey: UploadKey,
+        part_number: u32,
+        part: PartMeta,
+    ) -> Result<Prepared> {
+        let Some(mut upload) = self.upload(overlay, &ukey) else {
+            return Err(EngineError::NoSuchUpload);
+        };
+        let garbage = upload.parts.insert(part_number, part.clone()).map(|p| vec![p.file_id]).unwrap_or_default();
+        overlay.uploads.insert(ukey.clone(), Some(upload.clone()));
+        let record = Record::UploadPart {
+            bucket: ukey.bucket.clone(),
+            key: ukey.key.clone(),
+            upload_id: ukey.upload_id.clone(),
+            part_number,
+            part,
+        };
+        Ok(Prepared::new(record, Effect::SetUpload(ukey, upload), garbage))
+    }
+
+    fn prepare_complete(
+        &self,
+        overlay: &mut Overlay,
+        ukey: UploadKey,
+        meta: ObjectMeta,
+        parts_used: Vec<(u32, u128)>,
+        cond: Option<PutCondition>,
+    ) -> Result<Prepared> {
+        let okey = ukey.object();
+        let Some(upload) = self.upload(overlay, &ukey) else {
+            return Err(EngineError::NoSuchUpload);
+        };
+        for (number, file_id) in &parts_used {
+            if upload.parts.get(number).map(|p| p.file_id) != Some(*file_id) {
+                return Err(EngineError::InvalidPart(format!("part {number} changed while completing")));
+            }
+        }
+        let old = self.object(overlay, &okey);
+        check_condition(cond.as_ref(), old.as_ref())?;
+        let mut garbage = old.map(|o| o.file_ids()).unwrap_or_default();
+        let used: Vec<u128> = parts_used.iter().map(|(_, id)| *id).collect();
+        garbage.extend(upload.parts.values().map(|p| p.file_id).filter(|id| !used.contains(id)));
+        overlay.uploads.insert(ukey.clone(), None);
+        overlay.objects.insert(okey.clone(), Some(meta.clone()));
+        let record = Record::Put {
+            bucket: okey.bucket.clone(),
+            key: okey.key.clone(),
+            meta: meta.clone(),
+            inline: None,
+            completes_upload: Some(ukey.upload_id.clone()),
+        };
+        Ok(Prepared::new(record, Effect::CompleteUpload { upload: ukey, object: okey, meta }, garbage))
+    }
+
+    fn prepare_abort(&self, overlay: &mut Overlay, ukey: UploadKey) -> Result<Prepared> {
+        let Some(upload) = self.upload(overlay, &ukey) else {
+            return Err(EngineError::NoSuchUpload);
+        };
+        overlay.uploads.insert(ukey.clone(), None);
+        let garbage = upload.parts.values().map(|p| p.file_id).collect();
+        let record = Record::UploadAbort {
+            bucket: ukey.bucket.clone(),
+            key: ukey.key.clone(),
+            upload_id: ukey.upload_id.clone(),
+        };
+        Ok(Prepared::new(record, Effect::RemoveUpload(ukey), garbage))
+    }
+
+    fn apply(&mut self, buckets: &Buckets, effect: Effect) {
         match effect {
             Effect::None => {}
             Effect::SetObject(k, m) => {
@@ -339,16 +371,26 @@ impl CoreState {
             Effect::RemoveUpload(k) => {
                 self.uploads.remove(&k);
             }
-            Effect::CompleteUpload(u, k, m) => {
-                self.uploads.remove(&u);
-                self.objects.insert(k, m);
+            Effect::CompleteUpload { upload, object, meta } => {
+                self.uploads.remove(&upload);
+                self.objects.insert(object, meta);
             }
-            Effect::Bucket(name, created) => engine.set_bucket(name, created),
-            Effect::BucketConfig(name, item, value) => engine.set_bucket_config(&name, item, value),
+            Effect::Bucket { name, created_ms } => buckets.set(name, created_ms),
+            Effect::BucketConfig { name, item, value } => buckets.set_config(&name, item, value),
         }
     }
 
-    fn list(&self, bucket: &str, prefix: &str, delimiter: Option<&str>, start_after: &str, limit: usize) -> ListPage {
+    /// Keys and common prefixes of `bucket` in key order after `start_after`, at most
+    /// `limit`. Each object reports the value of `report_header`, if asked and present.
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: &str,
+        limit: usize,
+        report_header: Option<&str>,
+    ) -> ListPage {
         let mut items = Vec::new();
         let mut start: String = if start_after > prefix { start_after.to_owned() } else { prefix.to_owned() };
         let mut inclusive = start_after < prefix;
@@ -364,32 +406,89 @@ impl CoreState {
             }
         }
         loop {
-            let lower = (bucket.to_owned(), start.clone());
+            let lower = ObjectKey::new(bucket, start.clone());
             let lower = if inclusive { Bound::Included(lower) } else { Bound::Excluded(lower) };
             let mut jumped = false;
-            for ((b, key), meta) in self.objects.range((lower, Bound::Unbounded)) {
-                if b != bucket || !key.starts_with(prefix) {
+            for (okey, meta) in self.objects.range((lower, Bound::Unbounded)) {
+                if okey.bucket != bucket || !okey.key.starts_with(prefix) {
                     return ListPage { items, truncated: false };
                 }
                 if items.len() == limit {
                     return ListPage { items, truncated: true };
                 }
-                let rest = &key[prefix.len()..];
+                let rest = &okey.key[prefix.len()..];
                 if let Some(pos) = delimiter.filter(|d| !d.is_empty()).and_then(|d| rest.find(d).map(|p| p + d.len())) {
-                    let common = key[..prefix.len() + pos].to_owned();
+                    let common = okey.key[..prefix.len() + pos].to_owned();
                     start = format!("{common}\u{10FFFF}");
                     inclusive = false;
                     items.push(ListItem::Prefix(common));
                     jumped = true;
                     break;
                 }
-                let class = meta.headers.iter().find(|(n, _)| n == STORAGE_CLASS_HEADER).map(|(_, v)| v.clone());
-                items.push(ListItem::Object(key.clone(), meta.size, meta.etag.clone(), meta.mtime_ms, class));
+                items.push(ListItem::Object(listed(&okey.key, meta, report_header)));
             }
             if !jumped {
                 return ListPage { items, truncated: false };
             }
         }
+    }
+
+    /// Uploads of `bucket` under `prefix` after the markers, in (key, upload id) order.
+    fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        key_marker: &str,
+        upload_id_marker: &str,
+        limit: usize,
+    ) -> Vec<UploadSummary> {
+        let lower = UploadKey::new(bucket, key_marker, upload_id_marker);
+        self.uploads
+            .range((Bound::Excluded(lower), Bound::Unbounded))
+            .take_while(|(k, _)| k.bucket == bucket)
+            .filter(|(k, _)| k.key.starts_with(prefix))
+            .take(limit)
+            .map(|(k, u)| UploadSummary {
+                key: k.key.clone(),
+                upload_id: k.upload_id.clone(),
+                initiated_ms: u.initiated_ms,
+            })
+            .collect()
+    }
+
+    /// Whether this core holds an object or an upload in progress of `bucket`.
+    fn has_data(&self, bucket: &str) -> bool {
+        let objects = self.objects.range(ObjectKey::new(bucket, "")..).next().is_some_and(|(k, _)| k.bucket == bucket);
+        let uploads =
+            self.uploads.range(UploadKey::new(bucket, "", "")..).next().is_some_and(|(k, _)| k.bucket == bucket);
+        objects || uploads
+    }
+
+    /// Every data file an object or an upload of this core references.
+    fn referenced_files(&self) -> HashSet<u128> {
+        let objects = self.objects.values().flat_map(|m| m.file_ids());
+        let parts = self.uploads.values().flat_map(|u| u.parts.values().map(|p| p.file_id));
+        objects.chain(parts).collect()
+    }
+}
+
+/// The data and headers a header change expects to find, and what it sets.
+struct HeaderChange {
+    data: DataLoc,
+    headers_before: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    new_data: Option<DataLoc>,
+}
+
+fn listed(key: &str, meta: &ObjectMeta, report_header: Option<&str>) -> ListedObject {
+    let reported_header =
+        report_header.and_then(|name| meta.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()));
+    ListedObject {
+        key: key.to_owned(),
+        size: meta.size,
+        etag: meta.etag.clone(),
+        mtime_ms: meta.mtime_ms,
+        reported_header,
     }
 }
 
@@ -404,72 +503,54 @@ fn check_condition(cond: Option<&PutCondition>, current: Option<&ObjectMeta>) ->
     }
 }
 
-/// Runs the metadata service of this core until the engine's senders are dropped.
-pub async fn serve(engine: Engine, boot: CoreBoot) {
-    let core = boot.core;
-    let state = Rc::new(RefCell::new(CoreState {
-        objects: boot.objects,
-        uploads: boot.uploads,
-        seqs: boot.seqs,
-        wal_end: boot.wal_end,
-        pending: Vec::new(),
-        snapshot_off: if boot.snapshot_due { u64::MAX } else { boot.snapshot_off },
-        snapshot_writing: false,
-        failed_batch: None,
-        void_pending: false,
-        retry_armed: false,
-        committed_end: boot.wal_end,
-    }));
-    maybe_snapshot(&engine, core, &state);
-    let wal_files = Rc::new(open_wal_files(&engine, core).await);
-    monoio::spawn(sweep_leftovers(engine.clone(), core, state.clone(), std::time::SystemTime::now()));
+/// Runs the metadata service of core `boot.core` on this thread until the engine's senders
+/// are dropped. One core per thread: the thread is marked as this core's (partition.rs).
+pub(crate) async fn run(env: CoreEnv, boot: CoreBoot) {
+    let CoreBoot { core, rx, objects, uploads, seqs, wal_end, snapshot_off, snapshot_due } = boot;
+    enter_core(core);
+    cache::set_budget(env.cache_bytes);
+    let env = Rc::new(env);
+    let snapshot_off = if snapshot_due { u64::MAX } else { snapshot_off };
+    let state = Rc::new(RefCell::new(CoreState::new(objects, uploads, seqs, wal_end, snapshot_off)));
+    maybe_snapshot(&env, core, &state);
+    let wal_files = Rc::new(open_wal_files(&env.drives, core).await);
+    monoio::spawn(sweep_leftovers(env.clone(), core, state.clone(), SystemTime::now()));
     let (kick_tx, kick_rx) = flume::bounded::<()>(1);
     let view = CoreView { state: state.clone(), kick: kick_tx.clone() };
-    monoio::spawn(crate::heal::run_core(engine.clone(), core, Rc::new(view)));
-    monoio::spawn(commit_loop(engine.clone(), core, state.clone(), wal_files, kick_rx, kick_tx.clone()));
-    while let Ok(req) = boot.rx.recv_async().await {
-        let st = state.borrow();
+    monoio::spawn(heal::run_core(env.drives.clone(), env.heal.clone(), env.cores, core, Rc::new(view)));
+    let commits = CommitLoop { env: env.clone(), core, state: state.clone(), kick_again: kick_tx.clone() };
+    monoio::spawn(commits.run(wal_files, kick_rx));
+    while let Ok(req) = rx.recv_async().await {
         match req {
-            MetaReq::Get { bucket, key, reply } => {
-                let _ = reply.send(Ok(st.objects.get(&(bucket, key)).cloned()));
-            }
-            MetaReq::GetUpload { bucket, key, upload_id, reply } => {
-                let _ = reply.send(Ok(st.uploads.get(&(bucket, key, upload_id)).cloned()));
-            }
-            MetaReq::List { bucket, prefix, delimiter, start_after, limit, reply } => {
-                let _ = reply.send(Ok(st.list(&bucket, &prefix, delimiter.as_deref(), &start_after, limit)));
-            }
-            MetaReq::ListUploads { bucket, prefix, key_marker, upload_id_marker, limit, reply } => {
-                let lower = (bucket.clone(), key_marker.clone(), upload_id_marker.clone());
-                let items = st
-                    .uploads
-                    .range((Bound::Excluded(lower), Bound::Unbounded))
-                    .take_while(|((b, _, _), _)| *b == bucket)
-                    .filter(|((_, k, _), _)| k.starts_with(&prefix))
-                    .take(limit)
-                    .map(|((_, k, id), u)| UploadSummary {
-                        key: k.clone(),
-                        upload_id: id.clone(),
-                        initiated_ms: u.initiated_ms,
-                    })
-                    .collect();
-                let _ = reply.send(Ok(items));
-            }
-            MetaReq::HasData { bucket, reply } => {
-                let lower = (bucket.clone(), String::new());
-                let objects = st.objects.range(lower..).next().is_some_and(|((b, _), _)| *b == bucket);
-                let uploads = st
-                    .uploads
-                    .range((bucket.clone(), String::new(), String::new())..)
-                    .next()
-                    .is_some_and(|((b, _, _), _)| *b == bucket);
-                let _ = reply.send(Ok(objects || uploads));
-            }
+            MetaReq::Read(read) => answer(&env, &state.borrow(), read),
             MetaReq::Write { partition, op, reply } => {
-                drop(st);
-                state.borrow_mut().pending.push((partition, op, reply));
+                state.borrow_mut().pending.push(PendingWrite { partition, op, reply });
                 let _ = kick_tx.try_send(());
             }
+        }
+    }
+}
+
+/// Answers a read from the index as it is now.
+fn answer(env: &CoreEnv, st: &CoreState, req: ReadReq) {
+    match req {
+        ReadReq::Get { bucket, key, reply } => {
+            debug_assert_key_owner(&bucket, &key, env.drives.partition_count(), env.cores);
+            let _ = reply.send(Ok(st.objects.get(&ObjectKey { bucket, key }).cloned()));
+        }
+        ReadReq::GetUpload { bucket, key, upload_id, reply } => {
+            debug_assert_key_owner(&bucket, &key, env.drives.partition_count(), env.cores);
+            let _ = reply.send(Ok(st.uploads.get(&UploadKey { bucket, key, upload_id }).cloned()));
+        }
+        ReadReq::List { bucket, prefix, delimiter, start_after, limit, report_header, reply } => {
+            let page = st.list(&bucket, &prefix, delimiter.as_deref(), &start_after, limit, report_header);
+            let _ = reply.send(Ok(page));
+        }
+        ReadReq::ListUploads { bucket, prefix, key_marker, upload_id_marker, limit, reply } => {
+            let _ = reply.send(Ok(st.list_uploads(&bucket, &prefix, &key_marker, &upload_id_marker, limit)));
+        }
+        ReadReq::HasData { bucket, reply } => {
+            let _ = reply.send(Ok(st.has_data(&bucket)));
         }
     }
 }
@@ -480,7 +561,7 @@ struct CoreView {
     kick: flume::Sender<()>,
 }
 
-impl crate::heal::IndexView for CoreView {
+impl IndexView for CoreView {
     fn objects_after(&self, after: Option<&ObjectKey>, limit: usize) -> Vec<(ObjectKey, ObjectMeta)> {
         let st = self.state.borrow();
         let lower = match after {
@@ -490,13 +571,12 @@ impl crate::heal::IndexView for CoreView {
         st.objects.range((lower, Bound::Unbounded)).take(limit).map(|(k, m)| (k.clone(), m.clone())).collect()
     }
 
-    fn upload_parts(&self) -> Vec<(ObjectKey, crate::meta::PartLoc)> {
+    fn upload_parts(&self) -> Vec<(ObjectKey, PartLoc)> {
         let st = self.state.borrow();
         let mut out = Vec::new();
-        for ((bucket, key, _), upload) in &st.uploads {
+        for (ukey, upload) in &st.uploads {
             for part in upload.parts.values() {
-                let loc = crate::meta::PartLoc { file_id: part.file_id, size: part.size };
-                out.push(((bucket.clone(), key.clone()), loc));
+                out.push((ukey.object(), PartLoc { file_id: part.file_id, size: part.size }));
             }
         }
         out
@@ -506,9 +586,9 @@ impl crate::heal::IndexView for CoreView {
         self.state.borrow().objects.get(key).cloned()
     }
 
-    fn totals(&self) -> (u64, u64) {
+    fn totals(&self) -> IndexTotals {
         let st = self.state.borrow();
-        (st.objects.len() as u64, st.objects.values().map(|m| m.size).sum())
+        IndexTotals { objects: st.objects.len() as u64, bytes: st.objects.values().map(|m| m.size).sum() }
     }
 
     fn settled_wal_end(&self) -> u64 {
@@ -523,25 +603,23 @@ impl crate::heal::IndexView for CoreView {
         let _ = self.kick.try_send(());
     }
 
-    fn referenced_files(&self) -> std::collections::HashSet<u128> {
-        let st = self.state.borrow();
-        let objects = st.objects.values().flat_map(|m| m.file_ids());
-        let parts = st.uploads.values().flat_map(|u| u.parts.values().map(|p| p.file_id));
-        objects.chain(parts).collect()
+    fn referenced_files(&self) -> HashSet<u128> {
+        self.state.borrow().referenced_files()
     }
 }
 
-async fn open_wal_files(engine: &Engine, core: usize) -> Vec<Option<Rc<DriveFile>>> {
+/// This core's log file on every online drive (None: offline or cannot be opened).
+async fn open_wal_files(drives: &DriveState, core: usize) -> Vec<Option<Rc<DriveFile>>> {
     let mut files = Vec::new();
-    for (drive, path) in engine.drive_paths().iter().enumerate() {
-        if !engine.drive_online(drive) {
+    for (drive, path) in drives.paths().iter().enumerate() {
+        if !drives.online(drive) {
             files.push(None);
             continue;
         }
         match DriveFile::open(wal_path(path, core as u16), OpenMode::ReadWriteBuffered).await {
             Ok(file) => files.push(Some(Rc::new(file))),
             Err(err) => {
-                eprintln!("ferrite: drive {}: cannot open metadata log: {err}; writing without it", path.display());
+                tracing::warn!(drive = %path.display(), error = %err, "cannot open metadata log; writing without it");
                 files.push(None);
             }
         }
@@ -549,116 +627,169 @@ async fn open_wal_files(engine: &Engine, core: usize) -> Vec<Option<Rc<DriveFile
     files
 }
 
-async fn commit_loop(
-    engine: Engine,
+/// One log batch: its bytes, where they go in the log, and the writes they carry.
+struct Batch {
+    bytes: Vec<u8>,
+    base: u64,
+    entries: Vec<BatchEntry>,
+}
+
+/// A write in a batch, answered when the batch is durable (or failed).
+struct BatchEntry {
+    effect: Effect,
+    garbage: Vec<u128>,
+    partition: u16,
+    reply: Reply<()>,
+}
+
+/// Takes the queued writes in batches, appends each durably, then applies and answers them.
+struct CommitLoop {
+    env: Rc<CoreEnv>,
     core: usize,
     state: Rc<RefCell<CoreState>>,
-    wal_files: Rc<Vec<Option<Rc<DriveFile>>>>,
-    kick: flume::Receiver<()>,
+    /// Wakes this loop again (the void retry timer uses it).
     kick_again: flume::Sender<()>,
-) {
-    let mut wal_files = wal_files;
-    let mut epoch = engine.drive_epoch();
-    while kick.recv_async().await.is_ok() {
-        loop {
-            if engine.drive_epoch() != epoch {
-                // A drive was formatted as a replacement: its old log file is gone.
-                epoch = engine.drive_epoch();
-                wal_files = Rc::new(open_wal_files(&engine, core).await);
+}
+
+impl CommitLoop {
+    async fn run(self, wal_files: Rc<Vec<Option<Rc<DriveFile>>>>, kick: flume::Receiver<()>) {
+        let mut wal_files = wal_files;
+        let mut epoch = self.env.drives.epoch();
+        while kick.recv_async().await.is_ok() {
+            loop {
+                if self.env.drives.epoch() != epoch {
+                    // A drive was formatted as a replacement: its old log file is gone.
+                    epoch = self.env.drives.epoch();
+                    wal_files = Rc::new(open_wal_files(&self.env.drives, self.core).await);
+                }
+                let Some(Batch { bytes, base, entries }) = take_batch(&self.env, self.core, &self.state) else { break };
+                let range = LogRange { base, len: bytes.len() };
+                let result = if bytes.is_empty() {
+                    Ok(())
+                } else {
+                    append_durably(&self.env.drives, &wal_files, bytes, base).await
+                };
+                let applied = result.is_ok();
+                self.settle(range, entries, result);
+                if !applied {
+                    // Wait for the retry (or the next write) rather than spin on failing drives.
+                    break;
+                }
+                maybe_snapshot(&self.env, self.core, &self.state);
             }
-            let batch = take_batch(core, &state);
-            let Some((bytes, base, entries)) = batch else { break };
-            let len = bytes.len();
-            let result = if bytes.is_empty() { Ok(()) } else { append_durably(&engine, &wal_files, bytes, base).await };
-            let mut st = state.borrow_mut();
-            let applied = result.is_ok();
-            if applied {
-                st.committed_end = base + len as u64;
+        }
+    }
+
+    /// Applies and answers a batch's writes once it is durable, or answers them with the
+    /// error and arranges for the batch to be voided.
+    fn settle(&self, range: LogRange, entries: Vec<BatchEntry>, result: Result<(), AppendError>) {
+        let mut st = self.state.borrow_mut();
+        match &result {
+            Ok(()) => {
+                st.committed_end = range.base + range.len as u64;
                 st.void_pending = false;
-            } else {
-                st.failed_batch = Some((base, len));
+            }
+            Err(_) => {
+                st.failed_batch = Some(range);
                 st.void_pending = true;
                 if !st.retry_armed {
-                    // The next attempt (with the void, wal::encode_void) comes this soon even
-                    // if no write arrives, so a failed batch does not linger on the drives
-                    // that took it. One timer at a time, however often attempts fail.
                     st.retry_armed = true;
-                    let (kick, state, wait) = (kick_again.clone(), state.clone(), engine.heal().config.void_retry);
-                    monoio::spawn(async move {
-                        monoio::time::sleep(wait).await;
-                        state.borrow_mut().retry_armed = false;
-                        let _ = kick.try_send(());
-                    });
+                    self.arm_void_retry();
                 }
             }
-            for (effect, garbage, partition, reply) in entries {
-                match &result {
-                    Ok(()) => {
-                        st.apply(&engine, effect);
-                        schedule_gc(&engine, partition, garbage);
-                        let _ = reply.send(Ok(()));
-                    }
-                    Err(full_or_quorum) => {
-                        let _ = reply.send(Err(full_or_quorum.to_error()));
-                    }
-                }
-            }
-            drop(st);
-            if !applied {
-                // Wait for the retry (or the next write) rather than spin on failing drives.
-                break;
-            }
-            maybe_snapshot(&engine, core, &state);
         }
+        for entry in entries {
+            match &result {
+                Ok(()) => {
+                    debug_assert_owner(entry.partition, self.env.cores);
+                    st.apply(&self.env.buckets, entry.effect);
+                    schedule_gc(&self.env.drives, entry.partition, entry.garbage);
+                    let _ = entry.reply.send(Ok(()));
+                }
+                Err(full_or_quorum) => {
+                    let _ = entry.reply.send(Err(full_or_quorum.to_error()));
+                }
+            }
+        }
+    }
+
+    /// The next attempt (with the void, wal::encode_void) comes this soon even if no write
+    /// arrives, so a failed batch does not linger on the drives that took it. One timer at
+    /// a time, however often attempts fail.
+    fn arm_void_retry(&self) {
+        let (kick, state, wait) = (self.kick_again.clone(), self.state.clone(), self.env.heal.config.void_retry);
+        monoio::spawn(async move {
+            monoio::time::sleep(wait).await;
+            state.borrow_mut().retry_armed = false;
+            let _ = kick.try_send(());
+        });
     }
 }
 
-type BatchEntry = (Effect, Vec<u128>, u16, Reply<()>);
-
-/// Validates the queued writes in order and encodes their records into one log batch.
-fn take_batch(core: usize, state: &Rc<RefCell<CoreState>>) -> Option<(Vec<u8>, u64, Vec<BatchEntry>)> {
+/// Validates the queued writes in order and encodes their records into one log batch (a
+/// failed batch's void first).
+fn take_batch(env: &CoreEnv, core: usize, state: &RefCell<CoreState>) -> Option<Batch> {
     let mut st = state.borrow_mut();
     if st.pending.is_empty() && st.failed_batch.is_none() {
         return None;
     }
-    let mut overlay = Overlay::default();
-    let mut bytes = Vec::new();
-    let mut entries = Vec::new();
-    let mut base = st.wal_end;
-    if let Some((failed_base, failed_len)) = st.failed_batch.take() {
-        debug_assert_eq!(failed_base + failed_len as u64, base);
-        crate::wal::encode_void(&mut bytes, failed_len);
-        base = failed_base;
-        st.wal_end = failed_base;
+    let mut batch = Batch { bytes: Vec::new(), base: st.wal_end, entries: Vec::new() };
+    if let Some(failed) = st.failed_batch.take() {
+        debug_assert_eq!(failed.base + failed.len as u64, batch.base);
+        wal::encode_void(&mut batch.bytes, failed.len);
+        batch.base = failed.base;
+        st.wal_end = failed.base;
     }
+    let mut overlay = Overlay::default();
     let mut pending = std::mem::take(&mut st.pending).into_iter();
-    for (partition, op, reply) in pending.by_ref() {
-        match st.prepare(&mut overlay, op) {
-            Err(err) => {
-                let _ = reply.send(Err(err));
-            }
-            Ok((record, mut effect, garbage)) => {
-                if let Some(record) = record {
-                    let seq = {
-                        let seq = st.seqs.entry(partition).or_insert(0);
-                        *seq += 1;
-                        *seq
-                    };
-                    let loc = encode_record(&mut bytes, base, core as u16, partition, seq, &record);
-                    if let (Some(loc), Effect::SetObject(_, meta)) = (loc, &mut effect) {
-                        meta.data = loc;
-                    }
-                }
-                entries.push((effect, garbage, partition, reply));
-            }
-        }
-        if bytes.len() >= BATCH_BYTES_MAX {
+    for write in pending.by_ref() {
+        st.add_to_batch(env, core, &mut overlay, &mut batch, write);
+        if batch.bytes.len() >= BATCH_BYTES_MAX {
             break;
         }
     }
     st.pending = pending.collect();
-    st.wal_end += bytes.len() as u64;
-    Some((bytes, base, entries))
+    st.wal_end += batch.bytes.len() as u64;
+    Some(batch)
+}
+
+impl CoreState {
+    /// Validates one write; a valid one gets the partition's next sequence number and its
+    /// record in the batch, a refused one its answer at once.
+    fn add_to_batch(
+        &mut self,
+        env: &CoreEnv,
+        core: usize,
+        overlay: &mut Overlay,
+        batch: &mut Batch,
+        write: PendingWrite,
+    ) {
+        let PendingWrite { partition, op, reply } = write;
+        debug_assert_owner(partition, env.cores);
+        debug_assert!(
+            match op.object_key() {
+                Some((bucket, key)) => env.drives.partition_of(bucket, key) == partition,
+                None => partition == BUCKET_PARTITION,
+            },
+            "a write sent for partition {partition} is about another partition"
+        );
+        match self.prepare(overlay, op) {
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
+            Ok(Prepared { record, mut effect, garbage }) => {
+                if let Some(record) = record {
+                    let seq = self.seqs.entry(partition).or_insert(0);
+                    *seq += 1;
+                    let loc = encode_record(&mut batch.bytes, batch.base, core as u16, partition, *seq, &record);
+                    if let (Some(loc), Effect::SetObject(_, meta)) = (loc, &mut effect) {
+                        meta.data = loc;
+                    }
+                }
+                batch.entries.push(BatchEntry { effect, garbage, partition, reply });
+            }
+        }
+    }
 }
 
 /// Why a batch was not acknowledged.
@@ -680,11 +811,13 @@ impl AppendError {
 /// a write quorum of drives has it. A drive that fails or lags leaves a hole in its copy,
 /// which replay fills from the others and the healer repairs.
 async fn append_durably(
-    engine: &Engine,
+    drives: &Arc<DriveState>,
     files: &Rc<Vec<Option<Rc<DriveFile>>>>,
     bytes: Vec<u8>,
     base: u64,
 ) -> Result<(), AppendError> {
+    // Debug builds check every record right before the batch is written.
+    debug_assert!(wal::batch_is_valid(&bytes), "a log batch that does not verify");
     let bytes = Rc::new(bytes);
     let mut ops = Vec::new();
     for (drive, file) in files.iter().enumerate() {
@@ -695,10 +828,11 @@ async fn append_durably(
             file.sync_data().await
         }));
     }
-    let needed = engine.write_quorum();
-    let outcome = quorum::run(engine, ops, needed).await;
-    for (drive, err) in &outcome.failed {
-        eprintln!("ferrite: drive {}: metadata log write failed: {err}", engine.drive_paths()[*drive].display());
+    let needed = drives.write_quorum();
+    let outcome = quorum::run(drives, ops, needed).await;
+    for failure in &outcome.failed {
+        let drive = drives.paths()[failure.drive].display();
+        tracing::warn!(%drive, error = %failure.error, "metadata log write failed");
     }
     if outcome.ok.len() >= needed {
         Ok(())
@@ -709,46 +843,38 @@ async fn append_durably(
     }
 }
 
-fn schedule_gc(engine: &Engine, partition: u16, garbage: Vec<u128>) {
+/// Removes the data files a committed write made garbage, after `DATA_GC_DELAY`.
+fn schedule_gc(drives: &Arc<DriveState>, partition: u16, garbage: Vec<u128>) {
     if garbage.is_empty() || partition == BUCKET_PARTITION {
         return;
     }
-    let engine = engine.clone();
+    let drives = drives.clone();
     monoio::spawn(async move {
         monoio::time::sleep(DATA_GC_DELAY).await;
         for file_id in garbage {
-            for path in engine.data_file_paths(partition, file_id) {
+            for path in drives.data_file_paths(partition, file_id) {
                 let _ = remove_file(path).await;
             }
         }
     });
 }
 
-/// The sweep starts this long after start-up, so that it never competes with recovery.
-const SWEEP_DELAY: Duration = Duration::from_secs(2);
-
 /// Removes data files of this core's partitions that no object or upload references and
 /// that predate this start: what writes interrupted by a crash (or deletions interrupted
 /// before their GC delay ran out) left behind. Files written since start-up are never
 /// touched, so in-flight writes are safe.
-async fn sweep_leftovers(engine: Engine, core: usize, state: Rc<RefCell<CoreState>>, started: std::time::SystemTime) {
+async fn sweep_leftovers(env: Rc<CoreEnv>, core: usize, state: Rc<RefCell<CoreState>>, started: SystemTime) {
     monoio::time::sleep(SWEEP_DELAY).await;
-    let cores = engine.cores();
+    let drives = &env.drives;
     let mut removed = 0usize;
     // Files referenced now or later: later ones are newer than `started`, so never swept.
-    let referenced: std::collections::HashSet<u128> = {
-        let st = state.borrow();
-        let objects = st.objects.values().flat_map(|m| m.file_ids());
-        let parts = st.uploads.values().flat_map(|u| u.parts.values().map(|p| p.file_id));
-        objects.chain(parts).collect()
-    };
-    for partition in (0..engine.partition_count()).filter(|p| *p as usize % cores == core) {
-        for (drive, path) in engine.drive_paths().iter().enumerate() {
-            if !engine.drive_online(drive) {
+    let referenced = state.borrow().referenced_files();
+    for partition in (0..drives.partition_count()).filter(|p| *p as usize % env.cores == core) {
+        for drive in 0..drives.paths().len() {
+            if !drives.online(drive) {
                 continue;
             }
-            let dir = path.join("data").join(crate::format::partition_dir_name(partition));
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(drives.partition_dir(drive, partition)) else { continue };
             for entry in entries.flatten() {
                 let Some(id) = entry.file_name().to_str().and_then(|n| u128::from_str_radix(n, 16).ok()) else {
                     continue;
@@ -763,53 +889,40 @@ async fn sweep_leftovers(engine: Engine, core: usize, state: Rc<RefCell<CoreStat
         monoio::time::sleep(Duration::from_millis(1)).await;
     }
     if removed > 0 {
-        println!("ferrite: core {core}: reclaimed {removed} leftover data files of interrupted writes");
+        tracing::info!(core, files = removed, "reclaimed leftover data files of interrupted writes");
     }
 }
 
 /// Writes a snapshot of this core's index when enough log was appended since the last one
 /// (or when start-up asked for one). The index is encoded at once, at a batch boundary,
 /// so it matches the log offset exactly; the files are written by the blocking pool.
-fn maybe_snapshot(engine: &Engine, core: usize, state: &Rc<RefCell<CoreState>>) {
+fn maybe_snapshot(env: &CoreEnv, core: usize, state: &Rc<RefCell<CoreState>>) {
     let mut st = state.borrow_mut();
-    let due =
-        st.snapshot_off == u64::MAX || st.wal_end.saturating_sub(st.snapshot_off) >= engine.snapshot_every_bytes();
+    let due = st.snapshot_off == u64::MAX || st.wal_end.saturating_sub(st.snapshot_off) >= env.snapshot_every_bytes;
     if !due || st.snapshot_writing {
         return;
     }
-    let online: Vec<std::path::PathBuf> = engine
-        .drive_paths()
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| engine.drive_online(*i))
-        .map(|(_, p)| p.clone())
-        .collect();
-    let wals = crate::wal::list_wals(&online);
-    let view = crate::snapshot::SnapshotView {
-        cores: engine.cores() as u16,
+    let online: Vec<PathBuf> = env.drives.online_paths();
+    let wals = wal::list_wals(&online);
+    let view = snapshot::SnapshotView {
+        cores: env.cores as u16,
         core: core as u16,
         wal_off: st.wal_end,
-        wal_lens: crate::snapshot::wal_lengths(&online, &wals),
+        wal_lens: snapshot::wal_lengths(&online, &wals),
         seqs: &st.seqs,
-        buckets: if core == 0 { engine.bucket_infos() } else { Vec::new() },
+        buckets: if core == 0 { env.buckets.infos() } else { Vec::new() },
         objects: &st.objects,
         uploads: &st.uploads,
     };
-    let bytes = crate::snapshot::encode(&view);
+    let bytes = snapshot::encode(&view);
     st.snapshot_off = st.wal_end;
     st.snapshot_writing = true;
     drop(st);
     let state = state.clone();
     monoio::spawn(async move {
-        let job = move || {
-            for drive in &online {
-                if let Err(err) = crate::snapshot::write(drive, core as u16, &bytes) {
-                    eprintln!("ferrite: drive {}: cannot write index snapshot: {err}", drive.display());
-                }
-            }
-        };
+        let job = move || snapshot::write_everywhere(&online, core as u16, &bytes);
         if monoio::spawn_blocking(job).await.is_err() {
-            eprintln!("ferrite: core {core}: index snapshot task was lost");
+            tracing::error!(core, "index snapshot task was lost");
         }
         state.borrow_mut().snapshot_writing = false;
     });
@@ -818,7 +931,6 @@ fn maybe_snapshot(engine: &Engine, core: usize, state: &Rc<RefCell<CoreState>>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::DataLoc;
     use proptest::prelude::*;
 
     fn state_with(keys: &[String]) -> CoreState {
@@ -834,23 +946,11 @@ mod tests {
         };
         let mut objects = BTreeMap::new();
         for k in keys {
-            objects.insert(("b".to_owned(), k.clone()), meta.clone());
+            objects.insert(ObjectKey::new("b", k.clone()), meta.clone());
         }
         // A neighbouring bucket must never leak into listings of "b".
-        objects.insert(("c".to_owned(), "a".to_owned()), meta.clone());
-        CoreState {
-            objects,
-            uploads: BTreeMap::new(),
-            seqs: HashMap::new(),
-            wal_end: 0,
-            pending: Vec::new(),
-            snapshot_off: 0,
-            snapshot_writing: false,
-            failed_batch: None,
-            void_pending: false,
-            retry_armed: false,
-            committed_end: 0,
-        }
+        objects.insert(ObjectKey::new("c", "a"), meta.clone());
+        CoreState::new(objects, BTreeMap::new(), HashMap::new(), 0, 0)
     }
 
     /// The S3 listing semantics, written the obvious way.
@@ -894,7 +994,7 @@ mod tests {
             let mut got = Vec::new();
             let mut marker = String::new();
             for _ in 0..100 {
-                let page = state.list("b", &prefix, delimiter, &marker, limit);
+                let page = state.list("b", &prefix, delimiter, &marker, limit, None);
                 prop_assert!(page.items.len() <= limit);
                 got.extend(names(&page));
                 if !page.truncated {
@@ -904,6 +1004,21 @@ mod tests {
             }
             prop_assert_eq!(got, expected);
         }
+    }
+
+    #[test]
+    fn listings_report_the_header_they_are_asked_for() {
+        let mut state = state_with(&["k".into()]);
+        if let Some(meta) = state.objects.values_mut().next() {
+            meta.headers.push(("x-class".into(), "COLD".into()));
+        }
+        let reported = |header| match &state.list("b", "", None, "", 10, header).items[0] {
+            ListItem::Object(object) => object.reported_header.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(reported(Some("x-class")), Some("COLD".into()));
+        assert_eq!(reported(Some("x-other")), None);
+        assert_eq!(reported(None), None);
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! at the N-th write or sync point (a crash at a precise moment, optionally after writing
 //! only half of the buffer: a torn write).
 //!
-//! Configuration is a text of rules separated by `;`, from `FERRITE_FAULTS` at start-up
-//! and, when `FERRITE_FAULTS_FILE` names a file, re-read from that file whenever it
-//! changes, so a test can break and heal a drive while the server runs:
+//! Configuration is a text of rules separated by `;`, installed at start-up
+//! (`FaultConfig::rules`, which the binary takes from `FERRITE_FAULTS`) and, when
+//! `FaultConfig::rules_file` names a file (`FERRITE_FAULTS_FILE`), re-read from that file
+//! whenever it changes, so a test can break and heal a drive while the server runs:
 //!
 //! ```text
 //! fail=ENOSPC:write:/d2/      writes to paths containing "/d2/" fail with ENOSPC
@@ -18,13 +19,18 @@
 //! ```
 //!
 //! Operation names: open, read, write, sync, remove. A crash exits with status 86 and
-//! prints `ferrite: fault: crash at point N` to stderr first.
+//! logs `fault: crash at point N` (an error event) first.
+//!
+//! The rules are process-wide statics: the I/O layer consults them from every executor and
+//! from the blocking pool's threads. They exist only in test builds.
 
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
+
+use crate::config::FaultConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoKind {
@@ -144,33 +150,33 @@ pub fn install(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads `FERRITE_FAULTS` and starts watching `FERRITE_FAULTS_FILE`, if set (once per
-/// process: `Engine::open` calls it). Prints what it installed.
-pub fn init_from_env() {
+/// Installs the configured rules and starts watching the rules file, if any (once per
+/// process: `Engine::open` calls it). Logs what it installed.
+pub fn init(config: &FaultConfig) {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(init_once);
+    ONCE.call_once(|| init_once(config));
 }
 
-fn init_once() {
-    if let Ok(text) = std::env::var("FERRITE_FAULTS") {
-        match install(&text) {
-            Ok(()) => eprintln!("ferrite: fault injection: {text}"),
-            Err(err) => eprintln!("ferrite: fault injection: ignoring FERRITE_FAULTS: {err}"),
+fn init_once(config: &FaultConfig) {
+    if let Some(text) = &config.rules {
+        match install(text) {
+            Ok(()) => tracing::info!(rules = %text, "fault injection"),
+            Err(err) => tracing::warn!(error = %err, "fault injection: ignoring the configured rules"),
         }
     }
-    if let Ok(file) = std::env::var("FERRITE_FAULTS_FILE") {
+    if let Some(file) = config.rules_file.clone() {
         std::thread::spawn(move || watch(&file));
     }
 }
 
-fn watch(file: &str) {
+fn watch(file: &Path) {
     let mut last = None;
     loop {
         let text = std::fs::read_to_string(file).unwrap_or_default();
         if last.as_ref() != Some(&text) {
             match install(&text) {
-                Ok(()) => eprintln!("ferrite: fault injection now: {:?}", text.trim()),
-                Err(err) => eprintln!("ferrite: fault injection: ignoring {file}: {err}"),
+                Ok(()) => tracing::info!(rules = %text.trim(), "fault injection now"),
+                Err(err) => tracing::warn!(file = %file.display(), error = %err, "fault injection: ignoring the file"),
             }
             last = Some(text);
         }
@@ -234,7 +240,7 @@ pub fn delayed(path: &Path, kind: IoKind) -> bool {
 /// Ends the process at once: no destructor runs and nothing is synced, as with `kill -9`
 /// (what the process wrote before stays in the page cache, as it would).
 pub fn crash() -> ! {
-    eprintln!("ferrite: fault: crash at point {}", POINTS.load(Ordering::Relaxed));
+    tracing::error!(point = POINTS.load(Ordering::Relaxed), "fault: crash at point");
     std::process::exit(CRASH_EXIT_CODE)
 }
 

@@ -239,31 +239,8 @@ pub fn open_drives(paths: &[PathBuf], parity: Option<usize>) -> Result<DriveSet>
             .map_err(|err| EngineError::Format(format!("cannot create drive directory {}: {err}", path.display())))?;
     }
     let found: Vec<Option<Format>> = paths.iter().map(|p| read_format(p)).collect::<Result<_>>()?;
-    let mut notes = Vec::new();
-    let reference = found.iter().flatten().next().cloned();
-    let Some(reference) = reference else {
-        // A fresh deployment: format every drive.
-        let set: Vec<String> = (0..n).map(|_| random_id()).collect();
-        let deployment_id = random_id();
-        for (i, path) in paths.iter().enumerate() {
-            let format = Format {
-                version: FORMAT_VERSION,
-                deployment_id: deployment_id.clone(),
-                drive_id: set[i].clone(),
-                set: set.clone(),
-                data_shards: n - parity,
-                parity_shards: parity,
-                partition_count: PARTITION_COUNT_DEFAULT,
-                block_size: BLOCK_SIZE_DEFAULT,
-            };
-            write_format(path, &format, PARTITION_COUNT_DEFAULT)?;
-        }
-        notes.push(format!("formatted {n} new drives (deployment {deployment_id})"));
-        let format = match read_format(&paths[0])? {
-            Some(format) => format,
-            None => return Err(EngineError::Format("format vanished right after writing".into())),
-        };
-        return Ok(DriveSet { paths: paths.to_vec(), format, online: vec![true; n], notes });
+    let Some(reference) = found.iter().flatten().next().cloned() else {
+        return format_fresh(paths, parity);
     };
     if reference.set.len() != n {
         return Err(EngineError::Format(format!(
@@ -272,64 +249,13 @@ pub fn open_drives(paths: &[PathBuf], parity: Option<usize>) -> Result<DriveSet>
         )));
     }
     let mut online = vec![false; n];
-    for (i, (path, format)) in paths.iter().zip(&found).enumerate() {
-        let Some(format) = format else { continue };
-        if format.deployment_id != reference.deployment_id {
-            return Err(EngineError::Format(format!(
-                "drive {} belongs to another deployment ({} != {}); refusing to start",
-                path.display(),
-                format.deployment_id,
-                reference.deployment_id
-            )));
-        }
-        if format.set != reference.set {
-            return Err(EngineError::Format(format!(
-                "drive {} has a different set layout from its peers; refusing to start",
-                path.display()
-            )));
-        }
-        match format.set.iter().position(|id| *id == format.drive_id) {
-            Some(pos) if pos == i => {}
-            Some(pos) => {
-                return Err(EngineError::Format(format!(
-                    "drive {} is drive #{} of the set but was given in position #{}; \
-                     give the drives in their original order",
-                    path.display(),
-                    pos + 1,
-                    i + 1
-                )))
-            }
-            None => {
-                return Err(EngineError::Format(format!(
-                    "drive {} has an id that is not in its own set; refusing to start",
-                    path.display()
-                )))
-            }
-        }
-        if let Some(j) = (0..i).find(|&j| found[j].as_ref().map(|f| &f.drive_id) == Some(&format.drive_id)) {
-            return Err(EngineError::Format(format!(
-                "drives {} and {} carry the same drive id (a copied drive?); refusing to start",
-                paths[j].display(),
-                path.display()
-            )));
-        }
-        online[i] = true;
-    }
-    // An empty directory in a formatted set is a replacement drive: format it into its slot.
-    // Its data is rebuilt on read from parity (and by the healer, issue 4).
-    for (i, path) in paths.iter().enumerate() {
-        if online[i] {
-            continue;
-        }
-        // Empty, or a replacement whose format a crash interrupted (its heal marker is there).
-        if holds_no_files(path) || path.join(HEAL_PENDING_FILE).exists() {
-            format_replacement(path, &reference, i)?;
+    for (i, format) in found.iter().enumerate() {
+        if let Some(format) = format {
+            check_member(paths, &found, i, format, &reference)?;
             online[i] = true;
-            notes.push(format!("drive {} was empty: formatted as a replacement", path.display()));
-        } else {
-            notes.push(format!("drive {} is missing or unreadable: running without it", path.display()));
         }
     }
+    let notes = adopt_replacements(paths, &reference, &mut online)?;
     let missing = online.iter().filter(|o| !**o).count();
     if missing > reference.parity_shards {
         return Err(EngineError::Format(format!(
@@ -338,6 +264,105 @@ pub fn open_drives(paths: &[PathBuf], parity: Option<usize>) -> Result<DriveSet>
         )));
     }
     Ok(DriveSet { paths: paths.to_vec(), format: reference, online, notes })
+}
+
+/// A fresh deployment: formats every drive.
+fn format_fresh(paths: &[PathBuf], parity: usize) -> Result<DriveSet> {
+    let n = paths.len();
+    let set: Vec<String> = (0..n).map(|_| random_id()).collect();
+    let deployment_id = random_id();
+    for (i, path) in paths.iter().enumerate() {
+        let format = Format {
+            version: FORMAT_VERSION,
+            deployment_id: deployment_id.clone(),
+            drive_id: set[i].clone(),
+            set: set.clone(),
+            data_shards: n - parity,
+            parity_shards: parity,
+            partition_count: PARTITION_COUNT_DEFAULT,
+            block_size: BLOCK_SIZE_DEFAULT,
+        };
+        write_format(path, &format, PARTITION_COUNT_DEFAULT)?;
+    }
+    let notes = vec![format!("formatted {n} new drives (deployment {deployment_id})")];
+    let format = match read_format(&paths[0])? {
+        Some(format) => format,
+        None => return Err(EngineError::Format("format vanished right after writing".into())),
+    };
+    Ok(DriveSet { paths: paths.to_vec(), format, online: vec![true; n], notes })
+}
+
+/// Refuses drive `i` (formatted as `format`) unless it belongs to the reference's
+/// deployment and set, in its own position, and no earlier drive carries its id.
+fn check_member(
+    paths: &[PathBuf],
+    found: &[Option<Format>],
+    i: usize,
+    format: &Format,
+    reference: &Format,
+) -> Result<()> {
+    let path = &paths[i];
+    if format.deployment_id != reference.deployment_id {
+        return Err(EngineError::Format(format!(
+            "drive {} belongs to another deployment ({} != {}); refusing to start",
+            path.display(),
+            format.deployment_id,
+            reference.deployment_id
+        )));
+    }
+    if format.set != reference.set {
+        return Err(EngineError::Format(format!(
+            "drive {} has a different set layout from its peers; refusing to start",
+            path.display()
+        )));
+    }
+    match format.set.iter().position(|id| *id == format.drive_id) {
+        Some(pos) if pos == i => {}
+        Some(pos) => {
+            return Err(EngineError::Format(format!(
+                "drive {} is drive #{} of the set but was given in position #{}; \
+                 give the drives in their original order",
+                path.display(),
+                pos + 1,
+                i + 1
+            )))
+        }
+        None => {
+            return Err(EngineError::Format(format!(
+                "drive {} has an id that is not in its own set; refusing to start",
+                path.display()
+            )))
+        }
+    }
+    if let Some(j) = (0..i).find(|&j| found[j].as_ref().map(|f| &f.drive_id) == Some(&format.drive_id)) {
+        return Err(EngineError::Format(format!(
+            "drives {} and {} carry the same drive id (a copied drive?); refusing to start",
+            paths[j].display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// An empty directory in a formatted set is a replacement drive: formats it into its slot
+/// (its data is rebuilt on read from parity, and by the healer). Returns the start-up notes
+/// about the drives still missing and those formatted.
+fn adopt_replacements(paths: &[PathBuf], reference: &Format, online: &mut [bool]) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        if online[i] {
+            continue;
+        }
+        // Empty, or a replacement whose format a crash interrupted (its heal marker is there).
+        if holds_no_files(path) || path.join(HEAL_PENDING_FILE).exists() {
+            format_replacement(path, reference, i)?;
+            online[i] = true;
+            notes.push(format!("drive {} was empty: formatted as a replacement", path.display()));
+        } else {
+            notes.push(format!("drive {} is missing or unreadable: running without it", path.display()));
+        }
+    }
+    Ok(notes)
 }
 
 #[cfg(test)]

@@ -1,27 +1,25 @@
 //! Drive file I/O: io_uring through monoio by default, or a blocking thread pool when the
-//! kernel or a container's seccomp profile refuses io_uring. The choice is made once at
-//! start-up (`set_io_mode`) and announced by the binary in one log line.
+//! kernel or a container's seccomp profile refuses io_uring. The choice follows the runtime
+//! of the calling thread: the binary starts each core on an io_uring runtime, or on the
+//! epoll (legacy) one when io_uring is unavailable or refused (and says which in one log
+//! line); on the latter, monoio's file operations would block the executor, so disk I/O
+//! goes to the blocking pool.
 
 use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use monoio::buf::{IoBuf, IoBufMut};
 
 use crate::aligned::{io_buf_mut_slice, io_buf_slice, mark_filled};
 
-static USE_URING: AtomicBool = AtomicBool::new(true);
-
-/// Chooses io_uring (true) or the blocking fallback (false) for all drive I/O.
-pub fn set_io_mode(uring: bool) {
-    USE_URING.store(uring, Ordering::Relaxed);
-}
-
+/// True when this thread's runtime drives io_uring (drive I/O goes through it), false on
+/// the epoll runtime (drive I/O goes to the blocking pool). Only called from inside a
+/// runtime: every drive operation is async.
 pub fn uring_enabled() -> bool {
-    USE_URING.load(Ordering::Relaxed)
+    !monoio::utils::is_legacy()
 }
 
 /// An open file on a drive.

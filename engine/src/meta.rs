@@ -18,12 +18,8 @@ pub struct PartLoc {
     pub size: u64,
 }
 
-/// The header naming a storage class other than STANDARD (the tier an object moved to).
-/// It is the one header the engine reads: listings carry it.
-pub const STORAGE_CLASS_HEADER: &str = "x-ferrite-tier";
-
-/// Everything the S3 layer stores with an object. The engine does not interpret headers
-/// (except [`STORAGE_CLASS_HEADER`]).
+/// Everything the S3 layer stores with an object. The engine does not interpret headers (a
+/// listing reports the value of one header when its caller names it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub size: u64,

@@ -5,12 +5,15 @@
 //! drive's copy counts as missing (reads rebuild it from parity, the healer rewrites it).
 //! A drive with many abandoned operations still running is skipped outright until they
 //! drain, so a stalled drive cannot pile up work.
+//!
+//! It needs only the drive state (drives.rs), never the `Engine` handle.
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::Engine;
+use crate::drives::DriveState;
 
 /// After the quorum is in, stragglers get this long at least ...
 const GRACE_MIN: Duration = Duration::from_millis(100);
@@ -21,23 +24,28 @@ pub const DRIVE_OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A drive with this many operations still running is treated as stalled and skipped.
 pub const STALLED_INFLIGHT: usize = 64;
 
+/// A drive whose operation failed, was skipped (stalled drive) or was abandoned.
+pub struct DriveFailure {
+    pub drive: usize,
+    pub error: io::Error,
+}
+
 /// The outcome of one operation on a set of drives.
 pub struct Outcome {
     pub ok: Vec<usize>,
-    /// Drives whose operation failed, was skipped (stalled drive) or was abandoned.
-    pub failed: Vec<(usize, io::Error)>,
+    pub failed: Vec<DriveFailure>,
 }
 
 impl Outcome {
     /// True when every failure was "no space left": the caller reports a full store.
     pub fn all_failures_are_enospc(&self) -> bool {
-        !self.failed.is_empty() && self.failed.iter().all(|(_, e)| e.raw_os_error() == Some(libc::ENOSPC))
+        !self.failed.is_empty() && self.failed.iter().all(|f| f.error.raw_os_error() == Some(libc::ENOSPC))
     }
 }
 
 /// Runs `ops` (drive index, operation) concurrently on this core and returns when every
 /// one finished, or `needed` succeeded and the rest had their grace period.
-pub async fn run<F>(engine: &Engine, ops: Vec<(usize, F)>, needed: usize) -> Outcome
+pub async fn run<F>(drives: &Arc<DriveState>, ops: Vec<(usize, F)>, needed: usize) -> Outcome
 where
     F: Future<Output = io::Result<()>> + 'static,
 {
@@ -45,12 +53,13 @@ where
     let mut failed = Vec::new();
     let mut launched = Vec::new();
     for (drive, op) in ops {
-        if engine.drive_inflight(drive) >= STALLED_INFLIGHT {
-            failed.push((drive, io::Error::new(io::ErrorKind::TimedOut, "drive stalled: too many operations pending")));
+        if drives.inflight(drive) >= STALLED_INFLIGHT {
+            let error = io::Error::new(io::ErrorKind::TimedOut, "drive stalled: too many operations pending");
+            failed.push(DriveFailure { drive, error });
             continue;
         }
         let tx = tx.clone();
-        let guard = engine.inflight_guard(drive);
+        let guard = drives.inflight_guard(drive);
         launched.push(drive);
         monoio::spawn(async move {
             let result = op.await;
@@ -78,7 +87,7 @@ where
                 }
             }
             Ok(Ok((drive, Err(err)))) => {
-                failed.push((drive, err));
+                failed.push(DriveFailure { drive, error: err });
                 pending -= 1;
             }
             Ok(Err(_)) => break,
@@ -87,8 +96,9 @@ where
     }
     if pending > 0 {
         for drive in launched {
-            if !ok.contains(&drive) && !failed.iter().any(|(d, _)| *d == drive) {
-                failed.push((drive, io::Error::new(io::ErrorKind::TimedOut, "drive too slow: operation abandoned")));
+            if !ok.contains(&drive) && !failed.iter().any(|f| f.drive == drive) {
+                let error = io::Error::new(io::ErrorKind::TimedOut, "drive too slow: operation abandoned");
+                failed.push(DriveFailure { drive, error });
             }
         }
     }

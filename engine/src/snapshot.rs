@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::core::{ObjectKey, UploadKey};
 use crate::error::{EngineError, Result};
 use crate::meta::{BucketInfo, Dec, Enc, ObjectMeta, PartMeta, UploadMeta};
+use crate::types::{ObjectKey, UploadKey};
 
 const SNAPSHOT_MAGIC: u32 = 0x504E_5346; // "FSNP"
 /// Version 2: buckets carry their configuration documents.
@@ -27,8 +27,8 @@ pub struct Snapshot {
     pub core: u16,
     /// The snapshot reflects every record of this core's log below this offset.
     pub wal_off: u64,
-    /// Byte length of every log file when the snapshot was taken.
-    pub wal_lens: Vec<(u16, u64)>,
+    /// Byte length of every log file (by log number) when the snapshot was taken.
+    pub wal_lens: BTreeMap<u16, u64>,
     pub seqs: HashMap<u16, u64>,
     pub buckets: BTreeMap<String, BucketInfo>,
     pub objects: BTreeMap<ObjectKey, ObjectMeta>,
@@ -44,7 +44,7 @@ pub struct SnapshotView<'a> {
     pub cores: u16,
     pub core: u16,
     pub wal_off: u64,
-    pub wal_lens: Vec<(u16, u64)>,
+    pub wal_lens: BTreeMap<u16, u64>,
     pub seqs: &'a HashMap<u16, u64>,
     pub buckets: Vec<(String, BucketInfo)>,
     pub objects: &'a BTreeMap<ObjectKey, ObjectMeta>,
@@ -74,16 +74,16 @@ pub fn encode(view: &SnapshotView) -> Vec<u8> {
         info.encode(&mut enc);
     }
     enc.u64(view.objects.len() as u64);
-    for ((bucket, key), meta) in view.objects {
-        enc.str(bucket);
-        enc.str(key);
+    for (object, meta) in view.objects {
+        enc.str(&object.bucket);
+        enc.str(&object.key);
         meta.encode(&mut enc, false);
     }
     enc.u64(view.uploads.len() as u64);
-    for ((bucket, key, id), upload) in view.uploads {
-        enc.str(bucket);
-        enc.str(key);
-        enc.str(id);
+    for (upload_key, upload) in view.uploads {
+        enc.str(&upload_key.bucket);
+        enc.str(&upload_key.key);
+        enc.str(&upload_key.upload_id);
         upload.encode_head(&mut enc);
         enc.u32(upload.parts.len() as u32);
         for (number, part) in &upload.parts {
@@ -113,9 +113,9 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
     let core = dec.u16()?;
     let wal_off = dec.u64()?;
     let n = dec.u32()? as usize;
-    let mut wal_lens = Vec::with_capacity(n.min(1024));
+    let mut wal_lens = BTreeMap::new();
     for _ in 0..n {
-        wal_lens.push((dec.u16()?, dec.u64()?));
+        wal_lens.insert(dec.u16()?, dec.u64()?);
     }
     let n = dec.u32()? as usize;
     let mut seqs = HashMap::with_capacity(n.min(1 << 16));
@@ -130,14 +130,14 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
     let n = dec.u64()?;
     let mut objects = BTreeMap::new();
     for _ in 0..n {
-        let key = (dec.str()?, dec.str()?);
+        let key = ObjectKey { bucket: dec.str()?, key: dec.str()? };
         let (meta, _) = ObjectMeta::decode(&mut dec)?;
         objects.insert(key, meta);
     }
     let n = dec.u64()?;
     let mut uploads = BTreeMap::new();
     for _ in 0..n {
-        let key = (dec.str()?, dec.str()?, dec.str()?);
+        let key = UploadKey { bucket: dec.str()?, key: dec.str()?, upload_id: dec.str()? };
         let mut upload = UploadMeta::decode_head(&mut dec)?;
         for _ in 0..dec.u32()? {
             upload.parts.insert(dec.u32()?, PartMeta::decode(&mut dec)?);
@@ -187,8 +187,20 @@ pub fn write(drive: &Path, core: u16, bytes: &[u8]) -> std::io::Result<()> {
     fs::File::open(drive.join("meta"))?.sync_all()
 }
 
-/// Current byte length of each log file (the longest copy).
-pub fn wal_lengths(drives: &[PathBuf], wals: &[u16]) -> Vec<(u16, u64)> {
+/// Writes the snapshot on every drive in `drives` (blocking: run it on the blocking pool).
+/// A drive that fails keeps its older snapshot; start-up picks the newest valid one.
+pub fn write_everywhere(drives: &[PathBuf], core: u16, bytes: &[u8]) {
+    // Debug builds check the encoding right before it is written.
+    debug_assert!(decode(bytes).is_ok(), "an index snapshot that does not decode");
+    for drive in drives {
+        if let Err(err) = write(drive, core, bytes) {
+            tracing::warn!(drive = %drive.display(), core, error = %err, "cannot write index snapshot");
+        }
+    }
+}
+
+/// Current byte length of each log file (the longest copy), by log number.
+pub fn wal_lengths(drives: &[PathBuf], wals: &[u16]) -> BTreeMap<u16, u64> {
     wals.iter()
         .map(|wal| {
             let len = drives
@@ -220,12 +232,12 @@ mod tests {
             data: DataLoc::Parts(vec![PartLoc { file_id: 1, size: 4 }, PartLoc { file_id: 2, size: 5 }]),
         };
         let mut objects = BTreeMap::new();
-        objects.insert(("b".to_owned(), "k".to_owned()), meta.clone());
+        objects.insert(ObjectKey::new("b", "k"), meta.clone());
         let mut uploads = BTreeMap::new();
         let mut parts = BTreeMap::new();
         parts.insert(2, PartMeta { file_id: 7, size: 1, etag: "p".into(), mtime_ms: 1, checksum: None });
         uploads.insert(
-            ("b".to_owned(), "u".to_owned(), "id".to_owned()),
+            UploadKey::new("b", "u", "id"),
             UploadMeta { initiated_ms: 1, headers: vec![], checksum_algorithm: Some("CRC32".into()), parts },
         );
         let seqs: HashMap<u16, u64> = [(3u16, 10u64)].into_iter().collect();
@@ -233,7 +245,7 @@ mod tests {
             cores: 2,
             core: 1,
             wal_off: 4096,
-            wal_lens: vec![(0, 10), (1, 4096)],
+            wal_lens: [(0, 10), (1, 4096)].into(),
             seqs: &seqs,
             buckets: vec![(
                 "b".into(),
@@ -245,7 +257,7 @@ mod tests {
         let bytes = encode(&view);
         let snap = decode(&bytes).unwrap();
         assert_eq!((snap.cores, snap.core, snap.wal_off), (2, 1, 4096));
-        assert_eq!(snap.wal_lens, vec![(0, 10), (1, 4096)]);
+        assert_eq!(snap.wal_lens, [(0, 10), (1, 4096)].into());
         assert_eq!(snap.objects, objects);
         assert_eq!(snap.uploads, uploads);
         assert_eq!(snap.seqs, seqs);

@@ -18,8 +18,6 @@ const RECORD_MAGIC: u32 = 0x4C57_4546; // "FEWL"
 pub const RECORD_HEADER_BYTES: usize = 16;
 /// No record is larger than this: inline objects are capped far below it.
 pub const RECORD_PAYLOAD_BYTES_MAX: usize = 8 << 20;
-/// Partition number reserved for bucket records.
-pub const BUCKET_PARTITION: u16 = u16::MAX;
 const REPLAY_WINDOW_BYTES: usize = 4 << 20;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -104,102 +102,12 @@ pub fn encode_record(
     out.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
     let mut enc = Enc(std::mem::take(out));
     let payload_start = enc.0.len();
-    let mut inline_data_off = None;
-    match record {
-        Record::Put { bucket, key, meta, inline, completes_upload } => {
-            enc.u8(KIND_PUT);
-            enc.u16(partition);
-            enc.u64(seq);
-            enc.str(bucket);
-            enc.str(key);
-            match completes_upload {
-                Some(id) => {
-                    enc.u8(1);
-                    enc.str(id);
-                }
-                None => enc.u8(0),
-            }
-            meta.encode(&mut enc, inline.is_some());
-            if let Some(data) = inline {
-                enc.u32(data.len() as u32);
-                inline_data_off = Some((enc.0.len() - payload_start, data.len()));
-                enc.0.extend_from_slice(data);
-            }
-        }
-        Record::Delete { bucket, key } => {
-            enc.u8(KIND_DELETE);
-            enc.u16(partition);
-            enc.u64(seq);
-            enc.str(bucket);
-            enc.str(key);
-        }
-        Record::UploadCreate { bucket, key, upload_id, upload } => {
-            enc.u8(KIND_UPLOAD_CREATE);
-            enc.u16(partition);
-            enc.u64(seq);
-            enc.str(bucket);
-            enc.str(key);
-            enc.str(upload_id);
-            upload.encode_head(&mut enc);
-        }
-        Record::UploadPart { bucket, key, upload_id, part_number, part } => {
-            enc.u8(KIND_UPLOAD_PART);
-            enc.u16(partition);
-            enc.u64(seq);
-            enc.str(bucket);
-            enc.str(key);
-            enc.str(upload_id);
-            enc.u32(*part_number);
-            part.encode(&mut enc);
-        }
-        Record::UploadAbort { bucket, key, upload_id } => {
-            enc.u8(KIND_UPLOAD_ABORT);
-            enc.u16(partition);
-            enc.u64(seq);
-            enc.str(bucket);
-            enc.str(key);
-            enc.str(upload_id);
-        }
-        Record::BucketCreate { name, created_ms } => {
-            enc.u8(KIND_BUCKET_CREATE);
-            enc.u16(partition);
-            enc.u64(seq);
-            enc.str(name);
-            enc.i64(*created_ms);
-        }
-        Record::BucketDelete { name } => {
-            enc.u8(KIND_BUCKET_DELETE);
-            enc.u16(partition);
-            enc.u64(seq);
-            enc.str(name);
-        }
-        Record::BucketConfig { name, item, value } => {
-            enc.u8(KIND_BUCKET_CONFIG);
-            enc.u16(partition);
-            enc.u64(seq);
-            enc.str(name);
-            enc.str(item);
-            match value {
-                Some(v) => {
-                    enc.u8(1);
-                    enc.str(v);
-                }
-                None => enc.u8(0),
-            }
-        }
-        Record::Void => {
-            enc.u8(KIND_VOID);
-            enc.u16(partition);
-            enc.u64(seq);
-        }
-    }
+    enc.u8(record_kind(record));
+    enc.u16(partition);
+    enc.u64(seq);
+    let inline_data_off = encode_body(&mut enc, record).map(|(off, len)| (off - payload_start, len));
     *out = enc.0;
-    let payload_len = out.len() - payload_start;
-    assert!(payload_len <= RECORD_PAYLOAD_BYTES_MAX, "record of {payload_len} bytes exceeds the limit");
-    let sum = xxh3_64(&out[payload_start..]);
-    out[rec_start..rec_start + 4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
-    out[rec_start + 4..rec_start + 8].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    out[rec_start + 8..rec_start + 16].copy_from_slice(&sum.to_le_bytes());
+    let payload_len = seal_record(out, rec_start);
     inline_data_off.map(|(off, len)| DataLoc::Inline {
         wal,
         rec_off: base + rec_start as u64,
@@ -207,6 +115,96 @@ pub fn encode_record(
         data_off: (RECORD_HEADER_BYTES + off) as u32,
         data_len: len as u32,
     })
+}
+
+fn record_kind(record: &Record) -> u8 {
+    match record {
+        Record::Put { .. } => KIND_PUT,
+        Record::Delete { .. } => KIND_DELETE,
+        Record::UploadCreate { .. } => KIND_UPLOAD_CREATE,
+        Record::UploadPart { .. } => KIND_UPLOAD_PART,
+        Record::UploadAbort { .. } => KIND_UPLOAD_ABORT,
+        Record::BucketCreate { .. } => KIND_BUCKET_CREATE,
+        Record::BucketDelete { .. } => KIND_BUCKET_DELETE,
+        Record::BucketConfig { .. } => KIND_BUCKET_CONFIG,
+        Record::Void => KIND_VOID,
+    }
+}
+
+/// Encodes what follows a record's kind, partition and sequence number. For a Put with
+/// inline data, returns where the data starts in `enc` and its length.
+fn encode_body(enc: &mut Enc, record: &Record) -> Option<(usize, usize)> {
+    match record {
+        Record::Put { bucket, key, meta, inline, completes_upload } => {
+            enc.str(bucket);
+            enc.str(key);
+            encode_opt_str(enc, completes_upload.as_deref());
+            meta.encode(enc, inline.is_some());
+            if let Some(data) = inline {
+                enc.u32(data.len() as u32);
+                let off = enc.0.len();
+                enc.0.extend_from_slice(data);
+                return Some((off, data.len()));
+            }
+        }
+        Record::Delete { bucket, key } => {
+            enc.str(bucket);
+            enc.str(key);
+        }
+        Record::UploadCreate { bucket, key, upload_id, upload } => {
+            enc.str(bucket);
+            enc.str(key);
+            enc.str(upload_id);
+            upload.encode_head(enc);
+        }
+        Record::UploadPart { bucket, key, upload_id, part_number, part } => {
+            enc.str(bucket);
+            enc.str(key);
+            enc.str(upload_id);
+            enc.u32(*part_number);
+            part.encode(enc);
+        }
+        Record::UploadAbort { bucket, key, upload_id } => {
+            enc.str(bucket);
+            enc.str(key);
+            enc.str(upload_id);
+        }
+        Record::BucketCreate { name, created_ms } => {
+            enc.str(name);
+            enc.i64(*created_ms);
+        }
+        Record::BucketDelete { name } => enc.str(name),
+        Record::BucketConfig { name, item, value } => {
+            enc.str(name);
+            enc.str(item);
+            encode_opt_str(enc, value.as_deref());
+        }
+        Record::Void => {}
+    }
+    None
+}
+
+fn encode_opt_str(enc: &mut Enc, value: Option<&str>) {
+    match value {
+        Some(v) => {
+            enc.u8(1);
+            enc.str(v);
+        }
+        None => enc.u8(0),
+    }
+}
+
+/// Fills in the header of the record that starts at `rec_start` and runs to the end of
+/// `out`: magic, payload length, checksum. Returns the payload length.
+fn seal_record(out: &mut [u8], rec_start: usize) -> usize {
+    let payload_start = rec_start + RECORD_HEADER_BYTES;
+    let payload_len = out.len() - payload_start;
+    assert!(payload_len <= RECORD_PAYLOAD_BYTES_MAX, "record of {payload_len} bytes exceeds the limit");
+    let sum = xxh3_64(&out[payload_start..]);
+    out[rec_start..rec_start + 4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+    out[rec_start + 4..rec_start + 8].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[rec_start + 8..payload_start].copy_from_slice(&sum.to_le_bytes());
+    payload_len
 }
 
 /// Appends void records covering exactly `len` bytes (at least `RECORD_BYTES_MIN`). A batch
@@ -228,10 +226,7 @@ pub fn encode_void(out: &mut Vec<u8>, len: usize) {
         encode_record(out, 0, 0, 0, 0, &Record::Void);
         let pad = take - (out.len() - start);
         out.resize(out.len() + pad, 0);
-        let payload_len = take - RECORD_HEADER_BYTES;
-        let sum = xxh3_64(&out[start + RECORD_HEADER_BYTES..]);
-        out[start + 4..start + 8].copy_from_slice(&(payload_len as u32).to_le_bytes());
-        out[start + 8..start + 16].copy_from_slice(&sum.to_le_bytes());
+        seal_record(out, start);
         left -= take;
     }
 }
@@ -249,6 +244,17 @@ pub fn verify_record(framed: &[u8]) -> Option<&[u8]> {
     }
     let payload = &framed[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + len];
     (xxh3_64(payload) == sum).then_some(payload)
+}
+
+/// True when `batch` is a run of valid framed records and nothing else: debug builds check
+/// every batch with it right before it is written.
+pub fn batch_is_valid(batch: &[u8]) -> bool {
+    let mut off = 0;
+    while off < batch.len() {
+        let Some(payload) = verify_record(&batch[off..]) else { return false };
+        off += RECORD_HEADER_BYTES + payload.len();
+    }
+    off == batch.len()
 }
 
 /// A record read back at start-up, with its partition and sequence number.
@@ -380,10 +386,17 @@ fn is_void(framed: &[u8]) -> bool {
     framed.get(RECORD_HEADER_BYTES) == Some(&KIND_VOID)
 }
 
+/// What replay read of one log.
+pub struct ReplayedLog {
+    /// The records in log order (voids left out).
+    pub records: Vec<Replayed>,
+    /// Where the merged log ends: the next append goes there.
+    pub end: u64,
+}
+
 /// Reads log `wal` from `start` on every drive that has it, merging: at each offset the
 /// first drive with a valid record wins (drives that missed a batch have a hole there).
-/// Returns the records and the offset where the next append goes.
-pub fn replay(drives: &[PathBuf], wal: u16, start: u64) -> Result<(Vec<Replayed>, u64)> {
+pub fn replay(drives: &[PathBuf], wal: u16, start: u64) -> Result<ReplayedLog> {
     let mut logs: Vec<DriveLog> = drives
         .iter()
         .filter_map(|drive| {
@@ -403,7 +416,7 @@ pub fn replay(drives: &[PathBuf], wal: u16, start: u64) -> Result<(Vec<Replayed>
         }
         off += framed.len() as u64;
     }
-    Ok((out, off))
+    Ok(ReplayedLog { records: out, end: off })
 }
 
 /// Makes every online drive's copy of log `wal` hold the records replay would read, up to
@@ -421,7 +434,7 @@ pub fn heal_copies(drives: &[PathBuf], online: &[bool], wal: u16, end: u64) -> R
         let file = match fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&file_path) {
             Ok(file) => file,
             Err(err) => {
-                eprintln!("ferrite: {}: cannot open for healing: {err}", file_path.display());
+                tracing::warn!(file = %file_path.display(), error = %err, "cannot open a metadata log copy for healing");
                 continue;
             }
         };
@@ -562,7 +575,7 @@ mod tests {
         holed[start + 20] ^= 0xFF;
         fs::write(wal_path(&drives[1], 0), &holed).unwrap();
         fs::write(wal_path(&drives[2], 0), &bytes[..bytes.len() - 3]).unwrap();
-        let (got, end) = replay(&drives[1..], 0, 0).unwrap();
+        let ReplayedLog { records: got, end } = replay(&drives[1..], 0, 0).unwrap();
         // Drive 2 is torn at the tail and drive 1 corrupt at record 1: merged still has all.
         assert_eq!(got.len(), 4);
         assert_eq!(end, bytes.len() as u64);
@@ -619,14 +632,28 @@ mod tests {
                 })
                 .collect()
         };
-        let (got, end) = replay(&drives, 0, 0).unwrap();
+        let ReplayedLog { records: got, end } = replay(&drives, 0, 0).unwrap();
         assert_eq!(keys(&got), vec!["acked-1", "acked-2"], "the refused write stays refused");
         assert_eq!(end, (before.len() + next.len()) as u64, "replay reads past the void");
         // Healing copies the void (and what follows) onto drive 0, never the failed batch.
         assert!(heal_copies(&drives, &[true, true, true], 0, end).unwrap() >= 2);
-        let (alone, _) = replay(&drives[..1], 0, 0).unwrap();
+        let alone = replay(&drives[..1], 0, 0).unwrap().records;
         assert_eq!(keys(&alone), vec!["acked-1", "acked-2"]);
         fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_batch_is_valid_only_as_whole_records() {
+        let put = Record::Delete { bucket: "b".into(), key: "k".into() };
+        let mut batch = Vec::new();
+        encode_void(&mut batch, 100);
+        encode_record(&mut batch, 100, 0, 1, 2, &put);
+        assert!(batch_is_valid(&batch));
+        assert!(batch_is_valid(&[]));
+        assert!(!batch_is_valid(&batch[..batch.len() - 1]), "a torn record");
+        let mut flipped = batch.clone();
+        flipped[120] ^= 1;
+        assert!(!batch_is_valid(&flipped), "a flipped bit");
     }
 
     #[test]

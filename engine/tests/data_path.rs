@@ -71,14 +71,9 @@ fn objects_across_blocks_read_back_as_written_and_from_parity_3_plus_2() {
 fn round_trip(drive_count: usize) {
     let root = TempDir(std::env::temp_dir().join(format!("ferrite-data-path-{}-{drive_count}", std::process::id())));
     let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.0.join(format!("d{i}"))).collect();
-    ferrite_engine::io::set_io_mode(monoio::utils::detect_uring());
-    let config = EngineConfig {
-        drives: drives.clone(),
-        parity: Some(2),
-        cores: 1,
-        snapshot_every_bytes: u64::MAX,
-        heal: Default::default(),
-    };
+    // No block cache (the default): every read comes from the drives.
+    let config =
+        EngineConfig { drives: drives.clone(), parity: Some(2), snapshot_every_bytes: u64::MAX, ..Default::default() };
     let (engine, mut boots) = Engine::open(config).expect("open engine");
     let boot = boots.pop().expect("one core");
     let mut rt = monoio::RuntimeBuilder::<FusionDriver>::new()
@@ -88,8 +83,6 @@ fn round_trip(drive_count: usize) {
         .expect("runtime");
     let e = engine.clone();
     rt.block_on(async move {
-        // No block cache: every read comes from the drives (off unless set; said here).
-        ferrite_engine::cache::set_budget(0);
         monoio::spawn(ferrite_engine::serve(e.clone(), boot));
         e.create_bucket("t").await.expect("bucket");
         let bs = e.block_size();

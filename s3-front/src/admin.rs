@@ -47,7 +47,7 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
             crate::lifecycle::pass(&ctx.engine, crate::lifecycle::day_ms()).await;
             Ok(json(crate::lifecycle::counters_json()))
         }
-        ("GET", "admin/v1/heal") => Ok(json(ctx.engine.heal().status_json(&ctx.engine))),
+        ("GET", "admin/v1/heal") => heal_status(ctx),
         ("POST", "admin/v1/heal") => {
             let rate = match call.q("rate-mib") {
                 Some(v) => match v.parse::<u64>() {
@@ -57,7 +57,7 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
                 None => None,
             };
             ctx.engine.heal().request("requested through the admin API", rate);
-            Ok(json(ctx.engine.heal().status_json(&ctx.engine)))
+            heal_status(ctx)
         }
         ("POST", "admin/v1/kms/rewrap") => {
             let r = crate::sse::rewrap_all(ctx).await?;
@@ -76,6 +76,14 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
 async fn text(body: &mut Body<'_>) -> S3Result<String> {
     let bytes = crate::ops::read_small_body(body, BODY_BYTES_MAX).await?;
     String::from_utf8(bytes).map_err(|_| crate::error::S3Error::new(Code::InvalidArgument, "the body is not UTF-8"))
+}
+
+/// The engine's heal status as JSON.
+fn heal_status(ctx: &Ctx) -> S3Result<Response> {
+    match serde_json::to_string(&ctx.engine.heal_status()) {
+        Ok(text) => Ok(json(text)),
+        Err(e) => err(Code::InternalError, format!("cannot render the heal status: {e}")),
+    }
 }
 
 fn json(body: String) -> Response {

@@ -385,7 +385,7 @@ pub async fn run(engine: Engine, interval: Duration, day_ms: i64) {
 /// The walk's next object; an error ends the walk, logged (the next pass walks again).
 async fn next_object(walk: &mut ObjectWalk, bucket: &str) -> Option<(String, Option<String>)> {
     match walk.next().await {
-        Ok(next) => next,
+        Ok(next) => next.map(|object| (object.key, object.reported_header)),
         Err(EngineError::NoSuchBucket) => None,
         Err(e) => {
             eprintln!("ferrite: lifecycle: the walk over bucket {bucket} stopped: {e}");
@@ -398,7 +398,7 @@ async fn next_object(walk: &mut ObjectWalk, bucket: &str) -> Option<(String, Opt
 /// objects in a tier are read.
 pub async fn resume_restores(engine: &Engine) {
     for (bucket, _) in engine.list_buckets() {
-        let mut walk = engine.walk(&bucket);
+        let mut walk = engine.walk(&bucket, Some(crate::tier::H_TIER));
         while let Some((key, class)) = next_object(&mut walk, &bucket).await {
             if class.is_none() {
                 continue;
@@ -434,7 +434,7 @@ pub async fn pass(engine: &Engine, day_ms: i64) {
         let doc = engine.bucket_config(&bucket, BUCKET_CONFIG).ok().flatten();
         let rules = doc.and_then(|d| parse(d.as_bytes(), &|_| true).ok()).unwrap_or_default();
         let now = ferrite_engine::now_ms();
-        let mut walk = engine.walk(&bucket);
+        let mut walk = engine.walk(&bucket, Some(crate::tier::H_TIER));
         while let Some((key, _)) = next_object(&mut walk, &bucket).await {
             let Ok(meta) = engine.head_object(&bucket, &key).await else { continue };
             if tier::restore_pending(&meta).is_some() {
@@ -638,7 +638,7 @@ pub async fn transition(
         return Ok(false);
     }
     let headers = tier::transitioned_headers(meta, tier_name, &blob, &etag);
-    match engine.swap_data(bucket, key, meta, DataLoc::Parts(Vec::new()), headers).await {
+    match engine.drop_data(bucket, key, meta, headers).await {
         Ok(()) => Ok(true),
         Err(EngineError::PreconditionFailed) | Err(EngineError::NoSuchKey) => {
             // Changed since it was read: the copy is not needed, unless the object refers to

@@ -22,12 +22,41 @@ const PUT_BYTES_MAX: u64 = 5 << 30;
 const PART_BYTES_MIN: u64 = 5 << 20;
 const PART_NUMBER_MAX: u32 = 10_000;
 const KEY_BYTES_MAX: usize = 1024;
+const BUCKET_NAME_BYTES_MAX: usize = 63;
 const LIST_KEYS_MAX: usize = 1000;
 const DELETE_OBJECTS_MAX: usize = 1000;
 /// XML request documents (Complete, Delete, Tagging) are read whole, up to this size.
 const XML_BODY_BYTES_MAX: usize = 2 << 20;
 const USER_METADATA_BYTES_MAX: usize = 2 << 10;
 const TAGS_MAX: usize = 10;
+/// A tag's key and value, in characters (as AWS).
+const TAG_KEY_CHARS_MAX: usize = 128;
+const TAG_VALUE_CHARS_MAX: usize = 256;
+
+/// What one tag can add to an object's metadata record: key and value at 4 UTF-8 bytes per
+/// character, and their two length prefixes.
+const TAG_RECORD_BYTES_MAX: usize = (TAG_KEY_CHARS_MAX + TAG_VALUE_CHARS_MAX) * 4 + 8;
+/// What one part can add to a multipart object's metadata record: its size (8) and location
+/// (file id and size, 24), and its entry in a transitioned object's parts header ("file id
+/// hex:size," at most 32 + 1 + 20 + 1).
+const PART_RECORD_BYTES_MAX: usize = 8 + 24 + 54;
+/// The internal headers Ferrite adds beside the parts header (SSE sealed keys and context,
+/// tier, blob, restore state) and the stored checksum, generously.
+const INTERNAL_RECORD_BYTES_MAX: usize = 16 << 10;
+// Everything an object's metadata record carries is bounded by the caps above: the stored
+// headers and user metadata come from one request head, tags and parts are counted. The
+// engine accepts any metadata within OBJECT_META_BYTES_MAX, so no valid request can reach
+// the log's record limit.
+const _: () = assert!(USER_METADATA_BYTES_MAX <= crate::http::HEAD_BYTES_MAX);
+const _: () = assert!(
+    BUCKET_NAME_BYTES_MAX
+        + KEY_BYTES_MAX
+        + crate::http::HEAD_BYTES_MAX
+        + TAGS_MAX * TAG_RECORD_BYTES_MAX
+        + PART_NUMBER_MAX as usize * PART_RECORD_BYTES_MAX
+        + INTERNAL_RECORD_BYTES_MAX
+        <= ferrite_engine::OBJECT_META_BYTES_MAX
+);
 const STORED_HEADERS: [&str; 6] =
     ["content-type", "content-encoding", "content-disposition", "content-language", "cache-control", "expires"];
 const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
@@ -156,7 +185,7 @@ fn require_bucket(ctx: &Ctx, bucket: &str) -> S3Result<i64> {
 
 pub fn valid_bucket_name(name: &str) -> bool {
     let b = name.as_bytes();
-    (3..=63).contains(&b.len())
+    (3..=BUCKET_NAME_BYTES_MAX).contains(&b.len())
         && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
@@ -206,7 +235,7 @@ fn validate_tags(tags: &[(String, String)]) -> S3Result<()> {
         return err(Code::InvalidTag, "Object tags cannot be greater than 10");
     }
     for (i, (k, v)) in tags.iter().enumerate() {
-        if k.is_empty() || k.chars().count() > 128 || v.chars().count() > 256 {
+        if k.is_empty() || k.chars().count() > TAG_KEY_CHARS_MAX || v.chars().count() > TAG_VALUE_CHARS_MAX {
             return err(Code::InvalidTag, "The TagKey or TagValue you have provided is invalid");
         }
         if tags[..i].iter().any(|(k2, _)| k2 == k) {
@@ -536,7 +565,7 @@ async fn list_objects(ctx: &Ctx, call: &Call<'_>, bucket: &str) -> S3Result<Resp
         require_bucket(ctx, bucket)?;
         ferrite_engine::ListPage::default()
     } else {
-        ctx.engine.list(bucket, prefix, delimiter, &start_after, max_keys).await?
+        ctx.engine.list(bucket, prefix, delimiter, &start_after, max_keys, Some(crate::tier::H_TIER)).await?
     };
     let mut x = Xml::new("ListBucketResult");
     x.elem("Name", bucket).elem("Prefix", &enc(prefix));
@@ -569,13 +598,13 @@ async fn list_objects(ctx: &Ctx, call: &Call<'_>, bucket: &str) -> S3Result<Resp
         }
     }
     for item in &page.items {
-        if let ListItem::Object(key, size, etag, mtime, class) = item {
+        if let ListItem::Object(object) = item {
             x.start("Contents")
-                .elem("Key", &enc(key))
-                .elem("LastModified", &iso8601(*mtime))
-                .elem("ETag", &quoted(etag))
-                .elem("Size", &size.to_string())
-                .elem("StorageClass", class.as_deref().unwrap_or("STANDARD"));
+                .elem("Key", &enc(&object.key))
+                .elem("LastModified", &iso8601(object.mtime_ms))
+                .elem("ETag", &quoted(&object.etag))
+                .elem("Size", &object.size.to_string())
+                .elem("StorageClass", object.reported_header.as_deref().unwrap_or("STANDARD"));
             if !v2 || call.q("fetch-owner") == Some("true") {
                 x.start("Owner").elem("ID", &ctx.config.root_user).elem("DisplayName", &ctx.config.root_user).end();
             }
@@ -1041,7 +1070,7 @@ async fn upload_part(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, body: 
         None => None,
     };
     let streamed = stream_body(ctx, call, body, writer, PUT_BYTES_MAX, sealer).await?;
-    let Finished::Part(loc) = streamed.data else {
+    let Some(loc) = streamed.data.part() else {
         return err(Code::InternalError, "a part was inlined");
     };
     let etag = etag_of(enc.as_ref(), &streamed.md5);
@@ -1098,7 +1127,7 @@ async fn upload_part_copy(
             return Err(e);
         }
     };
-    let Finished::Part(loc) = writer.finish().await? else {
+    let Some(loc) = writer.finish().await?.part().cloned() else {
         return err(Code::InternalError, "a part was inlined");
     };
     let etag = etag_of(enc, &md5);

@@ -343,10 +343,10 @@ pub async fn rewrap_all(ctx: &Ctx) -> S3Result<RewrapReport> {
     let kms = kms(ctx)?;
     let mut report = RewrapReport::default();
     for (bucket, _) in ctx.engine.list_buckets() {
-        let mut walk = ctx.engine.walk(&bucket);
+        let mut walk = ctx.engine.walk(&bucket, None);
         loop {
             let key = match walk.next().await {
-                Ok(Some((key, _))) => key,
+                Ok(Some(object)) => object.key,
                 // Deleted meanwhile: nothing left to re-seal there.
                 Ok(None) | Err(ferrite_engine::EngineError::NoSuchBucket) => break,
                 Err(e) => return Err(e.into()),

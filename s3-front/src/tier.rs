@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use ferrite_engine::heal::json_escape;
 use ferrite_engine::meta::{DataLoc, PartLoc};
 use ferrite_engine::sse::{open_secret, seal_secret, Key};
 use ferrite_engine::{Chunk, Engine, EngineError, ObjectMeta, ObjectReader};
@@ -31,8 +30,9 @@ use crate::error::{Code, S3Error, S3Result};
 use crate::outbound::json_string;
 use crate::sse::header;
 
-/// Internal headers of a transitioned object (never shown to clients).
-pub const H_TIER: &str = ferrite_engine::STORAGE_CLASS_HEADER;
+/// Internal headers of a transitioned object (never shown to clients). H_TIER names the
+/// tier, which listings report as the object's storage class (they ask the engine for it).
+pub const H_TIER: &str = "x-ferrite-tier";
 const H_BLOB: &str = "x-ferrite-tier-blob";
 const H_BLOB_ETAG: &str = "x-ferrite-tier-etag";
 /// The stored parts as they were ("file id hex:size" by commas): multipart encrypted
@@ -168,15 +168,28 @@ impl Tier {
             Auth::Sas(_) => "SAS",
             Auth::Entra(signin) => signin.kind(),
         };
-        format!(
-            "{{\"name\":\"{}\",\"endpoint\":\"{}\",\"account\":\"{}\",\"container\":\"{}\",\"prefix\":\"{}\",\"access_tier\":\"{}\",\"auth\":\"{auth}\"}}",
-            json_escape(&self.name),
-            json_escape(&self.endpoint),
-            json_escape(&self.account),
-            json_escape(&self.container),
-            json_escape(&self.prefix),
-            json_escape(&self.access_tier)
-        )
+        /// The tier as `tier ls` shows it (field order as written here).
+        #[derive(serde::Serialize)]
+        struct Description<'a> {
+            name: &'a str,
+            endpoint: &'a str,
+            account: &'a str,
+            container: &'a str,
+            prefix: &'a str,
+            access_tier: &'a str,
+            auth: &'a str,
+        }
+        let description = Description {
+            name: &self.name,
+            endpoint: &self.endpoint,
+            account: &self.account,
+            container: &self.container,
+            prefix: &self.prefix,
+            access_tier: &self.access_tier,
+            auth,
+        };
+        // Strings only: serializing cannot fail.
+        serde_json::to_string(&description).unwrap_or_default()
     }
 }
 
@@ -360,8 +373,8 @@ pub async fn remove(engine: &Engine, name: &str) -> S3Result<()> {
                 ));
             }
         }
-        let mut walk = engine.walk(&bucket);
-        while let Some((key, class)) = walk.next().await? {
+        let mut walk = engine.walk(&bucket, Some(H_TIER));
+        while let Some(ferrite_engine::ListedObject { key, reported_header: class, .. }) = walk.next().await? {
             if class.as_deref() == Some(name) {
                 return Err(S3Error::new(
                     Code::InvalidRequest,
@@ -582,16 +595,16 @@ async fn copy_back(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, 
             other => CopyBack::Retry(other.to_string()),
         });
     }
-    let part = match writer.finish().await {
-        Ok(ferrite_engine::Finished::Part(part)) => part,
-        Ok(_) => return Err(CopyBack::Retry("a restored copy came back inline".into())),
+    let copy = match writer.finish().await {
+        Ok(copy) if copy.is_inline() => return Err(CopyBack::Retry("a restored copy came back inline".into())),
+        Ok(copy) => copy,
         Err(e) => return Err(CopyBack::Retry(e.to_string())),
     };
     let until = restore_expiry(days);
     let headers = restore_headers(meta, Some((H_RESTORED_UNTIL, until)));
     // If the object changed meanwhile the copy is unreferenced; the scanner's leftover pass
     // removes its files.
-    match engine.swap_data(bucket, key, meta, DataLoc::Parts(vec![part]), headers).await {
+    match engine.swap_data(bucket, key, meta, copy, headers).await {
         Ok(()) => Ok(()),
         Err(EngineError::PreconditionFailed | EngineError::NoSuchKey | EngineError::NoSuchBucket) => {
             Err(CopyBack::Changed)
@@ -603,7 +616,7 @@ async fn copy_back(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta, 
 /// Frees a restored copy whose time is up (the lifecycle pass calls this).
 pub async fn expire_restored(engine: &Engine, bucket: &str, key: &str, meta: &ObjectMeta) -> S3Result<()> {
     let headers = restore_headers(meta, None);
-    engine.swap_data(bucket, key, meta, DataLoc::Parts(Vec::new()), headers).await.map_err(S3Error::from)
+    engine.drop_data(bucket, key, meta, headers).await.map_err(S3Error::from)
 }
 
 /// The headers a transitioned object carries: its own plus where its bytes went.

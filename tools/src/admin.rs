@@ -133,7 +133,7 @@ fn tier(args: &[String]) -> Result<bool, String> {
                     _ => None,
                 };
                 let value = get(flag).map(str::to_owned).or(from_env.filter(|v| !v.is_empty()))?;
-                Some(format!("\"{field}\":\"{}\"", ferrite_engine::heal::json_escape(&value)))
+                Some(format!("\"{field}\":{}", serde_json::Value::from(value)))
             })
             .collect();
         format!("{{{}}}", items.join(","))

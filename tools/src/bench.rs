@@ -851,7 +851,7 @@ impl Row {
         let kinds: Vec<String> = self
             .error_kinds
             .iter()
-            .map(|(kind, n)| format!("\"{}\":{n}", ferrite_engine::heal::json_escape(kind)))
+            .map(|(kind, n)| format!("{}:{n}", serde_json::Value::from(kind.as_str())))
             .collect();
         format!(
             "{{\"op\":\"{}\",\"ops\":{},\"errors\":{},\"obj_per_s\":{:.1},\"mib_per_s\":{:.2},\"p50_ms\":{p50:.3},\"p90_ms\":{p90:.3},\"p99_ms\":{p99:.3},\"p999_ms\":{p999:.3},\"max_ms\":{max:.3},\"ttfb_p50_ms\":{:.3},\"ttfb_p99_ms\":{:.3},\"error_kinds\":{{{}}}}}",

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use ferrite_engine::heal::HealConfig;
-use ferrite_engine::{io::set_io_mode, CoreBoot, Engine, EngineConfig, SNAPSHOT_EVERY_BYTES_DEFAULT};
+use ferrite_engine::{CoreBoot, Engine, EngineConfig, FaultConfig, HealConfig, SNAPSHOT_EVERY_BYTES_DEFAULT};
 use ferrite_s3::http::ClientTimeouts;
 use ferrite_s3::{serve_connection, Config, Ctx};
 use rustls as rustls_config;
@@ -155,8 +154,8 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let forced_blocking = std::env::var("FERRITE_IO").is_ok_and(|v| v == "blocking");
+    // Each core's runtime drives io_uring or epoll; the engine's disk I/O follows it.
     let uring = !forced_blocking && monoio::utils::detect_uring();
-    set_io_mode(uring);
     if uring {
         println!("ferrite: disk and network I/O: io_uring");
     } else if forced_blocking {
@@ -172,15 +171,22 @@ fn run(args: Args) -> Result<(), String> {
         _ => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
     let snapshot_every_bytes = env_number("FERRITE_SNAPSHOT_BYTES").unwrap_or(SNAPSHOT_EVERY_BYTES_DEFAULT);
+    let cache_mib = env_number("FERRITE_CACHE_MIB").map_or(CACHE_MIB_DEFAULT, |n| n as usize);
     let config = EngineConfig {
         drives: args.drives.clone(),
         parity: args.parity,
         cores,
         snapshot_every_bytes,
         heal: heal_config(),
+        cache_bytes: cache_mib.saturating_mul(1 << 20),
+        // Honoured by test builds only (the engine's fault-injection feature).
+        faults: FaultConfig {
+            rules: std::env::var("FERRITE_FAULTS").ok(),
+            rules_file: std::env::var("FERRITE_FAULTS_FILE").ok().map(PathBuf::from),
+        },
     };
     let (engine, boots) = Engine::open(config).map_err(|e| e.to_string())?;
-    ferrite_engine::heal::start_drive_monitor(engine.clone());
+    engine.start_drive_monitor();
     let drives = engine.drives();
     for note in &drives.notes {
         println!("ferrite: {note}");
@@ -337,9 +343,10 @@ fn run_core(
         eprintln!("ferrite: core {core}: could not pin executor: {e:?}");
     }
     let pool = Box::new(monoio::blocking::DefaultThreadPool::new(BLOCKING_THREADS_PER_CORE));
+    // The engine sets each core's share of the cache (EngineConfig::cache_bytes); this
+    // only reports it.
     let cache_mib = env_number("FERRITE_CACHE_MIB").map_or(CACHE_MIB_DEFAULT, |n| n as usize);
     let per_core = cache_mib.saturating_mul(1 << 20) / cores_total;
-    ferrite_engine::cache::set_budget(per_core);
     if core == 0 {
         // The cache keeps blocks of at most a quarter of a core's share.
         let usable = per_core >= 4 * engine.block_size();
