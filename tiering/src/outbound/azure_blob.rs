@@ -2,8 +2,9 @@
 //! first with the Cold tier), signed with the account's Shared Key, carrying a SAS token, or
 //! with an Entra ID bearer token (a managed or workload identity; see `entra`).
 //!
-//! Calls are blocking (see `outbound`): run them on a blocking pool from an executor. Each is
-//! idempotent and retried with back-off on 429, 500, 502, 503, 504 and transport errors.
+//! Calls are blocking (see `http`): run them on a blocking pool from an executor. Each is
+//! idempotent and retried with back-off on 429, 500, 502, 503, 504 and transport errors
+//! (5 attempts, 0.2 s doubling); 401 and 403 are reported at once.
 //!
 //! Large blobs go up as blocks (Put Block, then Put Block List). Block ids are deterministic
 //! (`block_id(index)`), so an interrupted upload resumes: `uncommitted_blocks` says which
@@ -14,19 +15,17 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, AsciiSet};
 use sha2::Sha256;
 
-use crate::entra::{Signin, TokenError};
-use crate::outbound::{request, Reply, Url};
+use super::entra::{Signin, TokenError};
+use super::http::{Client, Reply, Url, ESCAPED};
 
 pub const API_VERSION: &str = "2021-12-02";
 const ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
-/// Characters escaped in blob names and query values (all but RFC 3986 unreserved; '/' is
-/// kept in paths).
-pub(crate) const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// Characters escaped in blob names (all but RFC 3986 unreserved and '/').
 const ESCAPED_PATH: &AsciiSet = &ESCAPED.remove(b'/');
 
 /// The access tiers a tier may use. Archive is refused: it cannot serve a read at once.
@@ -55,29 +54,24 @@ pub struct Container {
     account: String,
     name: String,
     auth: Auth,
+    http: Client,
 }
 
-#[derive(Debug)]
+/// A Blob call that failed.
+#[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     /// 404: no such blob or container.
+    #[error("no such blob or container")]
     NotFound,
     /// 401/403: the key or token was refused.
+    #[error("access denied: {0}")]
     Denied(String),
     /// Still failing after the retries: the service cannot be reached or is overloaded.
+    #[error("the Blob service cannot be reached: {0}")]
     Unavailable(String),
     /// Any other refusal (status, Azure's error code and message).
+    #[error("the Blob service refused the request (HTTP {0}): {1}")]
     Refused(u16, String),
-}
-
-impl std::fmt::Display for BlobError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BlobError::NotFound => write!(f, "no such blob or container"),
-            BlobError::Denied(why) => write!(f, "access denied: {why}"),
-            BlobError::Unavailable(why) => write!(f, "the Blob service cannot be reached: {why}"),
-            BlobError::Refused(status, why) => write!(f, "the Blob service refused the request (HTTP {status}): {why}"),
-        }
-    }
 }
 
 pub type BlobResult<T> = Result<T, BlobError>;
@@ -98,7 +92,7 @@ pub fn block_id(index: u64) -> String {
 }
 
 impl Container {
-    pub fn new(endpoint: &str, account: &str, name: &str, auth: Auth) -> Result<Container, String> {
+    pub fn new(http: &Client, endpoint: &str, account: &str, name: &str, auth: Auth) -> Result<Container, String> {
         let endpoint = Url::parse(endpoint.trim_end_matches('/'))?;
         if account.is_empty() || !account.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(format!("{account}: an account name is letters and digits"));
@@ -110,7 +104,7 @@ impl Container {
         if !valid {
             return Err(format!("{name}: a container name is 3-63 lower-case letters, digits and single hyphens"));
         }
-        Ok(Container { endpoint, account: account.to_owned(), name: name.to_owned(), auth })
+        Ok(Container { endpoint, account: account.to_owned(), name: name.to_owned(), auth, http: http.clone() })
     }
 
     /// Creates the container; one that exists already is fine.
@@ -261,9 +255,7 @@ impl Container {
             all.push(("x-ms-version".into(), API_VERSION.into()));
             if let Auth::SharedKey(key) = &self.auth {
                 let to_sign = string_to_sign(method, &all, body.len(), &self.account, &path, query);
-                let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-                mac.update(to_sign.as_bytes());
-                let signature = B64.encode(mac.finalize().into_bytes());
+                let signature = B64.encode(hmac_sha256(key, to_sign.as_bytes()));
                 all.push(("authorization".into(), format!("SharedKey {}:{signature}", self.account)));
             }
             if let Auth::Entra(signin) = &self.auth {
@@ -283,7 +275,7 @@ impl Container {
                 all.push(("authorization".into(), format!("Bearer {token}")));
             }
             let pairs: Vec<(&str, &str)> = all.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-            let reply = match request(method, &url, &pairs, &body) {
+            let reply = match self.http.request(method, &url, &pairs, &body) {
                 Ok(reply) => reply,
                 Err(e) => {
                     last = e.to_string();
@@ -308,6 +300,12 @@ impl Container {
         }
         Err(BlobError::Unavailable(last))
     }
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 /// Azure's error code and message, from the x-ms-error-code header and the XML body.
@@ -413,7 +411,9 @@ mod tests {
     #[test]
     fn container_names_follow_azure_rules() {
         let key = Auth::SharedKey(vec![1; 64]);
+        let http = Client::new(&Default::default());
         assert!(Container::new(
+            &http,
             "http://127.0.0.1:10000/devstoreaccount1",
             "devstoreaccount1",
             "ferrite-tier",
@@ -421,8 +421,8 @@ mod tests {
         )
         .is_ok());
         for bad in ["ab", "Upper", "-lead", "dou--ble", "under_score"] {
-            assert!(Container::new("https://a.blob.core.windows.net", "a", bad, key.clone()).is_err(), "{bad}");
+            assert!(Container::new(&http, "https://a.blob.core.windows.net", "a", bad, key.clone()).is_err(), "{bad}");
         }
-        assert!(Container::new("https://a.blob.core.windows.net", "a-b", "okay", key).is_err());
+        assert!(Container::new(&http, "https://a.blob.core.windows.net", "a-b", "okay", key).is_err());
     }
 }
