@@ -447,6 +447,11 @@ impl Batcher {
 /// A core's batcher, shared by the bodies of that core (one per executor, in its context).
 pub type CoreBatcher = Rc<RefCell<Batcher>>;
 
+/// A batcher for one core's bodies, hashing with `kernel`.
+pub fn core_batcher(kernel: Kernel) -> CoreBatcher {
+    Rc::new(RefCell::new(Batcher::new(kernel)))
+}
+
 /// The MD5 of one body, hashed with the other bodies of its core. Not `Send`: it lives in
 /// its core's batcher.
 pub struct Md5Stream {

@@ -451,8 +451,7 @@ fn run_core(
         let per_stream =
             ferrite_s3::budget::bytes_per_stream(engine.block_size(), engine.layout().data, engine.layout().parity);
         let slots = memory_budget_bytes / cores_total / per_stream;
-        let budget = ferrite_s3::budget::Budget::new(slots);
-        let md5 = Rc::new(std::cell::RefCell::new(ferrite_s3::md5x::Batcher::new(services.md5)));
+        let (budget, md5) = (ferrite_s3::budget::Budget::new(slots), ferrite_s3::md5x::core_batcher(services.md5));
         let ctx = Rc::new(Ctx { engine, config, budget, kms: services.kms, mover: services.mover, md5 });
         let acceptor = tls.map(|config| Rc::new(ferrite_s3::TlsAcceptor::from(config)));
         loop {

@@ -226,54 +226,21 @@ impl Container {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> BlobResult<Reply> {
-        let mut path = format!("{}/{}", self.endpoint.target.trim_end_matches('/'), self.name);
-        if let Some(blob) = blob {
-            path.push('/');
-            path.push_str(&utf8_percent_encode(blob, ESCAPED_PATH).to_string());
-        }
-        let mut target = path.clone();
-        let mut pairs: Vec<String> =
-            query.iter().map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, ESCAPED))).collect();
-        if let Auth::Sas(sas) = &self.auth {
-            pairs.push(sas.trim_start_matches('?').to_owned());
-        }
-        if !pairs.is_empty() {
-            target.push('?');
-            target.push_str(&pairs.join("&"));
-        }
-        let url = self.endpoint.with_target(target);
+        let (path, url) = self.target(blob, query);
         let mut last = String::new();
         let mut renewed = false;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 std::thread::sleep(FIRST_BACKOFF * 2u32.pow(attempt - 1));
             }
-            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-            let mut all: Vec<(String, String)> =
-                headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.to_string())).collect();
-            all.push(("x-ms-date".into(), date));
-            all.push(("x-ms-version".into(), API_VERSION.into()));
-            if let Auth::SharedKey(key) = &self.auth {
-                let to_sign = string_to_sign(method, &all, body.len(), &self.account, &path, query);
-                let signature = B64.encode(hmac_sha256(key, to_sign.as_bytes()));
-                all.push(("authorization".into(), format!("SharedKey {}:{signature}", self.account)));
-            }
-            if let Auth::Entra(signin) = &self.auth {
-                // The identity endpoint's hiccups (429, 5xx, no answer) are retried like the
-                // service's own.
-                let token = match signin.token() {
-                    Ok(token) => token,
-                    Err(TokenError::Unreachable(why) | TokenError::Broken(why)) => {
-                        last = why;
-                        continue;
-                    }
-                    Err(TokenError::Refused(status, why)) => {
-                        let kind = signin.kind();
-                        return Err(BlobError::Denied(format!("Entra ID refused the {kind} (HTTP {status}): {why}")));
-                    }
-                };
-                all.push(("authorization".into(), format!("Bearer {token}")));
-            }
+            let all = match self.signed_headers(method, headers, body.len(), &path, query) {
+                Ok(all) => all,
+                Err(Signing::Retry(why)) => {
+                    last = why;
+                    continue;
+                }
+                Err(Signing::Refused(e)) => return Err(e),
+            };
             let pairs: Vec<(&str, &str)> = all.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
             let reply = match self.http.request(method, &url, &pairs, &body) {
                 Ok(reply) => reply,
@@ -300,6 +267,70 @@ impl Container {
         }
         Err(BlobError::Unavailable(last))
     }
+
+    /// The request path (for signing) and the URL of a call on the container or a blob.
+    fn target(&self, blob: Option<&str>, query: &[(&str, &str)]) -> (String, Url) {
+        let mut path = format!("{}/{}", self.endpoint.target.trim_end_matches('/'), self.name);
+        if let Some(blob) = blob {
+            path.push('/');
+            path.push_str(&utf8_percent_encode(blob, ESCAPED_PATH).to_string());
+        }
+        let mut target = path.clone();
+        let mut pairs: Vec<String> =
+            query.iter().map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, ESCAPED))).collect();
+        if let Auth::Sas(sas) = &self.auth {
+            pairs.push(sas.trim_start_matches('?').to_owned());
+        }
+        if !pairs.is_empty() {
+            target.push('?');
+            target.push_str(&pairs.join("&"));
+        }
+        (path, self.endpoint.with_target(target))
+    }
+
+    /// The headers of one attempt: the caller's, the date and version, and the
+    /// authorization (a Shared Key signature or a bearer token; a SAS is in the URL).
+    fn signed_headers(
+        &self,
+        method: &str,
+        headers: &[(&str, &str)],
+        body_len: usize,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<(String, String)>, Signing> {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let mut all: Vec<(String, String)> =
+            headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.to_string())).collect();
+        all.push(("x-ms-date".into(), date));
+        all.push(("x-ms-version".into(), API_VERSION.into()));
+        match &self.auth {
+            Auth::SharedKey(key) => {
+                let to_sign = string_to_sign(method, &all, body_len, &self.account, path, query);
+                let signature = B64.encode(hmac_sha256(key, to_sign.as_bytes()));
+                all.push(("authorization".into(), format!("SharedKey {}:{signature}", self.account)));
+            }
+            // The identity endpoint's hiccups (429, 5xx, no answer) are retried like the
+            // service's own.
+            Auth::Entra(signin) => match signin.token() {
+                Ok(token) => all.push(("authorization".into(), format!("Bearer {token}"))),
+                Err(TokenError::Unreachable(why) | TokenError::Broken(why)) => return Err(Signing::Retry(why)),
+                Err(TokenError::Refused(status, why)) => {
+                    let kind = signin.kind();
+                    let why = format!("Entra ID refused the {kind} (HTTP {status}): {why}");
+                    return Err(Signing::Refused(BlobError::Denied(why)));
+                }
+            },
+            Auth::Sas(_) => {}
+        }
+        Ok(all)
+    }
+}
+
+/// Why an attempt could not be signed.
+enum Signing {
+    /// The sign-in failed for now: retried like the service's own failures.
+    Retry(String),
+    Refused(BlobError),
 }
 
 fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
