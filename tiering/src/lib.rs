@@ -6,7 +6,7 @@
 //! [`Error`] to S3 errors; it never sees a Blob or HTTP error itself. This crate depends on
 //! the engine, never on the S3 layer.
 //!
-//! Modules, bottom up (each imports only those above it in this list):
+//! Modules, bottom up (each imports only modules listed before it):
 //! - `settings`, `counters`, `stub`, `xml`, `outbound`: what the mover is told, what it
 //!   counted, the headers a transitioned object keeps, an XML tree, the clients;
 //! - `error`, `blocking`, `store`: the error type, the blocking pool, the engine calls that
