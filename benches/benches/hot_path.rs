@@ -30,6 +30,17 @@ fn digests(c: &mut Criterion) {
     g.finish();
 }
 
+/// The md5x kernel to measure: as the server chooses it, from FERRITE_MD5_SIMD (`0`:
+/// scalar, `avx2`), else the widest this CPU has.
+fn md5_kernel() -> ferrite_s3::md5x::Kernel {
+    use ferrite_s3::md5x::{Kernel, KernelChoice};
+    Kernel::chosen(match std::env::var("FERRITE_MD5_SIMD").as_deref() {
+        Ok("0") => KernelChoice::Scalar,
+        Ok("avx2") => KernelChoice::Avx2,
+        _ => KernelChoice::Widest,
+    })
+}
+
 /// MD5 of several concurrent bodies (1 MiB each, in 64 KiB chunks): the md-5 crate one body
 /// after another, against md5x's batcher hashing them in lanes (s3-front/src/md5x.rs).
 fn md5_streams(c: &mut Criterion) {
@@ -42,7 +53,7 @@ fn md5_streams(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("md-5 crate, one body after another", streams), &bodies, |b, bodies| {
             b.iter(|| bodies.iter().map(<md5::Md5 as md5::Digest>::digest).collect::<Vec<_>>())
         });
-        let name = format!("md5x batcher ({})", md5x::kernel());
+        let name = format!("md5x batcher ({})", md5_kernel().name());
         g.bench_with_input(BenchmarkId::new(name, streams), &bodies, |b, bodies| {
             b.iter_batched(
                 || {
@@ -52,7 +63,7 @@ fn md5_streams(c: &mut Criterion) {
                         .collect::<Vec<_>>()
                 },
                 |chunked| {
-                    let mut batcher = Batcher::default();
+                    let mut batcher = Batcher::new(md5_kernel());
                     let ids: Vec<usize> = chunked.iter().map(|_| batcher.open()).collect();
                     // Round robin, as the chunks of concurrent PUTs arrive.
                     let mut chunked: Vec<_> = chunked.into_iter().map(Vec::into_iter).collect();
@@ -132,7 +143,7 @@ fn vs_fastest_crate(c: &mut Criterion) {
         b.iter_batched(
             || chunks.clone(),
             |chunks| {
-                let mut batcher = Batcher::default();
+                let mut batcher = Batcher::new(md5_kernel());
                 let id = batcher.open();
                 chunks.into_iter().for_each(|c| batcher.append(id, c));
                 batcher.finish(id)

@@ -12,10 +12,14 @@
 //! - `GET /ferrite/admin/v1/lifecycle`: what lifecycle passes did since start-up;
 //!   `POST /ferrite/admin/v1/lifecycle/run`: runs a pass now and answers when it is done.
 //!
-//! Requests are signed like any S3 request; only the root user exists so far.
+//! Requests are signed like any S3 request; only the root user exists so far. The tier and
+//! lifecycle work itself is the mover's (`ferrite_tiering`); this module speaks HTTP and JSON.
+
+use ferrite_tiering::tiers::TierSpec;
+use serde::Serialize;
 
 use crate::body::Body;
-use crate::error::{err, Code, S3Result};
+use crate::error::{err, Code, S3Error, S3Result};
 use crate::server::{Call, Ctx, RespBody, Response};
 
 /// Admin request bodies are small JSON documents.
@@ -30,24 +34,24 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
         return match call.req.method.as_str() {
             "PUT" => {
                 let force = call.q("force") == Some("true");
-                Ok(json(crate::tier::add(&ctx.engine, name, &text(body).await?, force).await?))
+                json(&ctx.mover.add_tier(name, &tier_spec(body).await?, force).await?)
             }
-            "POST" => Ok(json(crate::tier::edit(&ctx.engine, name, &text(body).await?).await?)),
+            "POST" => json(&ctx.mover.edit_tier(name, &tier_spec(body).await?).await?),
             "DELETE" => {
-                crate::tier::remove(&ctx.engine, name).await?;
+                ctx.mover.remove_tier(name).await?;
                 Ok(Response::new(204))
             }
             _ => err(Code::InvalidRequest, "Unknown admin API call."),
         };
     }
     match (call.req.method.as_str(), key) {
-        ("GET", "admin/v1/tier") => Ok(json(crate::tier::list_json(&ctx.engine)?)),
-        ("GET", "admin/v1/lifecycle") => Ok(json(crate::lifecycle::counters_json())),
+        ("GET", "admin/v1/tier") => json(&ctx.mover.list_tiers()?),
+        ("GET", "admin/v1/lifecycle") => json(&ctx.mover.status()),
         ("POST", "admin/v1/lifecycle/run") => {
-            crate::lifecycle::pass(&ctx.engine, crate::lifecycle::day_ms()).await;
-            Ok(json(crate::lifecycle::counters_json()))
+            ctx.mover.pass().await;
+            json(&ctx.mover.status())
         }
-        ("GET", "admin/v1/heal") => heal_status(ctx),
+        ("GET", "admin/v1/heal") => json(&ctx.engine.heal_status()),
         ("POST", "admin/v1/heal") => {
             let rate = match call.q("rate-mib") {
                 Some(v) => match v.parse::<u64>() {
@@ -57,15 +61,9 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
                 None => None,
             };
             ctx.engine.heal().request("requested through the admin API", rate);
-            heal_status(ctx)
+            json(&ctx.engine.heal_status())
         }
-        ("POST", "admin/v1/kms/rewrap") => {
-            let r = crate::sse::rewrap_all(ctx).await?;
-            Ok(json(format!(
-                "{{\"objects\":{},\"encrypted\":{},\"rewrapped\":{},\"failed\":{}}}",
-                r.objects, r.encrypted, r.rewrapped, r.failed
-            )))
-        }
+        ("POST", "admin/v1/kms/rewrap") => json(&crate::sse::rewrap_all(ctx).await?),
         _ if call.req.method == "PUT" && call.key.is_none() => {
             err(Code::InvalidBucketName, "The bucket name ferrite is reserved for the admin API.")
         }
@@ -73,20 +71,19 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
     }
 }
 
-async fn text(body: &mut Body<'_>) -> S3Result<String> {
+/// The body of a tier add or edit.
+async fn tier_spec(body: &mut Body<'_>) -> S3Result<TierSpec> {
     let bytes = crate::ops::read_small_body(body, BODY_BYTES_MAX).await?;
-    String::from_utf8(bytes).map_err(|_| crate::error::S3Error::new(Code::InvalidArgument, "the body is not UTF-8"))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| S3Error::new(Code::InvalidArgument, format!("the body is not a tier description in JSON: {e}")))
 }
 
-/// The engine's heal status as JSON.
-fn heal_status(ctx: &Ctx) -> S3Result<Response> {
-    match serde_json::to_string(&ctx.engine.heal_status()) {
-        Ok(text) => Ok(json(text)),
-        Err(e) => err(Code::InternalError, format!("cannot render the heal status: {e}")),
-    }
+fn json(value: &impl Serialize) -> S3Result<Response> {
+    let text = serde_json::to_string(value).map_err(|e| S3Error::new(Code::InternalError, e.to_string()))?;
+    Ok(json_text(text))
 }
 
-fn json(body: String) -> Response {
+fn json_text(body: String) -> Response {
     let mut resp = Response::new(200);
     resp.headers.push(("content-type".into(), "application/json".into()));
     resp.body = RespBody::Bytes(body.into_bytes());

@@ -1,6 +1,10 @@
-//! S3 error codes with their HTTP statuses, and the mapping from engine errors.
+//! S3 error codes with their HTTP statuses, and the mapping from the errors of the layers
+//! below (engine, tier mover, KMS clients): each of their errors becomes an S3 error here,
+//! and only here.
 
 use ferrite_engine::EngineError;
+use ferrite_tiering::outbound::azure_blob::BlobError;
+use ferrite_tiering::outbound::kms::KmsError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Code {
@@ -179,9 +183,52 @@ impl From<EngineError> for S3Error {
             _ => (Code::InternalError, e.to_string()),
         };
         if code == Code::InternalError {
-            eprintln!("ferrite: internal error: {e}");
+            tracing::error!("internal error: {e}");
         }
         S3Error::new(code, message)
+    }
+}
+
+impl From<ferrite_tiering::Error> for S3Error {
+    fn from(e: ferrite_tiering::Error) -> Self {
+        use ferrite_tiering::Error as T;
+        let e = match e {
+            T::Engine(inner) => return S3Error::from(inner),
+            other => other,
+        };
+        let code = match &e {
+            T::Engine(_) => Code::InternalError,
+            T::LifecycleMalformed(_) => Code::MalformedXML,
+            T::LifecycleInvalid(_) | T::TierInvalid(_) => Code::InvalidArgument,
+            T::UnknownStorageClass(_) => Code::InvalidStorageClass,
+            T::TierConflict(_) => Code::InvalidRequest,
+            T::NoSuchTier(name) => return S3Error::new(Code::InvalidArgument, format!("No tier {name}.")),
+            T::TierCheck { source: BlobError::Denied(_), .. } => Code::AccessDenied,
+            T::TierCheck { source: BlobError::Unavailable(_), .. } => Code::ServiceUnavailable,
+            T::TierCheck { .. } => Code::InvalidArgument,
+            T::NotInTier => Code::InvalidObjectState,
+            T::RestoreInProgress => Code::RestoreAlreadyInProgress,
+            T::TierUnreachable | T::Blob(BlobError::Unavailable(_)) => Code::ServiceUnavailable,
+            T::TierDamaged(_) | T::BlobGone | T::Blob(_) | T::Cancelled => Code::InternalError,
+        };
+        if code == Code::InternalError {
+            tracing::error!("internal error: {e}");
+        }
+        S3Error::new(code, e.to_string())
+    }
+}
+
+impl From<KmsError> for S3Error {
+    fn from(e: KmsError) -> Self {
+        match e {
+            KmsError::Unreachable(_) => S3Error::new(
+                Code::ServiceUnavailable,
+                "The KMS cannot be reached; no encrypted object can be written or read.",
+            ),
+            KmsError::NoSuchKey(message) => S3Error::new(Code::KmsNotFound, message),
+            KmsError::Refused(message) => S3Error::new(Code::AccessDenied, message),
+            KmsError::Broken(_) => S3Error::new(Code::InternalError, e.to_string()),
+        }
     }
 }
 

@@ -8,15 +8,12 @@ pub mod checksum;
 pub mod error;
 pub mod http;
 pub mod kms;
-pub mod lifecycle;
 pub mod md5x;
 pub mod metrics;
 pub mod ops;
-pub use ferrite_tiering::outbound;
 pub mod server;
 pub mod sigv4;
 pub mod sse;
-pub mod tier;
 pub mod tls;
 pub mod xml;
 

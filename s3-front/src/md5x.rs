@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::marker::PhantomData;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[macro_use]
@@ -82,29 +82,28 @@ impl Kernel {
     }
 }
 
-/// The kernel this process runs: the widest the CPU has, unless `FERRITE_MD5_SIMD` says
-/// `0` (scalar) or `avx2` (AVX2 even where AVX-512 exists). Both are for measuring the
-/// difference, and for CPUs that slow down under wide vectors.
-pub fn chosen() -> Kernel {
-    static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-    *CHOSEN.get_or_init(|| {
-        let wanted = std::env::var("FERRITE_MD5_SIMD");
-        let candidates: &[Kernel] = match wanted.as_deref() {
-            Ok("0") => &[Kernel::Scalar],
-            Ok("avx2") => &[Kernel::Avx2, Kernel::Scalar],
-            Ok("") | Err(_) => &Kernel::ALL,
-            Ok(other) => {
-                eprintln!("ferrite: FERRITE_MD5_SIMD={other:?} is neither 0 nor avx2; the widest kernel runs");
-                &Kernel::ALL
-            }
-        };
-        candidates.iter().copied().find(|k| k.available()).unwrap_or(Kernel::Scalar)
-    })
+/// Which kernel to run, as asked (the binary reads `FERRITE_MD5_SIMD`: `0` for scalar,
+/// `avx2` for AVX2 even where AVX-512 exists). Both are for measuring the difference, and
+/// for CPUs that slow down under wide vectors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// The widest this CPU can run.
+    #[default]
+    Widest,
+    Avx2,
+    Scalar,
 }
 
-/// Which kernel this process runs: "avx512 x16", "avx2 2x8" or "scalar".
-pub fn kernel() -> &'static str {
-    chosen().name()
+impl Kernel {
+    /// The kernel `choice` asks for, or the next narrower one this CPU can run.
+    pub fn chosen(choice: KernelChoice) -> Kernel {
+        let candidates: &[Kernel] = match choice {
+            KernelChoice::Widest => &Kernel::ALL,
+            KernelChoice::Avx2 => &[Kernel::Avx2, Kernel::Scalar],
+            KernelChoice::Scalar => &[Kernel::Scalar],
+        };
+        candidates.iter().copied().find(|k| k.available()).unwrap_or(Kernel::Scalar)
+    }
 }
 
 /// One block, one stream.
@@ -273,8 +272,9 @@ pub struct Batcher {
 }
 
 impl Default for Batcher {
+    /// With the widest kernel this CPU can run.
     fn default() -> Self {
-        Self::new(chosen())
+        Self::new(Kernel::chosen(KernelChoice::Widest))
     }
 }
 
@@ -444,43 +444,40 @@ impl Batcher {
     }
 }
 
-thread_local! {
-    static BATCHER: RefCell<Batcher> = RefCell::new(Batcher::default());
+/// A core's batcher, shared by the bodies of that core (one per executor, in its context).
+pub type CoreBatcher = Rc<RefCell<Batcher>>;
+
+/// A batcher for one core's bodies, hashing with `kernel`.
+pub fn core_batcher(kernel: Kernel) -> CoreBatcher {
+    Rc::new(RefCell::new(Batcher::new(kernel)))
 }
 
-/// The MD5 of one body, hashed with the other bodies of this core. Not `Send`: it lives in
+/// The MD5 of one body, hashed with the other bodies of its core. Not `Send`: it lives in
 /// its core's batcher.
 pub struct Md5Stream {
     id: usize,
-    _core_bound: PhantomData<*const ()>,
+    batcher: CoreBatcher,
 }
 
 impl Md5Stream {
-    pub fn new() -> Self {
-        Self { id: BATCHER.with(|b| b.borrow_mut().open()), _core_bound: PhantomData }
+    pub fn new(batcher: &CoreBatcher) -> Self {
+        Self { id: batcher.borrow_mut().open(), batcher: batcher.clone() }
     }
 
     /// Adds the next piece of the body. The chunk is held until it is hashed.
     pub fn update(&mut self, chunk: Vec<u8>) {
-        BATCHER.with(|b| b.borrow_mut().append(self.id, chunk));
+        self.batcher.borrow_mut().append(self.id, chunk);
     }
 
     pub fn finish(self) -> [u8; 16] {
-        let digest = BATCHER.with(|b| b.borrow_mut().finish(self.id));
-        std::mem::forget(self);
-        digest
-    }
-}
-
-impl Default for Md5Stream {
-    fn default() -> Self {
-        Self::new()
+        // The stream is gone from the batcher after this: the `close` of `drop` finds nothing.
+        self.batcher.borrow_mut().finish(self.id)
     }
 }
 
 impl Drop for Md5Stream {
     fn drop(&mut self) {
-        let _ = BATCHER.try_with(|b| b.borrow_mut().close(self.id));
+        self.batcher.borrow_mut().close(self.id);
     }
 }
 
@@ -510,8 +507,9 @@ mod tests {
                 "57edf4a22be3c955ac49da2e2107b67a",
             ),
         ];
+        let batcher = CoreBatcher::default();
         for (input, hex) in cases {
-            let mut s = Md5Stream::new();
+            let mut s = Md5Stream::new(&batcher);
             s.update(input.to_vec());
             let got: String = s.finish().iter().map(|b| format!("{b:02x}")).collect();
             assert_eq!(got, hex, "{:?}", String::from_utf8_lossy(input));

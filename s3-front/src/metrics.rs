@@ -75,7 +75,7 @@ fn render(ctx: &Ctx) -> String {
     }
     out.push_str("# HELP ferrite_lifecycle_total What lifecycle passes did since start-up.\n");
     out.push_str("# TYPE ferrite_lifecycle_total counter\n");
-    let c = &*crate::lifecycle::COUNTERS;
+    let c = ctx.mover.counters();
     for (what, counter) in [
         ("transitioned", &c.transitioned),
         ("transitioned_bytes", &c.transitioned_bytes),
@@ -96,7 +96,7 @@ fn render(ctx: &Ctx) -> String {
     out.push_str(&format!("ferrite_transitions_pending {}\n", c.transitions_pending.load(Relaxed)));
     out.push_str("# HELP ferrite_restores_running Restores of transitioned objects in progress.\n");
     out.push_str("# TYPE ferrite_restores_running gauge\n");
-    out.push_str(&format!("ferrite_restores_running {}\n", crate::tier::restores_running()));
+    out.push_str(&format!("ferrite_restores_running {}\n", ctx.mover.restores_running()));
     out.push_str(
         "# HELP ferrite_block_cache_total Data block reads served from the block cache, and those that missed it.\n",
     );

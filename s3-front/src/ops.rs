@@ -8,13 +8,13 @@ use ferrite_engine::{now_ms, DataLoc, DataWriter, Finished, ListItem, ObjectMeta
 use crate::body::Body;
 use crate::checksum::{b64, b64_decode, md5_finish, md5_new, unhex, Algorithm, Hasher};
 use crate::error::{err, Code, OrBadRequest, S3Error, S3Result};
-use crate::lifecycle;
-use crate::md5x::Md5Stream;
+use crate::md5x::{CoreBatcher, Md5Stream};
 use crate::server::{Call, Ctx, RespBody, Response};
 use crate::sigv4::hex;
 use crate::sse;
 use crate::xml::{parse, Xml};
 use ferrite_engine::sse::Sealer;
+use ferrite_tiering::{rules, stub};
 
 /// Largest object a single PUT may carry, as on AWS.
 const PUT_BYTES_MAX: u64 = 5 << 30;
@@ -93,12 +93,12 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
                 Ok(Response::new(204))
             }
             "PUT" if call.has("lifecycle") => put_bucket_lifecycle(ctx, bucket, body).await,
-            "GET" if call.has("lifecycle") => match ctx.engine.bucket_config(bucket, lifecycle::BUCKET_CONFIG)? {
+            "GET" if call.has("lifecycle") => match ctx.engine.bucket_config(bucket, rules::BUCKET_CONFIG)? {
                 Some(doc) => Ok(Response::xml(doc.into_bytes())),
                 None => err(Code::NoSuchLifecycleConfiguration, "The lifecycle configuration does not exist"),
             },
             "DELETE" if call.has("lifecycle") => {
-                ctx.engine.put_bucket_config(bucket, lifecycle::BUCKET_CONFIG, None).await?;
+                ctx.engine.put_bucket_config(bucket, rules::BUCKET_CONFIG, None).await?;
                 Ok(Response::new(204))
             }
             _ => err(
@@ -133,7 +133,7 @@ pub async fn route(ctx: &Ctx, call: &Call<'_>, body: &mut Body<'_>) -> S3Result<
             Ok(Response::new(204))
         }
         "DELETE" => {
-            crate::tier::delete_object(&ctx.engine, bucket, key).await?;
+            ctx.mover.delete_object(bucket, key).await?;
             Ok(Response::new(204))
         }
         _ => err(Code::NotImplemented, "A header or query you provided implies functionality that is not implemented."),
@@ -327,7 +327,7 @@ async fn stream_body(
     sealer: Option<Sealer>,
 ) -> S3Result<Streamed> {
     let _slot = ctx.budget.acquire().await?;
-    let result = stream_into(call, body, &mut writer, size_max, sealer).await;
+    let result = stream_into(call, body, &mut writer, size_max, sealer, &ctx.md5).await;
     match result {
         Ok((md5, checksum, size)) => match writer.finish().await {
             Ok(data) => Ok(Streamed { data, size, md5, checksum }),
@@ -348,6 +348,7 @@ async fn stream_into(
     writer: &mut DataWriter,
     size_max: u64,
     sealer: Option<Sealer>,
+    md5_batcher: &CoreBatcher,
 ) -> S3Result<([u8; 16], Option<(String, String)>, u64)> {
     let content_md5 = match call.header("content-md5") {
         Some(v) => Some(
@@ -360,7 +361,7 @@ async fn stream_into(
     let wanted = requested_checksum(call)?;
     let mut hasher = wanted.as_ref().map(|(a, _)| Hasher::new(*a));
     // Hashed with this core's other bodies (md5x.rs); the chunk goes to it once written.
-    let mut md5 = Md5Stream::new();
+    let mut md5 = Md5Stream::new(md5_batcher);
     let mut size = 0u64;
     let mut out = SealingWriter::new(writer, sealer);
     while let Some(chunk) = body.next().await? {
@@ -474,17 +475,16 @@ async fn restore_object(ctx: &Ctx, bucket: &str, key: &str, body: &mut Body<'_>)
         Some(Ok(days)) if days > 0 => days,
         _ => return err(Code::InvalidArgument, "Days must be a positive integer"),
     };
-    let started = crate::tier::restore(&ctx.engine, bucket, key, days).await?;
+    let started = ctx.mover.restore(bucket, key, days).await?;
     Ok(Response::new(if started { 202 } else { 200 }))
 }
 
 async fn put_bucket_lifecycle(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3Result<Response> {
     require_bucket(ctx, bucket)?;
     let doc = read_small_body(body, XML_BODY_BYTES_MAX).await?;
-    let engine = &ctx.engine;
-    lifecycle::parse(&doc, &|tier| crate::tier::get(engine, tier).ok().flatten().is_some())?;
+    rules::parse(&doc, &|tier| ctx.mover.tier_exists(tier))?;
     let doc = String::from_utf8(doc).map_err(|_| S3Error::new(Code::MalformedXML, "the document is not UTF-8"))?;
-    ctx.engine.put_bucket_config(bucket, lifecycle::BUCKET_CONFIG, Some(doc)).await?;
+    ctx.engine.put_bucket_config(bucket, rules::BUCKET_CONFIG, Some(doc)).await?;
     Ok(Response::new(200))
 }
 
@@ -565,7 +565,9 @@ async fn list_objects(ctx: &Ctx, call: &Call<'_>, bucket: &str) -> S3Result<Resp
         require_bucket(ctx, bucket)?;
         ferrite_engine::ListPage::default()
     } else {
-        ctx.engine.list(bucket, prefix, delimiter, &start_after, max_keys, Some(crate::tier::H_TIER)).await?
+        ctx.engine
+            .list(bucket, prefix, delimiter, &start_after, max_keys, Some(ferrite_tiering::stub::TIER_HEADER))
+            .await?
     };
     let mut x = Xml::new("ListBucketResult");
     x.elem("Name", bucket).elem("Prefix", &enc(prefix));
@@ -797,11 +799,11 @@ async fn get_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, head_on
     if !meta.tags.is_empty() {
         resp = resp.header("x-amz-tagging-count", meta.tags.len().to_string());
     }
-    if let Some(remote) = crate::tier::remote_of(&meta) {
+    if let Some(remote) = stub::remote_of(&meta) {
         resp = resp.header("x-amz-storage-class", remote.tier);
-        if crate::tier::restore_pending(&meta).is_some() {
+        if stub::restore_pending(&meta).is_some() {
             resp = resp.header("x-amz-restore", "ongoing-request=\"true\"");
-        } else if let Some(until) = crate::tier::restored_until(&meta) {
+        } else if let Some(until) = stub::restored_until(&meta) {
             resp = resp
                 .header("x-amz-restore", format!("ongoing-request=\"false\", expiry-date=\"{}\"", http_date(until)));
         }
@@ -821,7 +823,7 @@ async fn get_object(ctx: &Ctx, call: &Call<'_>, bucket: &str, key: &str, head_on
     }
     if !head_only && end > start {
         let slot = ctx.budget.acquire().await?;
-        let mut stream = sse::object_stream(&ctx.engine, bucket, key, &meta, enc.as_ref(), start, end);
+        let mut stream = sse::object_stream(&ctx.mover, bucket, key, &meta, enc.as_ref(), start, end);
         stream.prime().await?;
         resp.body = RespBody::Object(stream, slot);
     }
@@ -851,7 +853,7 @@ async fn copy_data(
     sealer: Option<Sealer>,
 ) -> S3Result<[u8; 16]> {
     let _slot = ctx.budget.acquire().await?;
-    let mut reader = sse::object_stream(&ctx.engine, src.0, src.1, meta, src_enc, start, end);
+    let mut reader = sse::object_stream(&ctx.mover, src.0, src.1, meta, src_enc, start, end);
     let mut md5 = md5_new();
     let mut out = SealingWriter::new(writer, sealer);
     while let Some(chunk) = reader.next_chunk().await? {
@@ -996,8 +998,8 @@ async fn delete_objects(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3Resul
     let tasks: Vec<_> = keys
         .iter()
         .map(|key| {
-            let (engine, bucket, key) = (ctx.engine.clone(), bucket.to_owned(), (*key).to_owned());
-            monoio::spawn(async move { crate::tier::delete_object(&engine, &bucket, &key).await })
+            let (mover, bucket, key) = (ctx.mover.clone(), bucket.to_owned(), (*key).to_owned());
+            monoio::spawn(async move { mover.delete_object(&bucket, &key).await })
         })
         .collect();
     for (key, task) in keys.iter().zip(tasks) {

@@ -48,6 +48,10 @@ pub struct Ctx {
     pub budget: Rc<crate::budget::Budget>,
     /// Where object keys are sealed (None: no KMS configured; SSE-C still works).
     pub kms: Option<Arc<crate::kms::Kms>>,
+    /// The tier mover: reads, restores and deletes of transitioned objects, tiers, lifecycle.
+    pub mover: ferrite_tiering::Mover,
+    /// This core's ETag MD5 batcher (md5x.rs).
+    pub md5: crate::md5x::CoreBatcher,
 }
 
 pub enum RespBody {
@@ -247,7 +251,7 @@ async fn write_response(conn: &mut Conn, resp: Response, request_id: &str, close
                     Ok(None) => return Ok(()),
                     Err(e) => {
                         // Headers are gone: the only honest signal left is to cut the connection.
-                        eprintln!("ferrite: read failed mid-response: {e}");
+                        tracing::warn!("read failed mid-response: {e}");
                         return Err(std::io::Error::other(e.to_string()));
                     }
                 }

@@ -10,12 +10,13 @@
 //! plaintext; the engine stores the ciphertext, whose part sizes are the stored sizes.
 
 use ferrite_engine::sse::{self as format, open_key, seal_key, Cipher, Key, Sealer};
-use ferrite_engine::{DataLoc, Engine, ObjectMeta};
+use ferrite_engine::{DataLoc, EngineError, ObjectMeta};
+use ferrite_tiering::stub::{remote_of, stored_parts};
+use ferrite_tiering::{Mover, StoredReader};
 
 use crate::checksum::{b64, b64_decode};
 use crate::error::{err, Code, S3Error, S3Result};
 use crate::server::{Call, Ctx, Response};
-use crate::tier::StoredReader;
 
 /// Internal header names (the prefix is never sent to clients).
 pub const INTERNAL_PREFIX: &str = "x-ferrite-";
@@ -326,8 +327,8 @@ impl Encryption {
     }
 }
 
-/// What a key rotation did.
-#[derive(Default)]
+/// What a key rotation did (the admin API answers it as JSON).
+#[derive(Default, serde::Serialize)]
 pub struct RewrapReport {
     pub objects: u64,
     pub encrypted: u64,
@@ -360,7 +361,7 @@ pub async fn rewrap_all(ctx: &Ctx) -> S3Result<RewrapReport> {
                     report.rewrapped += 1;
                 }
                 Rewrapped::Failed(why) => {
-                    eprintln!("ferrite: rewrap {bucket}/{key}: {why}");
+                    tracing::warn!("rewrap {bucket}/{key}: {why}");
                     report.encrypted += 1;
                     report.failed += 1;
                 }
@@ -440,7 +441,7 @@ struct Segment {
 /// Reads plaintext [start, end) of an encrypted object: per stored file, only the packages
 /// the range touches are read (through the engine's reader, with its read-ahead) and opened.
 pub struct DecryptingReader {
-    engine: Engine,
+    mover: Mover,
     bucket: String,
     key: String,
     meta: ObjectMeta,
@@ -469,7 +470,7 @@ const PACKAGES_PER_CHUNK: usize = 16;
 
 impl DecryptingReader {
     pub fn new(
-        engine: &Engine,
+        mover: &Mover,
         bucket: &str,
         key: &str,
         meta: &ObjectMeta,
@@ -478,13 +479,13 @@ impl DecryptingReader {
         end: u64,
     ) -> DecryptingReader {
         let mut segments = Vec::new();
-        match (&meta.data, crate::tier::remote_of(meta)) {
+        match (&meta.data, remote_of(meta)) {
             (DataLoc::Inline { .. }, None) => {
                 segments.push(Segment { plain_start: 0, plain_len: meta.size, cipher_start: 0, key: enc.key.clone() })
             }
             _ => {
                 let (mut plain, mut cipher) = (0, 0);
-                for part in crate::tier::stored_parts(meta) {
+                for part in stored_parts(meta) {
                     let len = plain_len(part.size);
                     segments.push(Segment {
                         plain_start: plain,
@@ -498,7 +499,7 @@ impl DecryptingReader {
             }
         }
         DecryptingReader {
-            engine: engine.clone(),
+            mover: mover.clone(),
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             meta: meta.clone(),
@@ -511,7 +512,7 @@ impl DecryptingReader {
         }
     }
 
-    pub async fn next_chunk(&mut self) -> ferrite_engine::Result<Option<Vec<u8>>> {
+    pub async fn next_chunk(&mut self) -> ferrite_tiering::Result<Option<Vec<u8>>> {
         loop {
             if self.pos >= self.end {
                 return Ok(None);
@@ -556,7 +557,7 @@ impl DecryptingReader {
                 continue;
             }
             if cur.exhausted {
-                return Err(ferrite_engine::EngineError::Corrupt("encrypted object ends early".into()));
+                return Err(EngineError::Corrupt("encrypted object ends early".into()).into());
             }
             match cur.reader.next_chunk().await? {
                 Some(chunk) => cur.pending.extend_from_slice(&chunk),
@@ -565,18 +566,17 @@ impl DecryptingReader {
         }
     }
 
-    fn open_segment(&self) -> ferrite_engine::Result<Current> {
+    fn open_segment(&self) -> ferrite_tiering::Result<Current> {
         let index = self
             .segments
             .iter()
             .position(|s| self.pos < s.plain_start + s.plain_len)
-            .ok_or_else(|| ferrite_engine::EngineError::Corrupt("range beyond the encrypted object".into()))?;
+            .ok_or_else(|| EngineError::Corrupt("range beyond the encrypted object".into()))?;
         let segment = &self.segments[index];
         let rel_start = self.pos - segment.plain_start;
         let rel_end = self.end.min(segment.plain_start + segment.plain_len) - segment.plain_start;
         let (first, cs, ce) = format::package_span(rel_start, rel_end, segment.plain_len);
-        let reader = StoredReader::open(
-            &self.engine,
+        let reader = self.mover.stored_reader(
             &self.bucket,
             &self.key,
             &self.meta,
@@ -603,7 +603,7 @@ pub enum ObjectStream {
 }
 
 impl ObjectStream {
-    pub async fn next_chunk(&mut self) -> ferrite_engine::Result<Option<ferrite_engine::Chunk>> {
+    pub async fn next_chunk(&mut self) -> ferrite_tiering::Result<Option<ferrite_engine::Chunk>> {
         match self {
             ObjectStream::Plain(r) => r.next_chunk().await,
             ObjectStream::Decrypting(r) => match r.primed.take() {
@@ -615,7 +615,7 @@ impl ObjectStream {
 
     /// Reads (and for encrypted objects, opens) the first chunk before the response head
     /// goes out, so an unreadable or tampered object gets a clean error.
-    pub async fn prime(&mut self) -> ferrite_engine::Result<()> {
+    pub async fn prime(&mut self) -> ferrite_tiering::Result<()> {
         match self {
             ObjectStream::Plain(r) => r.prime().await,
             ObjectStream::Decrypting(r) => {
@@ -628,9 +628,10 @@ impl ObjectStream {
     }
 }
 
-/// The stream for bytes [start, end) of an object (plaintext coordinates).
+/// The stream for bytes [start, end) of an object (plaintext coordinates), wherever its
+/// stored bytes are (local drives or a tier).
 pub fn object_stream(
-    engine: &Engine,
+    mover: &Mover,
     bucket: &str,
     key: &str,
     meta: &ObjectMeta,
@@ -639,9 +640,9 @@ pub fn object_stream(
     end: u64,
 ) -> ObjectStream {
     match enc {
-        None => ObjectStream::Plain(StoredReader::open(engine, bucket, key, meta, start, end)),
+        None => ObjectStream::Plain(mover.stored_reader(bucket, key, meta, start, end)),
         Some(enc) => {
-            ObjectStream::Decrypting(Box::new(DecryptingReader::new(engine, bucket, key, meta, enc, start, end)))
+            ObjectStream::Decrypting(Box::new(DecryptingReader::new(mover, bucket, key, meta, enc, start, end)))
         }
     }
 }

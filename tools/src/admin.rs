@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use ferrite_tiering::tiers::TierSpec;
+
 use crate::bench::Conn;
 
 const USAGE: &str = "usage: ferrite admin heal [--endpoint URL] [--status] [--wait] [--rate-mib N]
@@ -71,7 +73,8 @@ fn kms_rewrap(args: &[String]) -> Result<bool, String> {
         return Err(format!("{endpoint}: HTTP {}: {body}", reply.status));
     }
     println!("{body}");
-    Ok(body.contains("\"failed\":0}"))
+    let report: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{endpoint}: {e}: {body}"))?;
+    Ok(report.get("failed").and_then(serde_json::Value::as_u64) == Some(0))
 }
 
 /// Positional words, and flags as (name, value) pairs.
@@ -113,30 +116,21 @@ fn tier(args: &[String]) -> Result<bool, String> {
     let get = |name: &str| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let endpoint = get("endpoint").unwrap_or("http://127.0.0.1:9000");
     let body = || {
-        let fields = [
-            ("azure-endpoint", "endpoint"),
-            ("account", "account"),
-            ("container", "container"),
-            ("prefix", "prefix"),
-            ("access-tier", "access_tier"),
-            ("account-key", "account_key"),
-            ("sas", "sas"),
-            ("identity", "identity"),
-        ];
-        let items: Vec<String> = fields
-            .iter()
-            .filter_map(|(flag, field)| {
-                // Secrets can come from the environment, out of argv and shell history.
-                let from_env = match *flag {
-                    "account-key" => std::env::var("FERRITE_TIER_ACCOUNT_KEY").ok(),
-                    "sas" => std::env::var("FERRITE_TIER_SAS").ok(),
-                    _ => None,
-                };
-                let value = get(flag).map(str::to_owned).or(from_env.filter(|v| !v.is_empty()))?;
-                Some(format!("\"{field}\":{}", serde_json::Value::from(value)))
-            })
-            .collect();
-        format!("{{{}}}", items.join(","))
+        // Secrets can come from the environment, out of argv and shell history.
+        let secret = |flag: &str, var: &str| {
+            get(flag).map(str::to_owned).or_else(|| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        };
+        let spec = TierSpec {
+            endpoint: get("azure-endpoint").map(str::to_owned),
+            account: get("account").map(str::to_owned),
+            container: get("container").map(str::to_owned),
+            prefix: get("prefix").map(str::to_owned),
+            access_tier: get("access-tier").map(str::to_owned),
+            account_key: secret("account-key", "FERRITE_TIER_ACCOUNT_KEY"),
+            sas: secret("sas", "FERRITE_TIER_SAS"),
+            identity: get("identity").map(|v| serde_json::Value::String(v.to_owned())),
+        };
+        serde_json::to_string(&spec).unwrap_or_default()
     };
     let path = |name: &str| format!("/ferrite/admin/v1/tier/{name}");
     match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {

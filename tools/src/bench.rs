@@ -160,7 +160,15 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         }
     }
     match (o.endpoints.iter().any(|e| e.starts_with("https://")), &ca) {
-        (true, _) => o.tls = Some(ferrite_tiering::outbound::client_tls_config(ca.as_deref())?),
+        (true, _) => {
+            o.tls = Some({
+                let system = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+                ferrite_tiering::outbound::http::client_tls_config(
+                    system.as_deref(),
+                    ca.as_deref().map(std::path::Path::new),
+                )?
+            })
+        }
         (false, Some(_)) => return Err("--ca is for https:// endpoints".into()),
         (false, None) => {}
     }

@@ -10,7 +10,12 @@ use std::time::Duration;
 
 use ferrite_engine::{CoreBoot, Engine, EngineConfig, FaultConfig, HealConfig, SNAPSHOT_EVERY_BYTES_DEFAULT};
 use ferrite_s3::http::ClientTimeouts;
+use ferrite_s3::kms::{Kms, KmsSettings};
+use ferrite_s3::md5x::{Kernel, KernelChoice};
 use ferrite_s3::{serve_connection, Config, Ctx};
+use ferrite_tiering::outbound::entra::EntraSettings;
+use ferrite_tiering::outbound::http::{Client, HttpSettings};
+use ferrite_tiering::{Mover, MoverSettings};
 use rustls as rustls_config;
 
 const DEFAULT_ADDRESS: &str = "127.0.0.1:9000";
@@ -223,8 +228,10 @@ fn run(args: Args) -> Result<(), String> {
         sse_c_allow_http: env_flag("FERRITE_SSE_C_ALLOW_HTTP"),
         metrics_token: std::env::var("FERRITE_METRICS_TOKEN").ok().filter(|t| !t.is_empty()),
     });
-    ferrite_s3::tier::init(&config.root_password);
-    let kms = ferrite_s3::kms::Kms::from_env()?.map(Arc::new);
+    // One outbound client for the KMS, Entra ID and the tiers: one connection pool.
+    let http = Client::new(&http_settings());
+    let mover = Mover::new(engine.clone(), mover_settings(), &config.root_password, http.clone(), entra_settings());
+    let kms = Kms::new(&kms_settings()?, &http)?.map(Arc::new);
     match &kms {
         Some(kms) => println!("ferrite: KMS: {}", kms.describe()),
         None if config.encrypt_everything => {
@@ -242,9 +249,10 @@ fn run(args: Args) -> Result<(), String> {
     // The epoll driver needs a non-blocking socket (io_uring does not care).
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
-    let md5 = ferrite_s3::md5x::kernel();
-    let how = if md5 == "scalar" { "one body at a time" } else { "the concurrent PUTs of a core hashed together" };
-    println!("ferrite: ETag MD5: {md5}, {how}");
+    let md5 = Kernel::chosen(md5_kernel_choice());
+    let how =
+        if md5 == Kernel::Scalar { "one body at a time" } else { "the concurrent PUTs of a core hashed together" };
+    println!("ferrite: ETag MD5: {}, {how}", md5.name());
     println!("ferrite: listening on {scheme}://{local}");
     let memory_budget_bytes = memory_budget_mib() << 20;
     println!("ferrite: memory budget for object data in flight: {} MiB", memory_budget_bytes >> 20);
@@ -254,10 +262,10 @@ fn run(args: Args) -> Result<(), String> {
         let config = config.clone();
         let listener = listener.try_clone().map_err(|e| e.to_string())?;
         let tls = tls.clone();
-        let kms = kms.clone();
+        let services = Services { kms: kms.clone(), mover: mover.clone(), md5 };
         let thread = std::thread::Builder::new()
             .name(format!("ferrite-core-{}", boot.core))
-            .spawn(move || run_core(engine, config, kms, boot, listener, uring, tls, memory_budget_bytes))
+            .spawn(move || run_core(engine, config, services, boot, listener, uring, tls, memory_budget_bytes))
             .map_err(|e| e.to_string())?;
         threads.push(thread);
     }
@@ -318,6 +326,88 @@ fn heal_config() -> HealConfig {
     }
 }
 
+/// SSL_CERT_FILE (the system's CA bundle, when elsewhere) and FERRITE_CA_FILE (extra roots)
+/// for the server's outbound https calls.
+fn http_settings() -> HttpSettings {
+    let path = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    HttpSettings { system_ca_bundle: path("SSL_CERT_FILE"), ca_file: path("FERRITE_CA_FILE") }
+}
+
+/// Azure's standard sign-in variables (AZURE_*) and FERRITE_AZURE_IMDS_URL (formerly
+/// FERRITE_KMS_AZURE_IMDS_URL, still read).
+fn entra_settings() -> EntraSettings {
+    EntraSettings {
+        authority_host: env_text("AZURE_AUTHORITY_HOST"),
+        tenant_id: env_text("AZURE_TENANT_ID"),
+        client_id: env_text("AZURE_CLIENT_ID"),
+        client_secret: env_text("AZURE_CLIENT_SECRET"),
+        federated_token_file: env_text("AZURE_FEDERATED_TOKEN_FILE"),
+        imds_url: env_text("FERRITE_AZURE_IMDS_URL").or_else(|| env_text("FERRITE_KMS_AZURE_IMDS_URL")),
+    }
+}
+
+/// The KMS from FERRITE_KMS_*: Azure Key Vault, else OpenBao/Vault, else static keys.
+fn kms_settings() -> Result<KmsSettings, String> {
+    let var = |name: &str| std::env::var(name).ok();
+    if let Some(vault_url) = var("FERRITE_KMS_AZURE_VAULT_URL") {
+        return Ok(KmsSettings::Azure {
+            vault_url,
+            default_key: env_text("FERRITE_KMS_AZURE_KEY").ok_or("FERRITE_KMS_AZURE_KEY is not set")?,
+            wrap_alg: env_text("FERRITE_KMS_AZURE_WRAP_ALG").unwrap_or_else(|| "RSA-OAEP-256".into()),
+            resource: env_text("FERRITE_KMS_AZURE_RESOURCE"),
+            signin: entra_settings(),
+        });
+    }
+    if let Some(addr) = var("FERRITE_KMS_VAULT_ADDR") {
+        return Ok(KmsSettings::Vault {
+            addr,
+            token: var("FERRITE_KMS_VAULT_TOKEN").ok_or("FERRITE_KMS_VAULT_TOKEN is not set")?,
+            default_key: var("FERRITE_KMS_VAULT_KEY").ok_or("FERRITE_KMS_VAULT_KEY is not set")?,
+            mount: var("FERRITE_KMS_VAULT_MOUNT").unwrap_or_else(|| "transit".into()),
+        });
+    }
+    Ok(var("FERRITE_KMS_SECRET_KEY").map_or(KmsSettings::None, |keys| KmsSettings::Static { keys }))
+}
+
+/// FERRITE_LIFECYCLE_INTERVAL_SECS (default 3600; 0 never), FERRITE_LIFECYCLE_MIBPS
+/// (default 64; 0 unlimited), FERRITE_LIFECYCLE_DAY_SECS (tests; default a day).
+fn mover_settings() -> MoverSettings {
+    let defaults = MoverSettings::default();
+    let mibps = env_number("FERRITE_LIFECYCLE_MIBPS").unwrap_or(64);
+    let day_secs = std::env::var("FERRITE_LIFECYCLE_DAY_SECS").ok().and_then(|v| v.parse::<i64>().ok());
+    MoverSettings {
+        pass_interval: env_number("FERRITE_LIFECYCLE_INTERVAL_SECS")
+            .map_or(defaults.pass_interval, Duration::from_secs),
+        upload_bytes_per_sec: (mibps > 0).then_some(mibps << 20),
+        day_ms: day_secs.filter(|s| *s > 0).map_or(defaults.day_ms, |s| s * 1000),
+    }
+}
+
+/// FERRITE_MD5_SIMD: `0` (scalar) or `avx2`; otherwise the widest kernel the CPU has.
+fn md5_kernel_choice() -> KernelChoice {
+    match std::env::var("FERRITE_MD5_SIMD").as_deref() {
+        Ok("0") => KernelChoice::Scalar,
+        Ok("avx2") => KernelChoice::Avx2,
+        Ok("") | Err(_) => KernelChoice::Widest,
+        Ok(other) => {
+            tracing::warn!("FERRITE_MD5_SIMD={other:?} is neither 0 nor avx2; the widest kernel runs");
+            KernelChoice::Widest
+        }
+    }
+}
+
+/// A set, non-empty environment variable.
+fn env_text(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// What every core shares besides the engine and the configuration.
+struct Services {
+    kms: Option<Arc<Kms>>,
+    mover: Mover,
+    md5: Kernel,
+}
+
 /// FERRITE_CACHE_MIB, default 512: data blocks read from the drives, cached across all cores.
 const CACHE_MIB_DEFAULT: usize = 512;
 
@@ -330,7 +420,7 @@ fn memory_budget_mib() -> usize {
 fn run_core(
     engine: Engine,
     config: Arc<Config>,
-    kms: Option<Arc<ferrite_s3::kms::Kms>>,
+    services: Services,
     boot: CoreBoot,
     listener: std::net::TcpListener,
     uring: bool,
@@ -355,9 +445,7 @@ fn run_core(
     }
     let main = async move {
         if core == 0 {
-            let interval = env_number("FERRITE_LIFECYCLE_INTERVAL_SECS").unwrap_or(3600);
-            let day_ms = ferrite_s3::lifecycle::day_ms();
-            monoio::spawn(ferrite_s3::lifecycle::run(engine.clone(), Duration::from_secs(interval), day_ms));
+            monoio::spawn(services.mover.clone().run());
         }
         monoio::spawn(ferrite_engine::serve(engine.clone(), boot));
         let listener = match monoio::net::TcpListener::from_std(listener) {
@@ -370,7 +458,8 @@ fn run_core(
         let per_stream =
             ferrite_s3::budget::bytes_per_stream(engine.block_size(), engine.layout().data, engine.layout().parity);
         let slots = memory_budget_bytes / cores_total / per_stream;
-        let ctx = Rc::new(Ctx { engine, config, budget: ferrite_s3::budget::Budget::new(slots), kms });
+        let (budget, md5) = (ferrite_s3::budget::Budget::new(slots), ferrite_s3::md5x::core_batcher(services.md5));
+        let ctx = Rc::new(Ctx { engine, config, budget, kms: services.kms, mover: services.mover, md5 });
         let acceptor = tls.map(|config| Rc::new(ferrite_s3::TlsAcceptor::from(config)));
         loop {
             match listener.accept().await {

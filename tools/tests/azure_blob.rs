@@ -1,4 +1,4 @@
-//! Ferrite's Azure Blob client (tiering/src/azure.rs) against Azurite, the real Blob REST API:
+//! Ferrite's Azure Blob client (tiering/src/outbound/azure_blob.rs) against Azurite, the real Blob REST API:
 //! block uploads that resume, commit with an access tier and metadata, ranged reads,
 //! properties, tier changes, listing, deletes; a wrong key is refused, and a stopped service
 //! is reported as unavailable after the retries, then works again once it is back.
@@ -6,12 +6,12 @@
 mod common;
 
 use common::azurite::{Azurite, ACCOUNT, KEY};
-use ferrite_tiering::azure::{block_id, Auth, BlobError, Container};
+use ferrite_tiering::outbound::azure_blob::{block_id, Auth, BlobError, Container};
 
 fn container(azurite: &Azurite, key: &str) -> Container {
     use base64::Engine as _;
     let key = base64::engine::general_purpose::STANDARD.decode(key).unwrap();
-    Container::new(&azurite.endpoint(), ACCOUNT, "ferrite-tier", Auth::SharedKey(key)).unwrap()
+    Container::new(&common::http(), &azurite.endpoint(), ACCOUNT, "ferrite-tier", Auth::SharedKey(key)).unwrap()
 }
 
 #[test]

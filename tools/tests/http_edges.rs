@@ -399,7 +399,8 @@ async fn memory_budget_pushes_back_with_slow_down() {
 
 #[tokio::test]
 async fn metrics_are_public_or_need_their_bearer_token() {
-    use ferrite_s3::outbound::{request, Url};
+    use common::request;
+    use ferrite_tiering::outbound::http::Url;
     let get = |server: &Server, auth: Option<&str>| {
         let url = Url::parse(&format!("{}/ferrite/metrics", server.endpoint)).unwrap();
         let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();

@@ -30,9 +30,10 @@ use aws_sdk_s3::types::ServerSideEncryption;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::kms::{self, read, write_encrypted_pair};
+use common::request;
 use common::standin::{self, Req};
 use common::{code, Server};
-use ferrite_s3::outbound::{json_string, request, Url};
+use ferrite_tiering::outbound::http::Url;
 
 const TENANT: &str = "ferrite-tenant";
 const CLIENT_ID: &str = "ferrite-app";
@@ -154,10 +155,12 @@ fn answer(state: &Mutex<Vault>, unwraps: &AtomicUsize, origin: &str, req: &Req) 
     if !key.enabled {
         return kv_error(403, "Forbidden", "Operation is not allowed on a disabled key.");
     }
-    if json_string(&body, "alg").as_deref() != Some("RSA-OAEP-256") {
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let field = |name: &str| json.get(name).and_then(serde_json::Value::as_str);
+    if field("alg") != Some("RSA-OAEP-256") {
         return kv_error(400, "BadParameter", "Unsupported alg.");
     }
-    let Some(value) = json_string(&body, "value").and_then(|v| URL_SAFE_NO_PAD.decode(v).ok()) else {
+    let Some(value) = field("value").and_then(|v| URL_SAFE_NO_PAD.decode(v).ok()) else {
         return kv_error(400, "BadParameter", "value is not base64url.");
     };
     let out = match op {

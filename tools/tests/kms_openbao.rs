@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use common::kms::{self, read, write_encrypted_pair};
+use common::request;
 use common::{code, Server};
-use ferrite_s3::outbound::{request, Url};
+use ferrite_tiering::outbound::http::Url;
 
 const TOKEN: &str = "ferrite-test-root";
 

@@ -22,7 +22,8 @@ use aws_sdk_s3::types::{
 use common::azurite::{Azurite, ACCOUNT, KEY};
 use common::standin::{self, Req};
 use common::{code, Server};
-use ferrite_tiering::azure::{block_id, Auth, Container};
+use ferrite_tiering::outbound::azure_blob::{block_id, Auth, Container};
+use ferrite_tiering::outbound::http::{Client, HttpSettings, Url};
 
 const KMS_KEYS: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 
@@ -68,9 +69,14 @@ async fn blobs_once_removed(tier: &Container, prefix: &str, count: usize) -> Vec
 }
 
 fn container(azurite: &Azurite, name: &str) -> Container {
+    container_via(&common::http(), azurite, name)
+}
+
+/// The container `name` in `azurite`, reached through `http`.
+fn container_via(http: &Client, azurite: &Azurite, name: &str) -> Container {
     use base64::Engine as _;
     let key = base64::engine::general_purpose::STANDARD.decode(KEY).unwrap();
-    Container::new(&azurite.endpoint(), ACCOUNT, name, Auth::SharedKey(key)).unwrap()
+    Container::new(http, &azurite.endpoint(), ACCOUNT, name, Auth::SharedKey(key)).unwrap()
 }
 
 fn add_tier(
@@ -291,8 +297,8 @@ async fn lifecycle_moves_objects_to_azure_blob_and_serves_them_transparently() {
     assert!(blobs.iter().all(|b| tier.properties(b).unwrap().access_tier.as_deref() == Some("Cool")));
     let (_, again) = admin(&server, &["lifecycle", "run"]);
     assert!(again.contains("\"transitioned\":4,"), "a transition happens once: {again}");
-    let url = ferrite_tiering::outbound::Url::parse(&format!("{}/ferrite/metrics", server.endpoint)).unwrap();
-    let metrics = ferrite_tiering::outbound::request("GET", &url, &[], b"").unwrap().text();
+    let url = Url::parse(&format!("{}/ferrite/metrics", server.endpoint)).unwrap();
+    let metrics = common::request("GET", &url, &[], b"").unwrap().text();
     assert!(metrics.contains("ferrite_lifecycle_total{what=\"transitioned\"} 4\n"), "{metrics}");
 
     // Reads are transparent: same bytes, same ETag, the tier as storage class.
@@ -670,11 +676,11 @@ fn imds_answer(req: &Req, issued: &AtomicUsize, assigned: &AtomicBool) -> (u16, 
 async fn a_tier_signs_in_with_the_servers_managed_identity() {
     let dir = std::env::temp_dir().join(format!("ferrite-identity-{}", std::process::id()));
     let (cert, key) = standin::tls_cert(&dir);
-    // This test process sets up Azurite's container over HTTPS too (nextest runs each test in
-    // a process of its own, so this reaches no other test).
-    std::env::set_var("FERRITE_CA_FILE", &cert);
+    // This test process sets up Azurite's container over HTTPS too, trusting the same
+    // certificate as the server.
+    let https = Client::new(&HttpSettings { ca_file: Some(cert.clone()), ..HttpSettings::default() });
     let azurite = Azurite::start_oauth(&cert, &key);
-    let tier = container(&azurite, "identity-tier");
+    let tier = container_via(&https, &azurite, "identity-tier");
     tier.create().unwrap();
 
     let (issued, assigned) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));

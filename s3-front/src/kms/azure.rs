@@ -1,13 +1,11 @@
-//! Azure Key Vault (or Managed HSM) as the KMS, over its REST API (api-version 7.4).
+//! Azure Key Vault (or Managed HSM) as the KMS: the vault's calls are
+//! `ferrite_tiering::outbound::key_vault`; this module decides what is wrapped and keeps
+//! what must not be asked of the vault every time.
 //!
-//! Configuration:
-//! - `FERRITE_KMS_AZURE_VAULT_URL`: https://NAME.vault.azure.net (or NAME.managedhsm.azure.net);
-//! - `FERRITE_KMS_AZURE_KEY`: the default key name;
-//! - `FERRITE_KMS_AZURE_WRAP_ALG`: `RSA-OAEP-256` (default; RSA keys) or `A256KW` (Managed
-//!   HSM AES keys);
-//! - sign-in with Azure's standard variables: a client secret, AKS workload identity or a
-//!   managed identity (`ferrite_tiering::entra`); the token audience follows the vault's host
-//!   (`FERRITE_KMS_AZURE_RESOURCE` overrides it).
+//! Settings: the vault URL (https://NAME.vault.azure.net or NAME.managedhsm.azure.net), the
+//! default key name, the wrap algorithm (`RSA-OAEP-256`, the default, for RSA keys; `A256KW`
+//! for Managed HSM AES keys), the Entra ID sign-in (client secret, AKS workload identity or a
+//! managed identity) and, when the vault's host does not imply it, the token audience.
 //!
 //! Key Vault's wrapKey binds no associated data, so each object gets a random 256-bit seed
 //! that Key Vault wraps, and the object's data key is sealed locally under that seed with the
@@ -27,17 +25,17 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use ferrite_engine::sse::{open_key, seal_key, Key};
-use ferrite_tiering::entra::{env, Signin, TokenError};
+use ferrite_tiering::outbound::entra::EntraSettings;
+use ferrite_tiering::outbound::http::Client;
+use ferrite_tiering::outbound::key_vault::{KeyVault, B64URL};
+use ferrite_tiering::outbound::kms::KmsError;
 
-use super::{key_damaged, kms_broken, kms_unreachable, DataKey};
+use super::{key_damaged, DataKey};
 use crate::checksum::{b64, b64_decode};
-use crate::error::{Code, S3Error, S3Result};
-use crate::outbound::{self, json_string, Url};
+use crate::error::{S3Error, S3Result};
 
-const API_VERSION: &str = "7.4";
 const SEALED_TAG: &str = "azkv1";
 const SEED_CACHE_TTL: Duration = Duration::from_secs(300);
 const SEED_CACHE_MAX: usize = 10_000;
@@ -45,41 +43,34 @@ const SEED_CACHE_MAX: usize = 10_000;
 /// `rewrap` always asks).
 const VERSION_CACHE_TTL: Duration = Duration::from_secs(60);
 
-/// base64url as Key Vault writes it (no padding), read with or without padding.
-const B64URL: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_encode_padding(false).with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+/// The wrap algorithms Key Vault and Managed HSM offer for this use.
+const WRAP_ALGS: [&str; 3] = ["RSA-OAEP-256", "RSA-OAEP", "A256KW"];
 
 pub struct AzureKms {
-    vault: Url,
+    vault: KeyVault,
     default_key: String,
     alg: String,
-    /// Tokens for the vault's OAuth resource: its host without the vault's own name
-    /// (https://vault.azure.net, https://managedhsm.azure.net, https://vault.azure.cn, ...).
-    signin: std::sync::Arc<Signin>,
     versions: Mutex<HashMap<String, (String, Instant)>>,
     seeds: Mutex<HashMap<Vec<u8>, (Key, Instant)>>,
 }
 
 impl AzureKms {
-    pub fn from_env(vault_url: &str) -> Result<AzureKms, String> {
-        let vault =
-            Url::parse(vault_url.trim_end_matches('/')).map_err(|e| format!("FERRITE_KMS_AZURE_VAULT_URL: {e}"))?;
-        if !vault.tls {
-            return Err("FERRITE_KMS_AZURE_VAULT_URL must be https://".into());
-        }
-        let default_key = env("FERRITE_KMS_AZURE_KEY").ok_or("FERRITE_KMS_AZURE_KEY is not set")?;
-        let alg = env("FERRITE_KMS_AZURE_WRAP_ALG").unwrap_or_else(|| "RSA-OAEP-256".into());
-        if !["RSA-OAEP-256", "RSA-OAEP", "A256KW"].contains(&alg.as_str()) {
+    pub fn new(
+        http: &Client,
+        vault_url: &str,
+        default_key: &str,
+        alg: &str,
+        resource: Option<&str>,
+        signin: &EntraSettings,
+    ) -> Result<AzureKms, String> {
+        let vault = KeyVault::new(http, vault_url, resource, signin)?;
+        if !WRAP_ALGS.contains(&alg) {
             return Err(format!("FERRITE_KMS_AZURE_WRAP_ALG {alg}: use RSA-OAEP-256, RSA-OAEP or A256KW"));
         }
-        let resource = env("FERRITE_KMS_AZURE_RESOURCE").unwrap_or_else(|| resource_of(&vault.host));
         Ok(AzureKms {
             vault,
-            default_key,
-            alg,
-            signin: std::sync::Arc::new(Signin::from_env(&resource)?),
+            default_key: default_key.to_owned(),
+            alg: alg.to_owned(),
             versions: Mutex::new(HashMap::new()),
             seeds: Mutex::new(HashMap::new()),
         })
@@ -91,7 +82,7 @@ impl AzureKms {
             self.vault.origin(),
             self.default_key,
             self.alg,
-            self.signin.kind()
+            self.vault.signin_kind()
         )
     }
 
@@ -155,22 +146,17 @@ impl AzureKms {
     }
 
     async fn wrap(&self, key_id: &str, version: &str, seed: &Key) -> S3Result<Vec<u8>> {
-        let body = format!("{{\"alg\":\"{}\",\"value\":\"{}\"}}", self.alg, B64URL.encode(seed.0));
-        let reply = self.call("POST", &format!("/keys/{key_id}/{version}/wrapkey"), body).await?;
-        json_string(&reply, "value").and_then(|v| B64URL.decode(v).ok()).ok_or_else(|| kms_broken("wrapKey", &reply))
+        Ok(self.vault.wrap(key_id, version, &self.alg, &seed.0).await?)
     }
 
     async fn unwrap(&self, key_id: &str, version: &str, wrapped: &[u8]) -> S3Result<Key> {
-        let body = format!("{{\"alg\":\"{}\",\"value\":\"{}\"}}", self.alg, B64URL.encode(wrapped));
-        let reply = self.call("POST", &format!("/keys/{key_id}/{version}/unwrapkey"), body).await?;
-        let seed = json_string(&reply, "value")
-            .and_then(|v| B64URL.decode(v).ok())
-            .and_then(|v| <[u8; 32]>::try_from(v).ok())
-            .ok_or_else(|| kms_broken("unwrapKey", &reply))?;
+        let seed = self.vault.unwrap(key_id, version, &self.alg, wrapped).await?;
+        let seed = <[u8; 32]>::try_from(seed).map_err(|_| KmsError::broken("unwrapKey", "not a 256-bit seed"))?;
         Ok(Key(seed))
     }
 
-    /// The key's current version: the last segment of its kid.
+    /// The key's current version, asked again after `VERSION_CACHE_TTL` or when `cached` is
+    /// false.
     async fn newest_version(&self, key_id: &str, cached: bool) -> S3Result<String> {
         if cached {
             let versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
@@ -178,89 +164,10 @@ impl AzureKms {
                 return Ok(v.clone());
             }
         }
-        let reply = self.call("GET", &format!("/keys/{key_id}"), String::new()).await?;
-        let version = json_string(&reply, "kid")
-            .and_then(|kid| kid.rsplit('/').next().map(str::to_owned))
-            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric()))
-            .ok_or_else(|| kms_broken("get key", &reply))?;
+        let version = self.vault.newest_version(key_id).await?;
         let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
         versions.insert(key_id.to_owned(), (version.clone(), Instant::now()));
         Ok(version)
-    }
-
-    /// One Key Vault call; a refused token is renewed and the call made once more.
-    async fn call(&self, method: &'static str, path: &str, body: String) -> S3Result<String> {
-        let url = self.vault.with_target(format!("{path}?api-version={API_VERSION}"));
-        for attempt in 0..2 {
-            let token = self.token().await?;
-            let headers = vec![
-                ("Authorization".into(), format!("Bearer {token}")),
-                ("Content-Type".into(), "application/json".into()),
-            ];
-            let reply = outbound::send(method, url.clone(), headers, body.clone().into_bytes())
-                .await
-                .map_err(kms_unreachable)?;
-            let text = reply.text();
-            match reply.status {
-                200..=299 => return Ok(text),
-                401 if attempt == 0 => self.signin.forget(),
-                404 => {
-                    return Err(S3Error::new(
-                        Code::KmsNotFound,
-                        format!(
-                            "Invalid keyId {}: Key Vault has no such key or version",
-                            path.split('/').nth(2).unwrap_or("")
-                        ),
-                    ))
-                }
-                401 | 403 => {
-                    // The details (identities, vault names) go to the log, not to the client.
-                    let why: String = json_string(&text, "message").unwrap_or_default().chars().take(300).collect();
-                    eprintln!("ferrite: Key Vault refused {method} {path} (HTTP {}): {why}", reply.status);
-                    return Err(S3Error::new(
-                        Code::AccessDenied,
-                        format!(
-                            "Key Vault refused the request (HTTP {}); the server log has the details",
-                            reply.status
-                        ),
-                    ));
-                }
-                429 | 500..=599 => return Err(kms_unreachable(format!("Key Vault: HTTP {}", reply.status))),
-                _ => return Err(kms_broken(&format!("{method} {path}"), &text)),
-            }
-        }
-        Err(S3Error::new(Code::AccessDenied, "Key Vault refused a freshly issued token"))
-    }
-
-    /// A bearer token for the vault (the sign-in runs on the blocking pool).
-    async fn token(&self) -> S3Result<String> {
-        let signin = self.signin.clone();
-        let token = monoio::spawn_blocking(move || signin.token())
-            .await
-            .map_err(|_| kms_unreachable("the sign-in was cancelled"))?;
-        token.map_err(|e| match e {
-            TokenError::Unreachable(why) => kms_unreachable(why),
-            TokenError::Broken(why) => kms_broken("token", &why),
-            TokenError::Refused(status, why) => {
-                eprintln!("ferrite: Entra ID refused Ferrite's Key Vault credentials (HTTP {status}): {why}");
-                S3Error::new(
-                    Code::AccessDenied,
-                    format!("Entra ID refused Ferrite's Key Vault credentials (HTTP {status}); the server log has the details"),
-                )
-            }
-        })
-    }
-}
-
-/// The token audience for a vault host: NAME.vault.azure.net -> https://vault.azure.net (and
-/// likewise for Managed HSM and the sovereign clouds). An address without such a name (a
-/// test server) gets the public cloud's.
-fn resource_of(host: &str) -> String {
-    match host.split_once('.') {
-        Some((_, domain)) if domain.contains('.') && host.parse::<std::net::IpAddr>().is_err() => {
-            format!("https://{domain}")
-        }
-        _ => "https://vault.azure.net".into(),
     }
 }
 
@@ -301,14 +208,5 @@ mod tests {
             assert!(parse_sealed(bad.as_bytes()).is_err(), "{bad}");
         }
         assert!(parse_sealed(&[0xff, 0xfe]).is_err());
-    }
-
-    #[test]
-    fn token_audiences_follow_the_vault_host() {
-        assert_eq!(resource_of("acme.vault.azure.net"), "https://vault.azure.net");
-        assert_eq!(resource_of("acme.managedhsm.azure.net"), "https://managedhsm.azure.net");
-        assert_eq!(resource_of("acme.vault.azure.cn"), "https://vault.azure.cn");
-        assert_eq!(resource_of("127.0.0.1"), "https://vault.azure.net");
-        assert_eq!(resource_of("localhost"), "https://vault.azure.net");
     }
 }

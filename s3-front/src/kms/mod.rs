@@ -1,31 +1,54 @@
 //! Key management for server-side encryption: where the keys that seal object keys live.
-//! One interface, the backend chosen by configuration:
+//! One interface, the backend chosen by the settings (the binary reads them from
+//! `FERRITE_KMS_*`):
 //!
-//! - **static**: named 256-bit keys from `FERRITE_KMS_SECRET_KEY` ("name:base64" entries
-//!   separated by commas, the first one the default), for development and tests;
-//! - **OpenBao / Vault transit**: `FERRITE_KMS_VAULT_ADDR` (http:// or https://host:port),
-//!   `FERRITE_KMS_VAULT_TOKEN`, `FERRITE_KMS_VAULT_KEY` (the default key name) and
-//!   `FERRITE_KMS_VAULT_MOUNT` (default `transit`). Keys must be created with
-//!   `derived=true`: the object's name is the derivation context, so a sealed key only
-//!   opens for its own object. Vault key versions give rotation without touching data
-//!   (`rewrap`).
-//! - **Azure Key Vault** (`azure.rs`): `FERRITE_KMS_AZURE_VAULT_URL`, wrapKey/unwrapKey with
-//!   an RSA or (Managed HSM) AES key, signed in with a client secret, AKS workload identity
-//!   or a managed identity.
+//! - **static**: named 256-bit keys ("name:base64" entries separated by commas, the first one
+//!   the default), for development and tests;
+//! - **OpenBao / Vault transit** (`ferrite_tiering::outbound::vault`): keys created with
+//!   `derived=true`; the object's name is the derivation context, so a sealed key only opens
+//!   for its own object. Vault key versions give rotation without touching data (`rewrap`).
+//! - **Azure Key Vault** (`azure.rs` over `ferrite_tiering::outbound::key_vault`):
+//!   wrapKey/unwrapKey with an RSA or (Managed HSM) AES key, signed in with a client secret,
+//!   AKS workload identity or a managed identity.
 //!
-//! A KMS that cannot be reached gives 503 ServiceUnavailable: never plaintext, never a
-//! silently unencrypted write.
+//! Every call is counted in the metrics by its outcome. A KMS that cannot be reached gives
+//! 503 ServiceUnavailable: never plaintext, never a silently unencrypted write.
 
 mod azure;
 
 use ferrite_engine::sse::{open_key, seal_key, Key};
+use ferrite_tiering::outbound::entra::EntraSettings;
+use ferrite_tiering::outbound::http::Client;
+use ferrite_tiering::outbound::kms::KmsError;
+use ferrite_tiering::outbound::vault::Transit;
 
-use crate::checksum::{b64, b64_decode};
+use crate::checksum::b64_decode;
 use crate::error::{Code, S3Error, S3Result};
 use crate::metrics::{self, KmsOp};
-use crate::outbound::{self, json_string, Url};
 
 pub use azure::AzureKms;
+
+/// Which KMS to use.
+#[derive(Clone, Debug, Default)]
+pub enum KmsSettings {
+    /// None: SSE-S3 and SSE-KMS are refused, SSE-C works.
+    #[default]
+    None,
+    /// Named keys: "NAME:BASE64[,NAME:BASE64...]", the first the default.
+    Static { keys: String },
+    /// An OpenBao/Vault transit mount.
+    Vault { addr: String, token: String, default_key: String, mount: String },
+    /// Azure Key Vault or Managed HSM.
+    Azure {
+        vault_url: String,
+        default_key: String,
+        /// RSA-OAEP-256 (RSA keys), RSA-OAEP, or A256KW (Managed HSM AES keys).
+        wrap_alg: String,
+        /// The token audience, when the vault's host does not imply it.
+        resource: Option<String>,
+        signin: EntraSettings,
+    },
+}
 
 pub enum Kms {
     Static(StaticKms),
@@ -33,11 +56,9 @@ pub enum Kms {
     Azure(Box<AzureKms>),
 }
 
-/// An OpenBao / HashiCorp Vault transit engine, over its HTTP API.
+/// An OpenBao / HashiCorp Vault transit engine, and the key used when a request names none.
 pub struct VaultKms {
-    addr: Url,
-    token: String,
-    mount: String,
+    transit: Transit,
     default_key: String,
 }
 
@@ -52,22 +73,20 @@ pub struct DataKey {
 }
 
 impl Kms {
-    /// The backend from the environment; None when no KMS is configured.
-    pub fn from_env() -> Result<Option<Kms>, String> {
-        if let Ok(url) = std::env::var("FERRITE_KMS_AZURE_VAULT_URL") {
-            return AzureKms::from_env(&url).map(|k| Some(Kms::Azure(Box::new(k))));
-        }
-        if let Ok(addr) = std::env::var("FERRITE_KMS_VAULT_ADDR") {
-            let addr = Url::parse(addr.trim_end_matches('/')).map_err(|e| format!("FERRITE_KMS_VAULT_ADDR: {e}"))?;
-            let token = std::env::var("FERRITE_KMS_VAULT_TOKEN").map_err(|_| "FERRITE_KMS_VAULT_TOKEN is not set")?;
-            let default_key = std::env::var("FERRITE_KMS_VAULT_KEY").map_err(|_| "FERRITE_KMS_VAULT_KEY is not set")?;
-            let mount = std::env::var("FERRITE_KMS_VAULT_MOUNT").unwrap_or_else(|_| "transit".into());
-            return Ok(Some(Kms::Vault(VaultKms { addr, token, mount, default_key })));
-        }
-        match std::env::var("FERRITE_KMS_SECRET_KEY") {
-            Ok(spec) => StaticKms::parse(&spec).map(|k| Some(Kms::Static(k))),
-            Err(_) => Ok(None),
-        }
+    /// The backend `settings` choose, its calls made through `http`; None when no KMS is
+    /// configured.
+    pub fn new(settings: &KmsSettings, http: &Client) -> Result<Option<Kms>, String> {
+        Ok(Some(match settings {
+            KmsSettings::None => return Ok(None),
+            KmsSettings::Static { keys } => Kms::Static(StaticKms::parse(keys)?),
+            KmsSettings::Vault { addr, token, default_key, mount } => Kms::Vault(VaultKms {
+                transit: Transit::new(http, addr, token.clone(), mount.clone())?,
+                default_key: default_key.clone(),
+            }),
+            KmsSettings::Azure { vault_url, default_key, wrap_alg, resource, signin } => Kms::Azure(Box::new(
+                AzureKms::new(http, vault_url, default_key, wrap_alg, resource.as_deref(), signin)?,
+            )),
+        }))
     }
 
     pub fn describe(&self) -> String {
@@ -78,7 +97,7 @@ impl Kms {
                 s.keys[0].0
             ),
             Kms::Vault(v) => {
-                format!("OpenBao/Vault transit at {}/v1/{}, default key {}", v.addr.origin(), v.mount, v.default_key)
+                format!("OpenBao/Vault transit at {}, default key {}", v.transit.describe(), v.default_key)
             }
             Kms::Azure(a) => a.describe(),
         }
@@ -133,11 +152,8 @@ impl Kms {
                 Ok(DataKey { key, sealed })
             }
             Kms::Vault(v) => {
-                // datakey (unlike encrypt) never creates a missing key: an unknown id is refused.
-                let body = format!("{{\"context\":\"{}\",\"bits\":256}}", b64(context));
-                let reply = v.call(&format!("datakey/plaintext/{key_id}"), body).await?;
-                let sealed = json_string(&reply, "ciphertext").ok_or_else(|| kms_broken("datakey", &reply))?;
-                Ok(DataKey { key: plaintext_key(&reply, "datakey")?, sealed: sealed.into_bytes() })
+                let (key, sealed) = v.transit.datakey(key_id, context).await?;
+                Ok(DataKey { key, sealed: sealed.into_bytes() })
             }
             Kms::Azure(a) => a.generate(key_id, context).await,
         }
@@ -146,10 +162,7 @@ impl Kms {
     async fn decrypt_uncounted(&self, key_id: &str, sealed: &[u8], context: &[u8]) -> S3Result<Key> {
         match self {
             Kms::Static(s) => open_key(s.key(key_id)?, sealed, context).map_err(|_| key_damaged()),
-            Kms::Vault(v) => {
-                let reply = v.with_ciphertext("decrypt", key_id, sealed, context).await?;
-                plaintext_key(&reply, "decrypt")
-            }
+            Kms::Vault(v) => Ok(v.transit.decrypt(key_id, transit_ciphertext(sealed, "decrypt")?, context).await?),
             Kms::Azure(a) => a.decrypt(key_id, sealed, context).await,
         }
     }
@@ -159,9 +172,8 @@ impl Kms {
         match self {
             Kms::Static(_) => Ok(None),
             Kms::Vault(v) => {
-                let ciphertext = std::str::from_utf8(sealed).map_err(|_| kms_broken("rewrap", "sealed key"))?;
-                let reply = v.with_ciphertext("rewrap", key_id, sealed, context).await?;
-                let fresh = json_string(&reply, "ciphertext").ok_or_else(|| kms_broken("rewrap", &reply))?;
+                let ciphertext = transit_ciphertext(sealed, "rewrap")?;
+                let fresh = v.transit.rewrap(key_id, ciphertext, context).await?;
                 // "vault:vN:...": a fresh ciphertext under the same version changes nothing.
                 let version = |c: &str| c.split(':').nth(1).map(str::to_owned);
                 Ok((version(&fresh) != version(ciphertext)).then(|| fresh.into_bytes()))
@@ -169,6 +181,11 @@ impl Kms {
             Kms::Azure(a) => a.rewrap(key_id, sealed, context).await,
         }
     }
+}
+
+/// A transit ciphertext ("vault:vN:..."), as stored.
+fn transit_ciphertext<'a>(sealed: &'a [u8], op: &str) -> S3Result<&'a str> {
+    std::str::from_utf8(sealed).map_err(|_| KmsError::broken(op, "sealed key").into())
 }
 
 impl StaticKms {
@@ -200,66 +217,7 @@ impl StaticKms {
     }
 }
 
-/// The 256-bit key in a transit answer's "plaintext" field (base64).
-fn plaintext_key(reply: &str, op: &str) -> S3Result<Key> {
-    let plain = json_string(reply, "plaintext")
-        .and_then(|p| b64_decode(&p))
-        .filter(|p| p.len() == 32)
-        .ok_or_else(|| kms_broken(op, reply))?;
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&plain);
-    Ok(Key(key))
-}
-
 /// A sealed key that the right KMS key does not open: the stored metadata was altered.
 fn key_damaged() -> S3Error {
     S3Error::new(Code::InternalError, "The object's key does not open: its metadata is damaged")
-}
-
-fn kms_broken(what: &str, detail: &str) -> S3Error {
-    let shown: String = detail.chars().take(200).collect();
-    eprintln!("ferrite: KMS {what}: unexpected answer: {shown}");
-    S3Error::new(Code::InternalError, format!("The KMS answered {what} in a way Ferrite does not understand"))
-}
-
-fn kms_unreachable(err: impl std::fmt::Display) -> S3Error {
-    eprintln!("ferrite: KMS unreachable: {err}");
-    S3Error::new(Code::ServiceUnavailable, "The KMS cannot be reached; no encrypted object can be written or read.")
-}
-
-impl VaultKms {
-    /// A transit operation on a sealed key (`decrypt`, `rewrap`) with its context.
-    async fn with_ciphertext(&self, op: &str, key_id: &str, sealed: &[u8], context: &[u8]) -> S3Result<String> {
-        let ciphertext = std::str::from_utf8(sealed).map_err(|_| kms_broken(op, "sealed key"))?;
-        let body = format!("{{\"ciphertext\":\"{ciphertext}\",\"context\":\"{}\"}}", b64(context));
-        self.call(&format!("{op}/{key_id}"), body).await
-    }
-
-    /// POSTs a JSON body to /v1/{mount}/{path} and returns the response body of a 2xx.
-    async fn call(&self, path: &str, body: String) -> S3Result<String> {
-        let url = self.addr.with_target(format!("/v1/{}/{path}", self.mount));
-        let headers =
-            vec![("X-Vault-Token".into(), self.token.clone()), ("Content-Type".into(), "application/json".into())];
-        let reply = outbound::send("POST", url, headers, body.into_bytes()).await.map_err(kms_unreachable)?;
-        let (status, reply) = (reply.status, reply.text());
-        match status {
-            200..=299 => Ok(reply),
-            400 | 404 if reply.contains("not found") || reply.contains("no existing key") => Err(S3Error::new(
-                Code::KmsNotFound,
-                format!("Invalid keyId: the KMS has no such key ({})", path.rsplit('/').next().unwrap_or("")),
-            )),
-            429 | 500..=599 => Err(kms_unreachable(format!("HTTP {status}"))),
-            _ => Err(S3Error::new(Code::AccessDenied, format!("The KMS refused the request (HTTP {status})"))),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unexpected_answers_are_shown_cut_at_a_character_boundary() {
-        let _ = kms_broken("test", &"é".repeat(150));
-    }
 }

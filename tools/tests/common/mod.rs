@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use ferrite_s3::sigv4::{self, sha256_hex, signing_key, Scope};
+use ferrite_tiering::outbound::http::{Client, HttpSettings, Reply, TransportError, Url};
 
 pub mod azurite;
 pub mod kms;
@@ -256,10 +257,20 @@ pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     out
 }
 
+/// An outbound client for the tests' own requests, trusting the system's CAs.
+pub fn http() -> Client {
+    Client::new(&HttpSettings::default())
+}
+
+/// One request of the tests' own (blocking), with [`http`].
+pub fn request(method: &str, url: &Url, headers: &[(&str, &str)], body: &[u8]) -> Result<Reply, TransportError> {
+    http().request(method, url, headers, body)
+}
+
 /// The value of one metric line (its name with labels, as printed) from `/ferrite/metrics`.
 pub fn metric(server: &Server, name: &str) -> u64 {
-    let url = ferrite_tiering::outbound::Url::parse(&format!("{}/ferrite/metrics", server.endpoint)).unwrap();
-    let text = ferrite_tiering::outbound::request("GET", &url, &[], b"").unwrap().text();
+    let url = Url::parse(&format!("{}/ferrite/metrics", server.endpoint)).unwrap();
+    let text = request("GET", &url, &[], b"").unwrap().text();
     let prefix = format!("{name} ");
     let value = text.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
     value.unwrap_or_else(|| panic!("no {name} in\n{text}")).parse().unwrap()

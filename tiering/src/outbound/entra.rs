@@ -1,31 +1,39 @@
-//! Bearer tokens from Microsoft Entra ID for one resource (Key Vault, Azure Storage), with
-//! Azure's standard variables, the first that applies:
-//! - `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` + `AZURE_CLIENT_SECRET`: a client secret;
-//! - `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` + `AZURE_FEDERATED_TOKEN_FILE`: AKS workload
-//!   identity (the kubelet sets these in the pod and rotates the file);
+//! Bearer tokens from Microsoft Entra ID for one resource (Key Vault, Azure Storage). The
+//! credential is the first of these that the settings hold (the binary fills them from
+//! Azure's standard variables):
+//! - tenant + client id + client secret;
+//! - tenant + client id + a federated token file: AKS workload identity (the kubelet rotates
+//!   the file);
 //! - otherwise the managed identity of the node or pod, through the instance metadata service
-//!   (`AZURE_CLIENT_ID` picks a user-assigned one).
+//!   (a client id picks a user-assigned one).
 //!
-//! `AZURE_AUTHORITY_HOST` (default https://login.microsoftonline.com) and
-//! `FERRITE_AZURE_IMDS_URL` (formerly `FERRITE_KMS_AZURE_IMDS_URL`, still read) move the token
-//! endpoints (sovereign clouds, tests).
-//!
-//! Calls are blocking (see `outbound`). A token is cached until 5 minutes before it expires;
+//! Calls are blocking (see `http`). A token is cached until 5 minutes before it expires;
 //! `forget` drops it after the service refused it.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use percent_encoding::utf8_percent_encode;
+use serde::Deserialize;
 
-use crate::azure::ESCAPED;
-use crate::outbound::{json_string, json_u64, request, Url};
+use super::http::{form, Client, Url};
 
 /// A token is renewed this long before it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
+const AUTHORITY_DEFAULT: &str = "https://login.microsoftonline.com";
+const IMDS_DEFAULT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
 
-fn form(value: &str) -> String {
-    utf8_percent_encode(value, ESCAPED).to_string()
+/// How Ferrite signs in to Entra ID (empty values count as unset).
+#[derive(Clone, Debug, Default)]
+pub struct EntraSettings {
+    /// The token endpoint's host (sovereign clouds, tests); default Entra ID's public one.
+    pub authority_host: Option<String>,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    /// AKS workload identity: the projected service account token.
+    pub federated_token_file: Option<String>,
+    /// The instance metadata service's token URL (tests); default Azure's.
+    pub imds_url: Option<String>,
 }
 
 enum Credential {
@@ -45,38 +53,49 @@ pub enum TokenError {
     Broken(String),
 }
 
+/// What the token endpoints answer (the metadata service writes `expires_in` as a string).
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: Option<String>,
+    expires_in: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorAnswer {
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
 /// Signs in for tokens of one resource (its OAuth audience, like https://storage.azure.com).
 pub struct Signin {
     credential: Credential,
     resource: String,
+    http: Client,
     token: Mutex<Option<(String, Instant)>>,
 }
 
-/// A set, non-empty environment variable.
-pub fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+fn set(value: &Option<String>) -> Option<String> {
+    value.clone().filter(|v| !v.is_empty())
 }
 
 impl Signin {
-    pub fn from_env(resource: &str) -> Result<Signin, String> {
-        let authority = env("AZURE_AUTHORITY_HOST").unwrap_or_else(|| "https://login.microsoftonline.com".into());
+    pub fn new(settings: &EntraSettings, resource: &str, http: &Client) -> Result<Signin, String> {
+        let authority = set(&settings.authority_host).unwrap_or_else(|| AUTHORITY_DEFAULT.into());
         let authority =
             Url::parse(authority.trim_end_matches('/')).map_err(|e| format!("AZURE_AUTHORITY_HOST: {e}"))?;
-        let signed_in_app = env("AZURE_TENANT_ID").zip(env("AZURE_CLIENT_ID"));
-        let credential = match (signed_in_app, env("AZURE_CLIENT_SECRET"), env("AZURE_FEDERATED_TOKEN_FILE")) {
+        let signed_in_app = set(&settings.tenant_id).zip(set(&settings.client_id));
+        let credential = match (signed_in_app, set(&settings.client_secret), set(&settings.federated_token_file)) {
             (Some((tenant, client_id)), Some(secret), _) => Credential::Secret { authority, tenant, client_id, secret },
             (Some((tenant, client_id)), None, Some(token_file)) => {
                 Credential::Federated { authority, tenant, client_id, token_file }
             }
             _ => {
-                let imds = env("FERRITE_AZURE_IMDS_URL")
-                    .or_else(|| env("FERRITE_KMS_AZURE_IMDS_URL"))
-                    .unwrap_or_else(|| "http://169.254.169.254/metadata/identity/oauth2/token".into());
+                let imds = set(&settings.imds_url).unwrap_or_else(|| IMDS_DEFAULT.into());
                 let imds = Url::parse(&imds).map_err(|e| format!("FERRITE_AZURE_IMDS_URL: {e}"))?;
-                Credential::Managed { imds, client_id: env("AZURE_CLIENT_ID") }
+                Credential::Managed { imds, client_id: set(&settings.client_id) }
             }
         };
-        Ok(Signin { credential, resource: resource.to_owned(), token: Mutex::new(None) })
+        Ok(Signin { credential, resource: resource.to_owned(), http: http.clone(), token: Mutex::new(None) })
     }
 
     /// How it signs in: "client secret", "workload identity" or "managed identity".
@@ -101,6 +120,28 @@ impl Signin {
                 return Ok(t.clone());
             }
         }
+        let reply = self.ask()?;
+        match reply.status {
+            200 => {}
+            // The metadata service documents 404 and 410 (still starting) as worth a retry.
+            404 | 410 | 429 | 500..=599 => {
+                return Err(TokenError::Unreachable(format!("identity endpoint: HTTP {}", reply.status)))
+            }
+            status => {
+                let answer: ErrorAnswer = reply.json().unwrap_or_default();
+                let why = answer.error_description.or(answer.error).unwrap_or_default();
+                return Err(TokenError::Refused(status, why.chars().take(300).collect()));
+            }
+        }
+        let answer: TokenAnswer = reply.json().map_err(|e| TokenError::Broken(format!("token answer: {e}")))?;
+        let token = answer.access_token.ok_or_else(|| TokenError::Broken("no access_token".into()))?;
+        let until = Instant::now() + kept_for(seconds(answer.expires_in.as_ref()));
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some((token.clone(), until));
+        Ok(token)
+    }
+
+    /// The token request for this credential.
+    fn ask(&self) -> Result<super::http::Reply, TokenError> {
         let scope = format!("{}/.default", self.resource.trim_end_matches('/'));
         let form_headers = [("Content-Type", "application/x-www-form-urlencoded")];
         let reply = match &self.credential {
@@ -111,7 +152,7 @@ impl Signin {
                     form(secret),
                     form(&scope)
                 );
-                request("POST", &token_url(authority, tenant), &form_headers, body.as_bytes())
+                self.http.request("POST", &token_url(authority, tenant), &form_headers, body.as_bytes())
             }
             Credential::Federated { authority, tenant, client_id, token_file } => {
                 // The file is rotated by the kubelet: read it at every sign-in.
@@ -124,33 +165,26 @@ impl Signin {
                     form("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
                     form(assertion.trim())
                 );
-                request("POST", &token_url(authority, tenant), &form_headers, body.as_bytes())
+                self.http.request("POST", &token_url(authority, tenant), &form_headers, body.as_bytes())
             }
             Credential::Managed { imds, client_id } => {
                 let mut target = format!("{}?api-version=2018-02-01&resource={}", imds.target, form(&self.resource));
                 if let Some(id) = client_id {
                     target.push_str(&format!("&client_id={}", form(id)));
                 }
-                request("GET", &imds.with_target(target), &[("Metadata", "true")], b"")
+                self.http.request("GET", &imds.with_target(target), &[("Metadata", "true")], b"")
             }
         };
-        let reply = reply.map_err(|e| TokenError::Unreachable(format!("identity endpoint: {e}")))?;
-        let text = reply.text();
-        match reply.status {
-            200 => {}
-            // The metadata service documents 404 and 410 (still starting) as worth a retry.
-            404 | 410 | 429 | 500..=599 => {
-                return Err(TokenError::Unreachable(format!("identity endpoint: HTTP {}", reply.status)))
-            }
-            status => {
-                let why = json_string(&text, "error_description").or_else(|| json_string(&text, "error"));
-                return Err(TokenError::Refused(status, why.unwrap_or_default().chars().take(300).collect()));
-            }
-        }
-        let token = json_string(&text, "access_token").ok_or_else(|| TokenError::Broken("no access_token".into()))?;
-        let until = Instant::now() + kept_for(json_u64(&text, "expires_in"));
-        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some((token.clone(), until));
-        Ok(token)
+        reply.map_err(|e| TokenError::Unreachable(format!("identity endpoint: {e}")))
+    }
+}
+
+/// A lifetime in seconds, written as a JSON number or as a string of digits.
+fn seconds(value: Option<&serde_json::Value>) -> Option<u64> {
+    match value? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
     }
 }
 
@@ -177,7 +211,10 @@ mod tests {
         assert_eq!(kept_for(Some(u64::MAX)), Duration::from_secs(86_100), "a day at most");
         assert_eq!(kept_for(Some(60)), Duration::from_secs(30), "at least 30 s");
         assert_eq!(kept_for(None), Duration::from_secs(30));
-        assert_eq!(json_u64(r#"{"expires_in":"86399"}"#, "expires_in"), Some(86_399), "IMDS sends a string");
+        let imds: TokenAnswer = serde_json::from_str(r#"{"access_token":"t","expires_in":"86399"}"#).unwrap();
+        assert_eq!(seconds(imds.expires_in.as_ref()), Some(86_399), "IMDS sends a string");
+        let entra: TokenAnswer = serde_json::from_str(r#"{"access_token":"t","expires_in":3599}"#).unwrap();
+        assert_eq!(seconds(entra.expires_in.as_ref()), Some(3599));
     }
 
     #[test]
@@ -186,5 +223,18 @@ mod tests {
         assert_eq!(token_url(&authority, "t 1").target, "/base/t%201/oauth2/v2.0/token");
         let authority = Url::parse("https://login.microsoftonline.com").unwrap();
         assert_eq!(token_url(&authority, "tenant").target, "/tenant/oauth2/v2.0/token");
+    }
+
+    #[test]
+    fn the_credential_is_the_first_the_settings_hold() {
+        let http = Client::new(&Default::default());
+        let mut s = EntraSettings { tenant_id: Some("t".into()), client_id: Some("c".into()), ..Default::default() };
+        assert_eq!(Signin::new(&s, "r", &http).unwrap().kind(), "managed identity");
+        s.federated_token_file = Some("/f".into());
+        assert_eq!(Signin::new(&s, "r", &http).unwrap().kind(), "workload identity");
+        s.client_secret = Some("x".into());
+        assert_eq!(Signin::new(&s, "r", &http).unwrap().kind(), "client secret");
+        s.client_secret = Some(String::new());
+        assert_eq!(Signin::new(&s, "r", &http).unwrap().kind(), "workload identity", "empty is unset");
     }
 }

@@ -2,8 +2,9 @@
 //! first with the Cold tier), signed with the account's Shared Key, carrying a SAS token, or
 //! with an Entra ID bearer token (a managed or workload identity; see `entra`).
 //!
-//! Calls are blocking (see `outbound`): run them on a blocking pool from an executor. Each is
-//! idempotent and retried with back-off on 429, 500, 502, 503, 504 and transport errors.
+//! Calls are blocking (see `http`): run them on a blocking pool from an executor. Each is
+//! idempotent and retried with back-off on 429, 500, 502, 503, 504 and transport errors
+//! (5 attempts, 0.2 s doubling); 401 and 403 are reported at once.
 //!
 //! Large blobs go up as blocks (Put Block, then Put Block List). Block ids are deterministic
 //! (`block_id(index)`), so an interrupted upload resumes: `uncommitted_blocks` says which
@@ -14,19 +15,17 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, AsciiSet};
 use sha2::Sha256;
 
-use crate::entra::{Signin, TokenError};
-use crate::outbound::{request, Reply, Url};
+use super::entra::{Signin, TokenError};
+use super::http::{Client, Reply, Url, ESCAPED};
 
 pub const API_VERSION: &str = "2021-12-02";
 const ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
-/// Characters escaped in blob names and query values (all but RFC 3986 unreserved; '/' is
-/// kept in paths).
-pub(crate) const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// Characters escaped in blob names (all but RFC 3986 unreserved and '/').
 const ESCAPED_PATH: &AsciiSet = &ESCAPED.remove(b'/');
 
 /// The access tiers a tier may use. Archive is refused: it cannot serve a read at once.
@@ -55,29 +54,24 @@ pub struct Container {
     account: String,
     name: String,
     auth: Auth,
+    http: Client,
 }
 
-#[derive(Debug)]
+/// A Blob call that failed.
+#[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     /// 404: no such blob or container.
+    #[error("no such blob or container")]
     NotFound,
     /// 401/403: the key or token was refused.
+    #[error("access denied: {0}")]
     Denied(String),
     /// Still failing after the retries: the service cannot be reached or is overloaded.
+    #[error("the Blob service cannot be reached: {0}")]
     Unavailable(String),
     /// Any other refusal (status, Azure's error code and message).
+    #[error("the Blob service refused the request (HTTP {0}): {1}")]
     Refused(u16, String),
-}
-
-impl std::fmt::Display for BlobError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BlobError::NotFound => write!(f, "no such blob or container"),
-            BlobError::Denied(why) => write!(f, "access denied: {why}"),
-            BlobError::Unavailable(why) => write!(f, "the Blob service cannot be reached: {why}"),
-            BlobError::Refused(status, why) => write!(f, "the Blob service refused the request (HTTP {status}): {why}"),
-        }
-    }
 }
 
 pub type BlobResult<T> = Result<T, BlobError>;
@@ -98,7 +92,7 @@ pub fn block_id(index: u64) -> String {
 }
 
 impl Container {
-    pub fn new(endpoint: &str, account: &str, name: &str, auth: Auth) -> Result<Container, String> {
+    pub fn new(http: &Client, endpoint: &str, account: &str, name: &str, auth: Auth) -> Result<Container, String> {
         let endpoint = Url::parse(endpoint.trim_end_matches('/'))?;
         if account.is_empty() || !account.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(format!("{account}: an account name is letters and digits"));
@@ -110,7 +104,7 @@ impl Container {
         if !valid {
             return Err(format!("{name}: a container name is 3-63 lower-case letters, digits and single hyphens"));
         }
-        Ok(Container { endpoint, account: account.to_owned(), name: name.to_owned(), auth })
+        Ok(Container { endpoint, account: account.to_owned(), name: name.to_owned(), auth, http: http.clone() })
     }
 
     /// Creates the container; one that exists already is fine.
@@ -232,58 +226,23 @@ impl Container {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> BlobResult<Reply> {
-        let mut path = format!("{}/{}", self.endpoint.target.trim_end_matches('/'), self.name);
-        if let Some(blob) = blob {
-            path.push('/');
-            path.push_str(&utf8_percent_encode(blob, ESCAPED_PATH).to_string());
-        }
-        let mut target = path.clone();
-        let mut pairs: Vec<String> =
-            query.iter().map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, ESCAPED))).collect();
-        if let Auth::Sas(sas) = &self.auth {
-            pairs.push(sas.trim_start_matches('?').to_owned());
-        }
-        if !pairs.is_empty() {
-            target.push('?');
-            target.push_str(&pairs.join("&"));
-        }
-        let url = self.endpoint.with_target(target);
+        let (path, url) = self.target(blob, query);
         let mut last = String::new();
         let mut renewed = false;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 std::thread::sleep(FIRST_BACKOFF * 2u32.pow(attempt - 1));
             }
-            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-            let mut all: Vec<(String, String)> =
-                headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.to_string())).collect();
-            all.push(("x-ms-date".into(), date));
-            all.push(("x-ms-version".into(), API_VERSION.into()));
-            if let Auth::SharedKey(key) = &self.auth {
-                let to_sign = string_to_sign(method, &all, body.len(), &self.account, &path, query);
-                let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-                mac.update(to_sign.as_bytes());
-                let signature = B64.encode(mac.finalize().into_bytes());
-                all.push(("authorization".into(), format!("SharedKey {}:{signature}", self.account)));
-            }
-            if let Auth::Entra(signin) = &self.auth {
-                // The identity endpoint's hiccups (429, 5xx, no answer) are retried like the
-                // service's own.
-                let token = match signin.token() {
-                    Ok(token) => token,
-                    Err(TokenError::Unreachable(why) | TokenError::Broken(why)) => {
-                        last = why;
-                        continue;
-                    }
-                    Err(TokenError::Refused(status, why)) => {
-                        let kind = signin.kind();
-                        return Err(BlobError::Denied(format!("Entra ID refused the {kind} (HTTP {status}): {why}")));
-                    }
-                };
-                all.push(("authorization".into(), format!("Bearer {token}")));
-            }
+            let all = match self.signed_headers(method, headers, body.len(), &path, query) {
+                Ok(all) => all,
+                Err(Signing::Retry(why)) => {
+                    last = why;
+                    continue;
+                }
+                Err(Signing::Refused(e)) => return Err(e),
+            };
             let pairs: Vec<(&str, &str)> = all.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-            let reply = match request(method, &url, &pairs, &body) {
+            let reply = match self.http.request(method, &url, &pairs, &body) {
                 Ok(reply) => reply,
                 Err(e) => {
                     last = e.to_string();
@@ -308,6 +267,76 @@ impl Container {
         }
         Err(BlobError::Unavailable(last))
     }
+
+    /// The request path (for signing) and the URL of a call on the container or a blob.
+    fn target(&self, blob: Option<&str>, query: &[(&str, &str)]) -> (String, Url) {
+        let mut path = format!("{}/{}", self.endpoint.target.trim_end_matches('/'), self.name);
+        if let Some(blob) = blob {
+            path.push('/');
+            path.push_str(&utf8_percent_encode(blob, ESCAPED_PATH).to_string());
+        }
+        let mut target = path.clone();
+        let mut pairs: Vec<String> =
+            query.iter().map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, ESCAPED))).collect();
+        if let Auth::Sas(sas) = &self.auth {
+            pairs.push(sas.trim_start_matches('?').to_owned());
+        }
+        if !pairs.is_empty() {
+            target.push('?');
+            target.push_str(&pairs.join("&"));
+        }
+        (path, self.endpoint.with_target(target))
+    }
+
+    /// The headers of one attempt: the caller's, the date and version, and the
+    /// authorization (a Shared Key signature or a bearer token; a SAS is in the URL).
+    fn signed_headers(
+        &self,
+        method: &str,
+        headers: &[(&str, &str)],
+        body_len: usize,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<(String, String)>, Signing> {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let mut all: Vec<(String, String)> =
+            headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.to_string())).collect();
+        all.push(("x-ms-date".into(), date));
+        all.push(("x-ms-version".into(), API_VERSION.into()));
+        match &self.auth {
+            Auth::SharedKey(key) => {
+                let to_sign = string_to_sign(method, &all, body_len, &self.account, path, query);
+                let signature = B64.encode(hmac_sha256(key, to_sign.as_bytes()));
+                all.push(("authorization".into(), format!("SharedKey {}:{signature}", self.account)));
+            }
+            // The identity endpoint's hiccups (429, 5xx, no answer) are retried like the
+            // service's own.
+            Auth::Entra(signin) => match signin.token() {
+                Ok(token) => all.push(("authorization".into(), format!("Bearer {token}"))),
+                Err(TokenError::Unreachable(why) | TokenError::Broken(why)) => return Err(Signing::Retry(why)),
+                Err(TokenError::Refused(status, why)) => {
+                    let kind = signin.kind();
+                    let why = format!("Entra ID refused the {kind} (HTTP {status}): {why}");
+                    return Err(Signing::Refused(BlobError::Denied(why)));
+                }
+            },
+            Auth::Sas(_) => {}
+        }
+        Ok(all)
+    }
+}
+
+/// Why an attempt could not be signed.
+enum Signing {
+    /// The sign-in failed for now: retried like the service's own failures.
+    Retry(String),
+    Refused(BlobError),
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 /// Azure's error code and message, from the x-ms-error-code header and the XML body.
@@ -413,7 +442,9 @@ mod tests {
     #[test]
     fn container_names_follow_azure_rules() {
         let key = Auth::SharedKey(vec![1; 64]);
+        let http = Client::new(&Default::default());
         assert!(Container::new(
+            &http,
             "http://127.0.0.1:10000/devstoreaccount1",
             "devstoreaccount1",
             "ferrite-tier",
@@ -421,8 +452,8 @@ mod tests {
         )
         .is_ok());
         for bad in ["ab", "Upper", "-lead", "dou--ble", "under_score"] {
-            assert!(Container::new("https://a.blob.core.windows.net", "a", bad, key.clone()).is_err(), "{bad}");
+            assert!(Container::new(&http, "https://a.blob.core.windows.net", "a", bad, key.clone()).is_err(), "{bad}");
         }
-        assert!(Container::new("https://a.blob.core.windows.net", "a-b", "okay", key).is_err());
+        assert!(Container::new(&http, "https://a.blob.core.windows.net", "a-b", "okay", key).is_err());
     }
 }
