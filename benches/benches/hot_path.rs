@@ -360,7 +360,7 @@ fn http_and_xml(c: &mut Criterion) {
             for i in 0..1000 {
                 x.start("Contents")
                     .elem("Key", &format!("photos/2026/11/25/holiday-{i:04}.jpg"))
-                    .elem("LastModified", &ferrite_s3::ops::iso8601(1_764_000_000_000 + i))
+                    .elem("LastModified", &ferrite_s3::ops::common::iso8601(1_764_000_000_000 + i))
                     .elem("ETag", "\"0123456789abcdef0123456789abcdef\"")
                     .elem("Size", "1048576")
                     .elem("StorageClass", "STANDARD")
