@@ -1,6 +1,6 @@
 //! Criterion benches of every hot-path stage on one core: SigV4, MD5, the S3 checksums,
-//! the block checksum, AEAD, Reed-Solomon, the fused block pipeline, HTTP parsing and
-//! ListObjects XML. Run: `cargo bench -p ferrite-benches --bench hot_path`.
+//! the block checksum, AEAD, Reed-Solomon, the fused block pipeline, HTTP parsing, routing
+//! and ListObjects XML. Run: `cargo bench -p ferrite-benches --bench hot_path`.
 
 use std::time::Duration;
 
@@ -360,7 +360,7 @@ fn http_and_xml(c: &mut Criterion) {
             for i in 0..1000 {
                 x.start("Contents")
                     .elem("Key", &format!("photos/2026/11/25/holiday-{i:04}.jpg"))
-                    .elem("LastModified", &ferrite_s3::ops::iso8601(1_764_000_000_000 + i))
+                    .elem("LastModified", &ferrite_s3::ops::common::iso8601(1_764_000_000_000 + i))
                     .elem("ETag", "\"0123456789abcdef0123456789abcdef\"")
                     .elem("Size", "1048576")
                     .elem("StorageClass", "STANDARD")
@@ -372,9 +372,44 @@ fn http_and_xml(c: &mut Criterion) {
     g.finish();
 }
 
+/// Routing a signed request once its head is parsed: the target (bucket and key, the decoded
+/// path SigV4 signs), the query, and the endpoint with its inputs validated (router.rs).
+fn routing(c: &mut Criterion) {
+    use ferrite_s3::http::Request;
+    use ferrite_s3::router::{parse_query, route, Query, Target};
+    let request = |method: &str, path: &str, query: &str| Request {
+        method: method.into(),
+        raw_path: path.into(),
+        raw_query: query.into(),
+        headers: vec![
+            ("host".into(), "127.0.0.1:9000".into()),
+            ("x-amz-content-sha256".into(), sigv4::UNSIGNED_PAYLOAD.into()),
+            ("x-amz-date".into(), "20261125T120000Z".into()),
+            ("content-type".into(), "image/jpeg".into()),
+        ],
+        keep_alive: true,
+        secure: false,
+    };
+    let mut g = c.benchmark_group("routing");
+    for (name, req) in [
+        ("GetObject", request("GET", "/bucket/photos/2026/11/25/holiday-0001.jpg", "")),
+        ("PutObject", request("PUT", "/bucket/photos/2026/11/25/holiday-0001.jpg", "x-id=PutObject")),
+        ("ListObjectsV2", request("GET", "/bucket", "list-type=2&prefix=photos%2F&max-keys=1000&encoding-type=url")),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let target = Target::parse(&req, None).expect("target");
+                let query = parse_query(&req.raw_query).expect("query");
+                route(&req, &target, Query(&query)).map(|e| e.name()).expect("endpoint")
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500)).sample_size(20);
-    targets = digests, md5_streams, vs_fastest_crate, erasure, put_pipeline, signatures, http_and_xml
+    targets = digests, md5_streams, vs_fastest_crate, erasure, put_pipeline, signatures, http_and_xml, routing
 }
 criterion_main!(benches);

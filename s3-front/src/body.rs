@@ -7,7 +7,8 @@ use crate::error::{err, Code, S3Error, S3Result};
 use crate::http::RawBody;
 use crate::sigv4::{chunk_signature, hex, trailer_signature, Scope};
 
-pub enum Mode {
+/// How the payload is framed and checked.
+pub enum PayloadMode {
     /// The body is the payload. `sha256`: the hex digest it must have, if signed.
     Plain { sha256: Option<String> },
     /// aws-chunked. `signing`: the scope and seed signature when chunks are signed.
@@ -23,7 +24,7 @@ enum Chunk {
 
 pub struct Body<'c> {
     raw: RawBody<'c>,
-    mode: Mode,
+    mode: PayloadMode,
     pending: Vec<u8>,
     pos: usize,
     state: Chunk,
@@ -39,10 +40,10 @@ pub struct Body<'c> {
 const CHUNK_SIZE_MAX: u64 = 64 << 20;
 
 impl<'c> Body<'c> {
-    pub fn new(raw: RawBody<'c>, mode: Mode, decoded_expected: Option<u64>) -> Self {
-        let plain_hasher = matches!(&mode, Mode::Plain { sha256: Some(_) }).then(Sha256::new);
+    pub fn new(raw: RawBody<'c>, mode: PayloadMode, decoded_expected: Option<u64>) -> Self {
+        let plain_hasher = matches!(&mode, PayloadMode::Plain { sha256: Some(_) }).then(Sha256::new);
         let chunk_sig = match &mode {
-            Mode::AwsChunked { signing: Some((_, seed)), .. } => seed.clone(),
+            PayloadMode::AwsChunked { signing: Some((_, seed)), .. } => seed.clone(),
             _ => String::new(),
         };
         Self {
@@ -76,8 +77,8 @@ impl<'c> Body<'c> {
     /// The next piece of payload, or None when the body is complete and verified.
     pub async fn next(&mut self) -> S3Result<Option<Vec<u8>>> {
         match self.mode {
-            Mode::Plain { .. } => self.next_plain().await,
-            Mode::AwsChunked { .. } => self.next_chunked().await,
+            PayloadMode::Plain { .. } => self.next_plain().await,
+            PayloadMode::AwsChunked { .. } => self.next_chunked().await,
         }
     }
 
@@ -91,7 +92,8 @@ impl<'c> Body<'c> {
                 Ok(Some(bytes))
             }
             None => {
-                if let (Some(h), Mode::Plain { sha256: Some(expected) }) = (self.plain_hasher.take(), &self.mode) {
+                if let (Some(h), PayloadMode::Plain { sha256: Some(expected) }) = (self.plain_hasher.take(), &self.mode)
+                {
                     if hex(&h.finalize()) != *expected {
                         return err(
                             Code::XAmzContentSHA256Mismatch,
@@ -138,7 +140,7 @@ impl<'c> Body<'c> {
 
     fn signing(&self) -> Option<&Scope> {
         match &self.mode {
-            Mode::AwsChunked { signing: Some((scope, _)), .. } => Some(scope),
+            PayloadMode::AwsChunked { signing: Some((scope, _)), .. } => Some(scope),
             _ => None,
         }
     }
@@ -210,7 +212,7 @@ impl<'c> Body<'c> {
     async fn finish_chunks(&mut self) -> S3Result<()> {
         let claim = self.chunk_sig_claim.take().unwrap_or_default();
         self.check_chunk_signature(&claim)?;
-        let trailer = matches!(self.mode, Mode::AwsChunked { trailer: true, .. });
+        let trailer = matches!(self.mode, PayloadMode::AwsChunked { trailer: true, .. });
         let mut trailer_bytes = Vec::new();
         let mut trailer_sig = None;
         loop {
@@ -284,13 +286,13 @@ mod tests {
     }
 
     /// The request as a client sends it, plus the decoding mode the server would choose.
-    fn encode(wire: Wire, data: &[u8], chunk: usize) -> (Vec<u8>, Mode) {
+    fn encode(wire: Wire, data: &[u8], chunk: usize) -> (Vec<u8>, PayloadMode) {
         let pieces: Vec<&[u8]> = data.chunks(chunk.max(1)).collect();
         let mut body = Vec::new();
         let mode = match wire {
             Wire::Plain => {
                 body.extend_from_slice(data);
-                Mode::Plain { sha256: Some(sha256_hex(data)) }
+                PayloadMode::Plain { sha256: Some(sha256_hex(data)) }
             }
             Wire::HttpChunked => {
                 for p in &pieces {
@@ -299,7 +301,7 @@ mod tests {
                     body.extend_from_slice(b"\r\n");
                 }
                 body.extend_from_slice(b"0\r\n\r\n");
-                Mode::Plain { sha256: None }
+                PayloadMode::Plain { sha256: None }
             }
             Wire::AwsSigned => {
                 let seed = "a".repeat(64);
@@ -311,7 +313,7 @@ mod tests {
                     body.extend_from_slice(b"\r\n");
                     prev = sig;
                 }
-                Mode::AwsChunked { signing: Some((scope(), seed)), trailer: false }
+                PayloadMode::AwsChunked { signing: Some((scope(), seed)), trailer: false }
             }
             Wire::AwsUnsignedTrailer => {
                 for p in &pieces {
@@ -320,7 +322,7 @@ mod tests {
                     body.extend_from_slice(b"\r\n");
                 }
                 body.extend_from_slice(b"0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n");
-                Mode::AwsChunked { signing: None, trailer: true }
+                PayloadMode::AwsChunked { signing: None, trailer: true }
             }
         };
         let framing = match wire {
@@ -337,7 +339,7 @@ mod tests {
 
     /// Sends `wire` over loopback in pieces of `write_size` and decodes it with the server's
     /// HTTP and body layers.
-    fn decode(wire: Vec<u8>, mode: Mode, write_size: usize, decoded_len: u64) -> S3Result<Decoded> {
+    fn decode(wire: Vec<u8>, mode: PayloadMode, write_size: usize, decoded_len: u64) -> S3Result<Decoded> {
         let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().unwrap();
         rt.block_on(async move {
             let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -248,3 +248,11 @@ impl<T> OrBadRequest<T> for Option<T> {
         self.ok_or_else(|| S3Error::new(Code::InvalidArgument, message))
     }
 }
+
+/// The MalformedXML error, with AWS's message.
+pub fn malformed_xml<T>() -> S3Result<T> {
+    err(
+        Code::MalformedXML,
+        "The XML you provided was not well-formed or did not validate against our published schema.",
+    )
+}

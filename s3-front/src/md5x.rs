@@ -373,52 +373,79 @@ impl Batcher {
         }
         let mut spans = [[0u8; 64]; LANES];
         while more(self) {
-            // Lanes whose next block spans two chunks get it copied; the others read in place.
-            for (l, id) in lanes.iter().enumerate() {
-                if let Some(stream) = id.and_then(|id| self.streams[id].as_ref()) {
-                    if stream.contiguous().is_none() {
-                        stream.gather_block(&mut spans[l]);
-                    }
-                }
-            }
-            let mut inputs: [&[u8]; LANES] = [&[]; LANES];
-            for (l, id) in lanes.iter().enumerate() {
-                if let Some(stream) = id.and_then(|id| self.streams[id].as_ref()) {
-                    inputs[l] = stream.contiguous().unwrap_or(&spans[l]);
-                }
-            }
-            let target_left = (self.pending(target) - keep).div_ceil(64);
-            let blocks =
-                inputs.iter().filter(|i| !i.is_empty()).map(|i| i.len() / 64).min().unwrap_or(0).min(target_left);
+            let blocks = self.step(&mut state, &lanes, &mut spans, (self.pending(target) - keep).div_ceil(64));
             if blocks == 0 {
                 break;
             }
-            for input in inputs.iter_mut().filter(|i| !i.is_empty()) {
-                *input = &input[..blocks * 64];
-            }
-            compress_lanes(self.kernel, &mut state, &inputs, blocks);
-            let busy = inputs.iter().filter(|i| !i.is_empty()).count() as u64;
-            self.steps += blocks as u64;
-            self.busy_lane_steps += busy * blocks as u64;
-            STEPS.fetch_add(blocks as u64, Relaxed);
-            BLOCKS.fetch_add(busy * blocks as u64, Relaxed);
-
-            for (l, slot) in lanes.iter_mut().enumerate() {
-                let Some(id) = *slot else { continue };
-                let Some(stream) = self.streams[id].as_mut() else { continue };
-                stream.consume(blocks * 64);
-                if stream.pending < 64 && id != target {
-                    self.store_lane(&state, l, id);
-                    *slot = waiting.next();
-                    if let Some(next) = *slot {
-                        self.load_lane(&mut state, l, next);
-                    }
-                }
-            }
+            self.rotate_lanes(&mut state, &mut lanes, &mut waiting, blocks * 64, target);
         }
         for (l, id) in lanes.iter().enumerate() {
             if let Some(id) = id {
                 self.store_lane(&state, l, *id);
+            }
+        }
+    }
+
+    /// Hashes as many whole blocks as every busy lane holds (at most `target_blocks`), each
+    /// lane reading its stream in place or, when its next block spans two chunks, from a copy
+    /// in `spans`. Returns how many blocks each busy lane hashed.
+    fn step(
+        &mut self,
+        state: &mut LaneState,
+        lanes: &[Option<usize>; LANES],
+        spans: &mut [[u8; 64]; LANES],
+        target_blocks: usize,
+    ) -> usize {
+        for (l, id) in lanes.iter().enumerate() {
+            if let Some(stream) = id.and_then(|id| self.streams[id].as_ref()) {
+                if stream.contiguous().is_none() {
+                    stream.gather_block(&mut spans[l]);
+                }
+            }
+        }
+        let mut inputs: [&[u8]; LANES] = [&[]; LANES];
+        for (l, id) in lanes.iter().enumerate() {
+            if let Some(stream) = id.and_then(|id| self.streams[id].as_ref()) {
+                inputs[l] = stream.contiguous().unwrap_or(&spans[l]);
+            }
+        }
+        let blocks =
+            inputs.iter().filter(|i| !i.is_empty()).map(|i| i.len() / 64).min().unwrap_or(0).min(target_blocks);
+        if blocks == 0 {
+            return 0;
+        }
+        for input in inputs.iter_mut().filter(|i| !i.is_empty()) {
+            *input = &input[..blocks * 64];
+        }
+        compress_lanes(self.kernel, state, &inputs, blocks);
+        let busy = inputs.iter().filter(|i| !i.is_empty()).count() as u64;
+        self.steps += blocks as u64;
+        self.busy_lane_steps += busy * blocks as u64;
+        STEPS.fetch_add(blocks as u64, Relaxed);
+        BLOCKS.fetch_add(busy * blocks as u64, Relaxed);
+        blocks
+    }
+
+    /// Consumes what each lane hashed; a lane whose stream (other than `target`) has less
+    /// than a block left is stored and handed to the next waiting stream.
+    fn rotate_lanes(
+        &mut self,
+        state: &mut LaneState,
+        lanes: &mut [Option<usize>; LANES],
+        waiting: &mut impl Iterator<Item = usize>,
+        hashed: usize,
+        target: usize,
+    ) {
+        for (l, slot) in lanes.iter_mut().enumerate() {
+            let Some(id) = *slot else { continue };
+            let Some(stream) = self.streams[id].as_mut() else { continue };
+            stream.consume(hashed);
+            if stream.pending < 64 && id != target {
+                self.store_lane(state, l, id);
+                *slot = waiting.next();
+                if let Some(next) = *slot {
+                    self.load_lane(state, l, next);
+                }
             }
         }
     }

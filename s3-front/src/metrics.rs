@@ -1,13 +1,15 @@
-//! Prometheus metrics: `GET /ferrite/metrics` in the text exposition format, answered before
-//! SigV4 (Prometheus does not sign). With `FERRITE_METRICS_TOKEN` set it needs
-//! `Authorization: Bearer <token>`; without, it is public (counts only, no names or keys).
+//! Prometheus metrics: the S3 front's counters (responses by status class, KMS calls by
+//! outcome) and the text exposition of every metric. The endpoint that answers them
+//! (`GET /ferrite/metrics`, before SigV4, to its bearer token) is `ops/admin.rs`.
 //!
 //! Counters are process-wide atomics, shared by every core.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use ferrite_engine::Engine;
+use ferrite_tiering::Mover;
+
 use crate::error::{Code, S3Error};
-use crate::server::{Ctx, RespBody, Response};
 
 static RESPONSES: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
 
@@ -41,21 +43,9 @@ pub fn kms<T>(op: KmsOp, result: &Result<T, S3Error>) {
     KMS[op as usize][outcome].fetch_add(1, Relaxed);
 }
 
-/// The metrics answer, or None when the bearer token is required and missing or wrong.
-pub fn answer(ctx: &Ctx, authorization: Option<&str>) -> Option<Response> {
-    if let Some(token) = &ctx.config.metrics_token {
-        let given = authorization.and_then(|a| a.strip_prefix("Bearer "))?;
-        if !crate::sigv4::constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return None;
-        }
-    }
-    let mut resp = Response::new(200);
-    resp.headers.push(("content-type".into(), "text/plain; version=0.0.4".into()));
-    resp.body = RespBody::Bytes(render(ctx).into_bytes());
-    Some(resp)
-}
-
-fn render(ctx: &Ctx) -> String {
+/// The metrics in the Prometheus text format: the counters here, the KMS backend's name,
+/// the tier mover's counters and the engine's block cache, MD5 batching and drives.
+pub fn render(kms_backend: &str, mover: &Mover, engine: &Engine) -> String {
     let mut out = String::new();
     out.push_str("# HELP ferrite_http_responses_total Responses sent, by status class.\n");
     out.push_str("# TYPE ferrite_http_responses_total counter\n");
@@ -64,18 +54,17 @@ fn render(ctx: &Ctx) -> String {
     }
     out.push_str("# HELP ferrite_kms_requests_total KMS calls by operation and outcome (unreachable: answered 503).\n");
     out.push_str("# TYPE ferrite_kms_requests_total counter\n");
-    let backend = ctx.kms.as_deref().map_or("none", |k| k.backend_name());
     for (op, row) in KMS_OPS.iter().zip(&KMS) {
         for (outcome, slot) in KMS_OUTCOMES.iter().zip(row) {
             out.push_str(&format!(
-                "ferrite_kms_requests_total{{backend=\"{backend}\",op=\"{op}\",outcome=\"{outcome}\"}} {}\n",
+                "ferrite_kms_requests_total{{backend=\"{kms_backend}\",op=\"{op}\",outcome=\"{outcome}\"}} {}\n",
                 slot.load(Relaxed)
             ));
         }
     }
     out.push_str("# HELP ferrite_lifecycle_total What lifecycle passes did since start-up.\n");
     out.push_str("# TYPE ferrite_lifecycle_total counter\n");
-    let c = ctx.mover.counters();
+    let c = mover.counters();
     for (what, counter) in [
         ("transitioned", &c.transitioned),
         ("transitioned_bytes", &c.transitioned_bytes),
@@ -96,7 +85,7 @@ fn render(ctx: &Ctx) -> String {
     out.push_str(&format!("ferrite_transitions_pending {}\n", c.transitions_pending.load(Relaxed)));
     out.push_str("# HELP ferrite_restores_running Restores of transitioned objects in progress.\n");
     out.push_str("# TYPE ferrite_restores_running gauge\n");
-    out.push_str(&format!("ferrite_restores_running {}\n", ctx.mover.restores_running()));
+    out.push_str(&format!("ferrite_restores_running {}\n", mover.restores_running()));
     out.push_str(
         "# HELP ferrite_block_cache_total Data block reads served from the block cache, and those that missed it.\n",
     );
@@ -117,8 +106,8 @@ fn render(ctx: &Ctx) -> String {
     );
     out.push_str("# TYPE ferrite_md5_steps_total counter\n");
     out.push_str(&format!("ferrite_md5_steps_total {}\n", crate::md5x::STEPS.load(Relaxed)));
-    let drives = ctx.engine.drive_paths().len();
-    let online = ctx.engine.online_paths().len();
+    let drives = engine.drive_paths().len();
+    let online = engine.online_paths().len();
     out.push_str("# HELP ferrite_drives Drives in the erasure set, and how many are online.\n");
     out.push_str("# TYPE ferrite_drives gauge\n");
     out.push_str(&format!("ferrite_drives{{state=\"total\"}} {drives}\nferrite_drives{{state=\"online\"}} {online}\n"));

@@ -1,134 +1,26 @@
-//! Connection handling: read a request, authenticate, route to an operation, write the
-//! response (streaming object bodies block by block), keep the connection alive.
+//! Connection handling, the top of the crate: read a request, authenticate it, route it to
+//! its endpoint (router.rs) and run its operation (ops/), write the response (streaming
+//! object bodies block by block), keep the connection alive.
 
 use std::rc::Rc;
-use std::sync::Arc;
 
-use ferrite_engine::{Chunk, Engine};
+use ferrite_engine::Chunk;
 use monoio::buf::IoBuf;
 use monoio::net::TcpStream;
 
-use crate::body::{Body, Mode};
+use crate::body::{Body, PayloadMode};
 use crate::error::{Code, S3Error, S3Result};
-use crate::http::{reason, ClientTimeouts, Conn, RawBody, Request, Stream};
-use crate::sigv4::{self, Credentials, SignedRequest};
+use crate::http::{reason, Conn, RawBody, Request, Stream};
+use crate::ops;
+use crate::request::{Call, Ctx, RespBody, Response};
+use crate::router::{self, parse_query, Endpoint, Query, Target};
+use crate::sigv4::{self, SignedRequest};
 use crate::xml::{escape, XML_DECL};
 
 /// A request body left unread after the response is drained up to this size so that the
 /// connection can be reused; beyond it the connection is closed.
 const DRAIN_BYTES_MAX: u64 = 1 << 20;
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-pub struct Config {
-    pub root_user: String,
-    pub root_password: String,
-    /// Base domain for virtual-host-style addressing (bucket.domain).
-    pub domain: Option<String>,
-    pub region: String,
-    /// How long a silent client is kept (FERRITE_CLIENT_TIMEOUT_SECS shortens it for tests).
-    pub client_timeouts: ClientTimeouts,
-    /// Encrypt every new object (SSE-S3) unless the request or bucket says otherwise.
-    pub encrypt_everything: bool,
-    /// Accept SSE-C keys over plain HTTP (tests only; AWS refuses them).
-    pub sse_c_allow_http: bool,
-    /// The bearer token `GET /ferrite/metrics` needs (None: the metrics are public).
-    pub metrics_token: Option<String>,
-}
-
-impl Credentials for Config {
-    fn secret_for(&self, access_key: &str) -> Option<String> {
-        (access_key == self.root_user).then(|| self.root_password.clone())
-    }
-}
-
-pub struct Ctx {
-    pub engine: Engine,
-    pub config: Arc<Config>,
-    /// This core's share of the memory budget for requests that move object data.
-    pub budget: Rc<crate::budget::Budget>,
-    /// Where object keys are sealed (None: no KMS configured; SSE-C still works).
-    pub kms: Option<Arc<crate::kms::Kms>>,
-    /// The tier mover: reads, restores and deletes of transitioned objects, tiers, lifecycle.
-    pub mover: ferrite_tiering::Mover,
-    /// This core's ETag MD5 batcher (md5x.rs).
-    pub md5: crate::md5x::CoreBatcher,
-}
-
-pub enum RespBody {
-    Empty,
-    Bytes(Vec<u8>),
-    /// An object body streamed block by block; the slot is held until it is sent.
-    Object(crate::sse::ObjectStream, crate::budget::Slot),
-}
-
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: RespBody,
-    /// Content-Length to announce when it differs from the body (HEAD, streamed objects).
-    pub content_length: Option<u64>,
-}
-
-impl Response {
-    pub fn new(status: u16) -> Self {
-        Self { status, headers: Vec::new(), body: RespBody::Empty, content_length: None }
-    }
-    pub fn xml(body: Vec<u8>) -> Self {
-        let mut r = Self::new(200);
-        r.headers.push(("content-type".into(), "application/xml".into()));
-        r.body = RespBody::Bytes(body);
-        r
-    }
-    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.headers.push((name.to_owned(), value.into()));
-        self
-    }
-}
-
-/// The parts of a request an operation needs, decoded.
-pub struct Call<'a> {
-    pub req: &'a Request,
-    pub bucket: Option<String>,
-    pub key: Option<String>,
-    pub query: Vec<(String, String)>,
-    pub auth: sigv4::Auth,
-    pub request_id: String,
-}
-
-impl Call<'_> {
-    pub fn q(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-    pub fn has(&self, name: &str) -> bool {
-        self.query.iter().any(|(k, _)| k == name)
-    }
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.req.header(name)
-    }
-    pub fn path(&self) -> String {
-        match (&self.bucket, &self.key) {
-            (Some(b), Some(k)) => format!("/{b}/{k}"),
-            (Some(b), None) => format!("/{b}"),
-            _ => "/".into(),
-        }
-    }
-}
-
-pub fn percent_decode(s: &str) -> S3Result<String> {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| S3Error::new(Code::InvalidArgument, "the request URI is not valid UTF-8"))
-}
-
-pub fn parse_query(raw: &str) -> S3Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for pair in raw.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.push((percent_decode(k)?, percent_decode(v)?));
-    }
-    Ok(out)
-}
 
 fn new_request_id() -> String {
     let mut bytes = [0u8; 8];
@@ -260,83 +152,59 @@ async fn write_response(conn: &mut Conn, resp: Response, request_id: &str, close
     }
 }
 
-fn split_target(ctx: &Ctx, req: &Request) -> S3Result<(Option<String>, Option<String>)> {
-    let path = percent_decode(&req.raw_path)?;
-    let host = req.header("host").unwrap_or("");
-    let host = host
-        .rsplit_once(':')
-        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-        .map(|(h, _)| h)
-        .unwrap_or(host);
-    let vhost_bucket =
-        ctx.config.domain.as_deref().and_then(|d| host.strip_suffix(d)?.strip_suffix('.')).filter(|b| !b.is_empty());
-    let rest = path.strip_prefix('/').unwrap_or(&path);
-    if let Some(bucket) = vhost_bucket {
-        let key = (!rest.is_empty()).then(|| rest.to_owned());
-        return Ok((Some(bucket.to_owned()), key));
-    }
-    match rest.split_once('/') {
-        Some((b, k)) if !k.is_empty() => Ok((Some(b.to_owned()), Some(k.to_owned()))),
-        Some((b, _)) => Ok((Some(b.to_owned()), None)),
-        None if rest.is_empty() => Ok((None, None)),
-        None => Ok((Some(rest.to_owned()), None)),
-    }
-}
-
+/// Reads the request's target, authenticates it, routes it to its endpoint and runs that.
 async fn dispatch(ctx: &Ctx, req: &Request, raw: &mut Option<RawBody<'_>>, request_id: &str) -> S3Result<Response> {
-    let (bucket, key) = split_target(ctx, req)?;
-    // Path-style only: with virtual-host addressing this is key "ferrite/metrics" of a bucket.
-    if req.method == "GET"
-        && (bucket.as_deref(), key.as_deref()) == (Some(crate::admin::RESERVED_BUCKET), Some("metrics"))
-    {
-        return crate::metrics::answer(ctx, req.header("authorization"))
-            .ok_or_else(|| S3Error::new(Code::AccessDenied, "The metrics need the bearer token."));
+    let target = Target::parse(req, ctx.config.domain.as_deref())?;
+    if let Some(Endpoint::Metrics) = router::unsigned_endpoint(&req.method, &target) {
+        return ops::admin::metrics(ctx, req);
     }
     let query = parse_query(&req.raw_query)?;
-    let path = percent_decode(&req.raw_path)?;
-    let signed = SignedRequest { method: &req.method, path: &path, query: &query, headers: &req.headers };
-    let now = now_secs();
-    let auth = if let Some(authorization) = req.header("authorization") {
-        sigv4::verify_header(&signed, authorization, ctx.config.as_ref(), now)?
-    } else if query.iter().any(|(k, _)| k == "X-Amz-Signature") {
-        sigv4::verify_presigned(&signed, ctx.config.as_ref(), now)?
-    } else {
-        return Err(S3Error::new(Code::AccessDenied, "Access Denied"));
-    };
+    let auth = authenticate(ctx, req, &target.path, &query)?;
     let presigned = req.header("authorization").is_none();
     let mode = payload_mode(&auth, presigned)?;
     let decoded_len = req.header("x-amz-decoded-content-length").and_then(|v| v.parse().ok());
-    let call = Call { req, bucket, key, query, auth, request_id: request_id.to_owned() };
+    let endpoint = router::route(req, &target, Query(&query))?;
+    // Authorization (IAM) goes here: `endpoint.access()` names every permission it needs.
+    let call = Call { req, auth, request_id };
     let Some(raw_body) = raw.take() else {
         return Err(S3Error::new(Code::InternalError, "request body taken twice"));
     };
     let mut body = Body::new(raw_body, mode, decoded_len);
-    let result = if call.bucket.as_deref() == Some(crate::admin::RESERVED_BUCKET) {
-        crate::admin::route(ctx, &call, &mut body).await
-    } else {
-        crate::ops::route(ctx, &call, &mut body).await
-    };
+    let result = ops::run(ctx, &call, endpoint, &mut body).await;
     // Hand the raw body back so the connection loop can drain what the operation left.
     *raw = Some(body.into_raw());
     result
 }
 
-fn payload_mode(auth: &sigv4::Auth, presigned: bool) -> S3Result<Mode> {
+/// SigV4: the Authorization header, else a presigned URL's query; else AccessDenied.
+fn authenticate(ctx: &Ctx, req: &Request, path: &str, query: &[(String, String)]) -> S3Result<sigv4::Auth> {
+    let signed = SignedRequest { method: &req.method, path, query, headers: &req.headers };
+    let now = now_secs();
+    if let Some(authorization) = req.header("authorization") {
+        sigv4::verify_header(&signed, authorization, ctx.config.as_ref(), now)
+    } else if query.iter().any(|(k, _)| k == "X-Amz-Signature") {
+        sigv4::verify_presigned(&signed, ctx.config.as_ref(), now)
+    } else {
+        Err(S3Error::new(Code::AccessDenied, "Access Denied"))
+    }
+}
+
+fn payload_mode(auth: &sigv4::Auth, presigned: bool) -> S3Result<PayloadMode> {
     if presigned {
-        return Ok(Mode::Plain { sha256: None });
+        return Ok(PayloadMode::Plain { sha256: None });
     }
     let hash = auth.payload_hash.as_str();
     Ok(match hash {
-        sigv4::UNSIGNED_PAYLOAD => Mode::Plain { sha256: None },
+        sigv4::UNSIGNED_PAYLOAD => PayloadMode::Plain { sha256: None },
         sigv4::STREAMING_SIGNED => {
-            Mode::AwsChunked { signing: Some((auth.scope.clone(), auth.signature.clone())), trailer: false }
+            PayloadMode::AwsChunked { signing: Some((auth.scope.clone(), auth.signature.clone())), trailer: false }
         }
         sigv4::STREAMING_SIGNED_TRAILER => {
-            Mode::AwsChunked { signing: Some((auth.scope.clone(), auth.signature.clone())), trailer: true }
+            PayloadMode::AwsChunked { signing: Some((auth.scope.clone(), auth.signature.clone())), trailer: true }
         }
-        sigv4::STREAMING_UNSIGNED_TRAILER => Mode::AwsChunked { signing: None, trailer: true },
+        sigv4::STREAMING_UNSIGNED_TRAILER => PayloadMode::AwsChunked { signing: None, trailer: true },
         h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            Mode::Plain { sha256: Some(h.to_ascii_lowercase()) }
+            PayloadMode::Plain { sha256: Some(h.to_ascii_lowercase()) }
         }
         _ => {
             return Err(S3Error::new(

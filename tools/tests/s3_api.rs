@@ -554,3 +554,25 @@ async fn blocking_io_fallback_serves_the_same_api() {
     let c = server.client();
     assert_eq!(get_bytes(&c, "fallback", "k0").await, bytes(10, 40));
 }
+
+/// A bad count argument is refused the same way on every listing (AWS: 400 InvalidArgument),
+/// never silently read as the default.
+#[tokio::test]
+async fn bad_list_arguments_are_refused_alike() {
+    let server = Server::start(4);
+    let c = server.client();
+    c.create_bucket().bucket("args").send().await.unwrap();
+    let up = c.create_multipart_upload().bucket("args").key("k").send().await.unwrap();
+    let id = up.upload_id().unwrap();
+    let parts = || c.list_parts().bucket("args").key("k").upload_id(id);
+    assert_eq!(status(parts().max_parts(-1).send().await), 400);
+    assert_eq!(code(parts().max_parts(-1).send().await), "InvalidArgument");
+    let uploads = c.list_multipart_uploads().bucket("args").max_uploads(-1).send().await;
+    assert_eq!(code(uploads), "InvalidArgument");
+    assert_eq!(code(c.list_objects_v2().bucket("args").max_keys(-1).send().await), "InvalidArgument");
+    assert_eq!(code(c.list_objects().bucket("args").max_keys(-1).send().await), "InvalidArgument");
+    // Valid values still list (a large one is served at the cap).
+    assert_eq!(parts().max_parts(5000).send().await.unwrap().max_parts(), Some(1000));
+    let uploads = c.list_multipart_uploads().bucket("args").max_uploads(2).send().await.unwrap();
+    assert_eq!(uploads.uploads().len(), 1);
+}

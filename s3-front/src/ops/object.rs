@@ -1,0 +1,256 @@
+//! Objects: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects, RestoreObject.
+//! (Copies are copy.rs, tags tagging.rs, multipart uploads multipart.rs.)
+
+use ferrite_engine::{now_ms, DataLoc, ObjectMeta};
+use ferrite_tiering::stub;
+
+use crate::body::Body;
+use crate::encryption::Encryption;
+use crate::error::{err, malformed_xml, Code, S3Error, S3Result};
+use crate::limits::{DELETE_OBJECTS_MAX, PUT_BYTES_MAX, XML_BODY_BYTES_MAX};
+use crate::object_stream::ObjectStream;
+use crate::request::{Call, Ctx, RespBody, Response};
+use crate::router::{GetObjectInput, ObjectRef};
+use crate::sse;
+use crate::xml::{parse, Xml};
+
+use super::common::{
+    check_conditions, http_date, parse_tag_query, put_condition, quoted, read_small_body, require_bucket,
+    stored_headers_typed, INTERNAL_PREFIX,
+};
+use super::write::{etag_of, sealer_for, stream_body, too_large, with_checksum_header, with_sse_headers};
+
+pub async fn put(ctx: &Ctx, call: &Call<'_>, object: ObjectRef<'_>, body: &mut Body<'_>) -> S3Result<Response> {
+    let ObjectRef { bucket, key } = object;
+    require_bucket(ctx, bucket)?;
+    if call.header("content-length").is_none() && call.header("transfer-encoding").is_none() {
+        return err(Code::MissingContentLength, "You must provide the Content-Length HTTP header.");
+    }
+    let declared = call
+        .header("x-amz-decoded-content-length")
+        .or(call.header("content-length"))
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > PUT_BYTES_MAX) {
+        return Err(too_large().closing());
+    }
+    let mut headers = stored_headers_typed(call)?;
+    let tags = match call.header("x-amz-tagging") {
+        Some(t) => parse_tag_query(t)?,
+        None => Vec::new(),
+    };
+    let condition = put_condition(call);
+    let encryption = sse::for_new_object(ctx, call, bucket, key).await?;
+    if let Some(encryption) = &encryption {
+        headers.extend(encryption.stored_headers());
+    }
+    let writer = ctx.engine.writer(bucket, key, true)?;
+    let sealer = sealer_for(encryption.as_ref(), &writer)?;
+    let streamed = stream_body(ctx, call, body, writer, PUT_BYTES_MAX, sealer).await?;
+    let etag = etag_of(encryption.as_ref(), &streamed.md5);
+    let meta = ObjectMeta {
+        size: streamed.size,
+        etag: etag.clone(),
+        mtime_ms: now_ms(),
+        headers,
+        checksum: streamed.checksum.clone(),
+        tags,
+        part_sizes: Vec::new(),
+        data: DataLoc::Parts(Vec::new()),
+    };
+    ctx.engine.put_object(bucket, key, meta, streamed.data, condition).await?;
+    let resp = with_checksum_header(Response::new(200).header("ETag", quoted(&etag)), &streamed.checksum);
+    Ok(with_sse_headers(resp, encryption.as_ref()))
+}
+
+/// GetObject, or HeadObject with `head_only`.
+pub async fn get(
+    ctx: &Ctx,
+    call: &Call<'_>,
+    object: ObjectRef<'_>,
+    input: &GetObjectInput<'_>,
+    head_only: bool,
+) -> S3Result<Response> {
+    let ObjectRef { bucket, key } = object;
+    let meta = ctx.engine.head_object(bucket, key).await?;
+    let encryption = sse::open_stored(ctx, call, bucket, key, &meta.headers, false).await?;
+    check_conditions(call, &meta, "")?;
+    let range = match call.header("range") {
+        Some(r) => parse_range(r, meta.size)?,
+        None => None,
+    };
+    if input.part_number.is_some() {
+        return err(Code::NotImplemented, "GetObject with partNumber is not implemented yet");
+    }
+    let (start, end) = range.unwrap_or((0, meta.size));
+    let mut resp = Response::new(if range.is_some() { 206 } else { 200 });
+    resp.content_length = Some(end - start);
+    resp = with_object_headers(resp, &meta, encryption.as_ref(), input);
+    if range.is_some() {
+        resp = resp.header("Content-Range", format!("bytes {start}-{}/{}", end.saturating_sub(1), meta.size));
+    } else if call.header("x-amz-checksum-mode").is_some_and(|v| v.eq_ignore_ascii_case("enabled")) {
+        resp = with_checksum_header(resp, &meta.checksum);
+        if meta.checksum.as_ref().is_some_and(|(_, v)| v.contains('-')) {
+            resp = resp.header("x-amz-checksum-type", "COMPOSITE");
+        } else if meta.checksum.is_some() {
+            resp = resp.header("x-amz-checksum-type", "FULL_OBJECT");
+        }
+    }
+    if !head_only && end > start {
+        let slot = ctx.budget.acquire().await?;
+        let mut stream = ObjectStream::open(&ctx.mover, (bucket, key), &meta, encryption.as_ref(), (start, end));
+        stream.prime().await?;
+        resp.body = RespBody::Object(stream, slot);
+    }
+    Ok(resp)
+}
+
+/// The headers of a GetObject or HeadObject answer: the stored ones (internal ones left
+/// out), the SSE ones, the query's overrides, and what S3 reports about the object.
+fn with_object_headers(
+    mut resp: Response,
+    meta: &ObjectMeta,
+    encryption: Option<&Encryption>,
+    input: &GetObjectInput<'_>,
+) -> Response {
+    for (name, value) in &meta.headers {
+        if !name.starts_with(INTERNAL_PREFIX) {
+            resp.headers.push((name.clone(), value.clone()));
+        }
+    }
+    resp = with_sse_headers(resp, encryption);
+    for (header, value) in input.overrides() {
+        resp.headers.retain(|(n, _)| n != header);
+        resp.headers.push((header.to_owned(), value.to_owned()));
+    }
+    resp = resp
+        .header("ETag", quoted(&meta.etag))
+        .header("Last-Modified", http_date(meta.mtime_ms))
+        .header("Accept-Ranges", "bytes");
+    if !meta.tags.is_empty() {
+        resp = resp.header("x-amz-tagging-count", meta.tags.len().to_string());
+    }
+    if let Some(remote) = stub::remote_of(meta) {
+        resp = resp.header("x-amz-storage-class", remote.tier);
+        if stub::restore_pending(meta).is_some() {
+            resp = resp.header("x-amz-restore", "ongoing-request=\"true\"");
+        } else if let Some(until) = stub::restored_until(meta) {
+            resp = resp
+                .header("x-amz-restore", format!("ongoing-request=\"false\", expiry-date=\"{}\"", http_date(until)));
+        }
+    }
+    if !meta.part_sizes.is_empty() {
+        resp = resp.header("x-amz-mp-parts-count", meta.part_sizes.len().to_string());
+    }
+    resp
+}
+
+/// Parses a Range header against an object size: Ok(None) = whole object.
+pub fn parse_range(header: &str, size: u64) -> S3Result<Option<(u64, u64)>> {
+    let invalid = || err(Code::InvalidRange, "The requested range is not satisfiable");
+    let Some(spec) = header.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else { return Ok(None) };
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let Ok(n) = b.parse::<u64>() else { return Ok(None) };
+        if n == 0 || size == 0 {
+            return invalid();
+        }
+        return Ok(Some((size.saturating_sub(n), size)));
+    }
+    let Ok(start) = a.parse::<u64>() else { return Ok(None) };
+    let end = if b.is_empty() {
+        size
+    } else {
+        match b.parse::<u64>() {
+            Ok(e) if e >= start => (e + 1).min(size),
+            _ => return Ok(None),
+        }
+    };
+    if start >= size {
+        return invalid();
+    }
+    Ok(Some((start, end)))
+}
+
+/// DeleteObject: through the mover, which also removes the blob of an object that moved
+/// to a tier.
+pub async fn delete(ctx: &Ctx, object: ObjectRef<'_>) -> S3Result<Response> {
+    ctx.mover.delete_object(object.bucket, object.key).await?;
+    Ok(Response::new(204))
+}
+
+pub async fn delete_objects(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3Result<Response> {
+    require_bucket(ctx, bucket)?;
+    let doc = read_small_body(body, XML_BODY_BYTES_MAX).await?;
+    let root = parse(&doc)?;
+    if root.name != "Delete" {
+        return malformed_xml();
+    }
+    let quiet = root.text_of("Quiet").is_some_and(|q| q.trim() == "true");
+    let keys: Vec<&str> = root.all("Object").filter_map(|o| o.text_of("Key")).collect();
+    if keys.is_empty() || keys.len() > DELETE_OBJECTS_MAX || keys.len() != root.all("Object").count() {
+        return malformed_xml();
+    }
+    let mut x = Xml::new("DeleteResult");
+    // Start every delete before awaiting any, so the owning cores commit them together
+    // (one log write and fdatasync per core per batch instead of one per key); where tiers
+    // exist each first looks the object up, to remove the blob of one that moved to a tier.
+    let tasks: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let (mover, bucket, key) = (ctx.mover.clone(), bucket.to_owned(), (*key).to_owned());
+            monoio::spawn(async move { mover.delete_object(&bucket, &key).await })
+        })
+        .collect();
+    for (key, task) in keys.iter().zip(tasks) {
+        match task.await {
+            Ok(()) if quiet => {}
+            Ok(()) => {
+                x.start("Deleted").elem("Key", key).end();
+            }
+            Err(e) => {
+                let e = S3Error::from(e);
+                x.start("Error").elem("Key", key).elem("Code", e.code.as_str()).elem("Message", &e.message).end();
+            }
+        }
+    }
+    Ok(Response::xml(x.finish()))
+}
+
+/// RestoreObject: brings a transitioned object's bytes back for `Days` (202 when a restore
+/// starts, 200 when a restored copy exists and only its expiry moves).
+pub async fn restore(ctx: &Ctx, object: ObjectRef<'_>, body: &mut Body<'_>) -> S3Result<Response> {
+    let doc = read_small_body(body, XML_BODY_BYTES_MAX).await?;
+    let root = parse(&doc)?;
+    if root.name != "RestoreRequest" {
+        return malformed_xml();
+    }
+    let days = match root.text_of("Days").map(|d| d.trim().parse::<u32>()) {
+        Some(Ok(days)) if days > 0 => days,
+        _ => return err(Code::InvalidArgument, "Days must be a positive integer"),
+    };
+    let started = ctx.mover.restore(object.bucket, object.key, days).await?;
+    Ok(Response::new(if started { 202 } else { 200 }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some((0, 10)));
+        assert_eq!(parse_range("bytes=90-", 100).unwrap(), Some((90, 100)));
+        assert_eq!(parse_range("bytes=-5", 100).unwrap(), Some((95, 100)));
+        assert_eq!(parse_range("bytes=-500", 100).unwrap(), Some((0, 100)));
+        assert_eq!(parse_range("bytes=50-1000", 100).unwrap(), Some((50, 100)));
+        assert_eq!(parse_range("bytes=100-", 100).unwrap_err().code, Code::InvalidRange);
+        assert_eq!(parse_range("bytes=0-0", 0).unwrap_err().code, Code::InvalidRange);
+        assert_eq!(parse_range("bytes=9-1", 100).unwrap(), None);
+        assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
+        assert_eq!(parse_range("bytes=0-1,3-4", 100).unwrap(), None);
+    }
+}
