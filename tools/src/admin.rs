@@ -279,6 +279,7 @@ struct HealStatusView {
 struct HealView {
     /// never-run, running or done (engine `HealRun`).
     state: String,
+    #[serde(flatten)]
     pass: PassView,
 }
 
@@ -308,5 +309,55 @@ impl HealStatusView {
             "heal: objects {}/{}, bytes {}/{}, {} shards and {} log records repaired, eta {eta} s",
             p.objects_done, p.objects_total, p.bytes_done, p.bytes_total, p.shards_repaired, p.log_records_repaired,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferrite_engine::heal_state::{DriveReport, HealReport, HealRun, HealStatus, PassReport, ScannerReport};
+
+    use super::*;
+
+    fn pass(eta_secs: Option<Option<f64>>) -> PassReport {
+        PassReport {
+            started_ms: 1,
+            finished_ms: 0,
+            passes: 0,
+            objects_total: 400,
+            objects_done: 120,
+            bytes_total: 3000,
+            bytes_done: 1200,
+            shards_repaired: 14,
+            log_records_repaired: 2,
+            blocks_unrecoverable: 1,
+            leftovers_removed: 0,
+            eta_secs,
+            repaired_keys: Vec::new(),
+            unrecoverable_keys: Vec::new(),
+        }
+    }
+
+    /// The command reads the status exactly as the server writes it (engine `HealStatus`).
+    #[test]
+    fn reads_the_heal_status_the_server_writes() {
+        let status = HealStatus {
+            heal: HealReport {
+                state: HealRun::Running,
+                reason: String::new(),
+                rate_bytes_per_sec_per_core: 0,
+                pass: pass(Some(Some(9.5))),
+            },
+            scanner: ScannerReport { interval_secs: 3600, rate_bytes_per_sec_per_core: 1, pass: pass(None) },
+            drives: vec![DriveReport { path: "/d1".into(), online: false, pending_ops: 0 }],
+        };
+        let json = serde_json::to_string(&status).unwrap();
+        let view: HealStatusView = serde_json::from_str(&json).unwrap();
+        assert_eq!(view.heal.state, "running");
+        assert_eq!(view.heal.pass.blocks_unrecoverable, 1);
+        assert!(!view.drives[0].online);
+        assert_eq!(
+            view.progress_line(),
+            "heal: objects 120/400, bytes 1200/3000, 14 shards and 2 log records repaired, eta 9.5 s"
+        );
     }
 }
