@@ -7,19 +7,25 @@ Every test gets its own Ferrite server on fresh drive directories under
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
-import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import boto3
 import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 REPO = Path(__file__).resolve().parents[2]
 FERRITE_BIN = os.environ.get("FERRITE_BIN") or str(REPO / "target" / "debug" / "ferrite")
@@ -27,8 +33,9 @@ ROOT_USER = os.environ.get("FERRITE_ROOT_USER") or "ferriteadmin"
 ROOT_PASSWORD = os.environ.get("FERRITE_ROOT_PASSWORD") or "ferriteadmin"
 REGION = "us-east-1"
 START_TIMEOUT = 30.0
-
-LISTEN_RE = re.compile(r"^ferrite: listening on (http://[^\s:/]+:(\d+))\s*$")
+# Attempts with a new port when another process took the chosen one first.
+PORT_ATTEMPTS = 5
+HEAL_STATUS_PATH = "/ferrite/admin/v1/heal"
 
 # Variables that could point clients somewhere else or change their defaults.
 # Checksum settings are removed so the clients run with their *defaults*
@@ -86,6 +93,54 @@ def _tail(path: Path, limit: int = 6000) -> str:
     return text
 
 
+def free_port() -> int:
+    """A port no one listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def signed_get(endpoint: str, path: str, cafile: str | None = None, timeout: float = 5) -> tuple[int, bytes]:
+    """One GET signed with the root credentials (SigV4): its status and body."""
+    req = AWSRequest(method="GET", url=endpoint + path)
+    S3SigV4Auth(Credentials(ROOT_USER, ROOT_PASSWORD), "s3", REGION).add_auth(req)
+    handlers = [urllib.request.ProxyHandler({})]
+    if cafile is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
+    opener = urllib.request.build_opener(*handlers)
+    try:
+        with opener.open(urllib.request.Request(req.url, headers=dict(req.headers.items())), timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def serves_drives(endpoint: str, drives: list, cafile: str | None = None) -> bool:
+    """Whether the server at ``endpoint`` answers with the heal status of exactly ``drives``
+    (so a process that took the port meanwhile is not mistaken for ours)."""
+    try:
+        status, body = signed_get(endpoint, HEAL_STATUS_PATH, cafile)
+        listed = [d["path"] for d in json.loads(body)["drives"]] if status == 200 else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return listed == [str(d) for d in drives]
+
+
+def wait_until_serving(proc: subprocess.Popen, endpoint: str, drives: list, timeout: float = START_TIMEOUT,
+                       cafile: str | None = None) -> int | None:
+    """Waits until the server answers for its drives. Returns None then, or the exit code
+    of a server that exited first; raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rc = proc.poll()
+        if rc is not None:
+            return rc
+        if serves_drives(endpoint, drives, cafile):
+            return None
+        time.sleep(0.05)
+    raise TimeoutError(f"{endpoint} did not answer within {timeout:.0f}s")
+
+
 class FerriteServer:
     """One ferrite server process over a fixed set of drive directories."""
 
@@ -103,7 +158,6 @@ class FerriteServer:
         self.stdout_log: Path | None = None
         self.stderr_log: Path | None = None
         self.logs: list[tuple[Path, Path]] = []
-        self._drain: threading.Thread | None = None
 
     # ---- lifecycle -------------------------------------------------------
     def command(self, address: str) -> list[str]:
@@ -115,9 +169,21 @@ class FerriteServer:
         return cmd
 
     def start(self, address: str = "127.0.0.1:0") -> "FerriteServer":
+        """Starts the server and waits until it answers. Port 0 means a free port (a port
+        another process took first is retried with a new one)."""
         assert self.proc is None or self.proc.poll() is not None, "server already running"
         if not os.path.exists(FERRITE_BIN):
             pytest.fail(f"ferrite binary not found at {FERRITE_BIN} (build it or set FERRITE_BIN)")
+        host, port = address.rsplit(":", 1)
+        attempts = PORT_ATTEMPTS if port == "0" else 1
+        for _ in range(attempts):
+            chosen = f"{host}:{free_port()}" if port == "0" else address
+            if self._start_on(chosen):
+                return self
+        pytest.fail(f"ferrite could not listen on any of {attempts} ports\n{self.log_text()}", pytrace=False)
+
+    def _launch(self, address: str) -> list[str]:
+        """Starts the process, its log (stdout) and stderr written straight to files."""
         self.generation += 1
         self.stdout_log = self.base / f"ferrite.{self.generation}.stdout.log"
         self.stderr_log = self.base / f"ferrite.{self.generation}.stderr.log"
@@ -128,66 +194,31 @@ class FerriteServer:
         env["FERRITE_ROOT_PASSWORD"] = ROOT_PASSWORD
         env.update(self.env_overrides)
         cmd = self.command(address)
-        stderr_f = open(self.stderr_log, "wb")
+        with open(self.stdout_log, "wb") as stdout_f, open(self.stderr_log, "wb") as stderr_f:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout_f, stderr=stderr_f,
+                                         env=env, cwd=str(self.base))
+        return cmd
+
+    def _start_on(self, address: str) -> bool:
+        """True once the server on ``address`` answers; False when the port was taken."""
+        cmd = self._launch(address)
+        endpoint = f"http://{address}"
         try:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr_f,
-                env=env,
-                cwd=str(self.base),
-            )
-        finally:
-            stderr_f.close()
-
-        found = threading.Event()
-        eof = self._drain_eof = threading.Event()
-        result: dict = {}
-        proc = self.proc
-        stdout_log = self.stdout_log
-
-        def drain():
-            with open(stdout_log, "wb") as out:
-                for raw in iter(proc.stdout.readline, b""):
-                    out.write(raw)
-                    out.flush()
-                    if not found.is_set():
-                        m = LISTEN_RE.match(raw.decode("utf-8", "replace").rstrip("\r\n"))
-                        if m:
-                            result["endpoint"] = m.group(1)
-                            result["port"] = int(m.group(2))
-                            found.set()
-            proc.stdout.close()
-            eof.set()
-            found.set()  # EOF: wake the waiter so it can report the exit
-
-        self._drain = threading.Thread(target=drain, name="ferrite-stdout", daemon=True)
-        self._drain.start()
-
-        deadline = time.monotonic() + START_TIMEOUT
-        while not found.wait(0.05):
-            if time.monotonic() > deadline:
-                break
-        if "endpoint" not in result:
-            try:  # stdout hit EOF: the process is exiting; give it a moment to be reaped
-                rc = proc.wait(timeout=5) if self._drain_eof.is_set() else proc.poll()
-            except subprocess.TimeoutExpired:
-                rc = None
-            if rc is None:
-                self._kill_proc()
-                why = f"no 'ferrite: listening on http://...' line within {START_TIMEOUT:.0f}s"
-            else:
-                time.sleep(0.1)
-                why = f"server exited with code {rc} before printing the listening line"
-            pytest.fail(
-                f"{why}\ncommand: {' '.join(cmd)}\n"
-                f"--- stdout ---\n{_tail(self.stdout_log)}\n--- stderr ---\n{_tail(self.stderr_log)}",
-                pytrace=False,
-            )
-        self.endpoint = result["endpoint"]
-        self.port = result["port"]
-        return self
+            rc = wait_until_serving(self.proc, endpoint, self.drives)
+        except TimeoutError as e:
+            self._kill_proc()
+            pytest.fail(f"{e}\ncommand: {' '.join(cmd)}\n"
+                        f"--- stdout ---\n{_tail(self.stdout_log)}\n--- stderr ---\n{_tail(self.stderr_log)}",
+                        pytrace=False)
+        if rc is None:
+            self.endpoint = endpoint
+            self.port = int(address.rsplit(":", 1)[1])
+            return True
+        if "cannot listen" in _tail(self.stderr_log):
+            return False
+        pytest.fail(f"server exited with code {rc} before serving\ncommand: {' '.join(cmd)}\n"
+                    f"--- stdout ---\n{_tail(self.stdout_log)}\n--- stderr ---\n{_tail(self.stderr_log)}",
+                    pytrace=False)
 
     def _kill_proc(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -196,12 +227,6 @@ class FerriteServer:
             except ProcessLookupError:
                 pass
             self.proc.wait(timeout=30)
-        self._join_drain()
-
-    def _join_drain(self):
-        if self._drain is not None:
-            self._drain.join(timeout=5)
-            self._drain = None
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """Graceful stop (SIGTERM, then SIGKILL after ``timeout``). Returns the exit code."""
@@ -216,7 +241,6 @@ class FerriteServer:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self._kill_proc()
-        self._join_drain()
         return self.proc.returncode
 
     def kill9(self) -> None:

@@ -8,11 +8,7 @@ import subprocess
 import boto3
 import pytest
 from botocore.config import Config
-
-
-def _ferrite_bin():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.environ.get("FERRITE_BIN", os.path.join(root, "target", "debug", "ferrite"))
+from conftest import FERRITE_BIN, free_port, wait_until_serving
 
 
 @pytest.fixture
@@ -29,15 +25,15 @@ def tls_server(tmp_path):
          # certificate presented by a server.
          "-addext", "basicConstraints=critical,CA:FALSE"],
         check=True, capture_output=True)
+    # The server is ready when it answers over TLS, checked against its certificate.
+    drive = tmp_path / "d1"
+    address = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
-        [_ferrite_bin(), "server", "--address", "127.0.0.1:0", "--certs-dir", str(certs), str(tmp_path / "d1")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    endpoint = None
-    for line in proc.stdout:
-        if line.startswith("ferrite: listening on "):
-            endpoint = line.split()[-1]
-            break
-    assert endpoint and endpoint.startswith("https://"), f"server did not start with TLS: {endpoint}"
+        [FERRITE_BIN, "server", "--address", address, "--certs-dir", str(certs), str(drive)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"https://{address}"
+    rc = wait_until_serving(proc, endpoint, [drive], cafile=str(certs / "public.crt"))
+    assert rc is None, f"server did not start with TLS: exit {rc}"
     yield endpoint, str(certs / "public.crt")
     proc.kill()
     proc.wait()
@@ -72,7 +68,7 @@ def test_bad_certs_dir_refuses_to_start(tmp_path):
     (tmp_path / "certs").mkdir()
     (tmp_path / "certs" / "public.crt").write_text("not a certificate")
     (tmp_path / "certs" / "private.key").write_text("not a key")
-    out = subprocess.run([_ferrite_bin(), "server", "--address", "127.0.0.1:0", "--certs-dir",
+    out = subprocess.run([FERRITE_BIN, "server", "--address", "127.0.0.1:0", "--certs-dir",
                           str(tmp_path / "certs"), str(tmp_path / "d1")], capture_output=True, text=True, timeout=30)
     assert out.returncode != 0
     assert "public.crt" in out.stderr
@@ -80,7 +76,7 @@ def test_bad_certs_dir_refuses_to_start(tmp_path):
 
 def test_the_load_tool_runs_over_https_and_checks_the_certificate(tls_server):
     endpoint, cert = tls_server
-    bench = [_ferrite_bin(), "bench", "put", "--endpoint", endpoint, "--size", "64KiB", "--duration", "1s",
+    bench = [FERRITE_BIN, "bench", "put", "--endpoint", endpoint, "--size", "64KiB", "--duration", "1s",
              "--warmup", "0s", "--concurrency", "2", "--json"]
     env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "FERRITE_CA_FILE")}
     # Trusting the server's certificate: every PUT goes through, and the bucket is removed after.

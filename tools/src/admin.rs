@@ -1,228 +1,363 @@
 //! `ferrite admin heal | kms-rewrap | tier | lifecycle`: the admin API
-//! (s3-front/src/admin.rs) from the command line, signed with the root credentials.
+//! (s3-front/src/admin.rs) from the command line, signed with the root credentials. The
+//! answers are JSON: printed as they come, and read with serde_json where the exit status
+//! depends on them.
 
 use std::time::Duration;
 
+use clap::{Args, Subcommand};
 use ferrite_tiering::tiers::TierSpec;
+use serde::Deserialize;
 
-use crate::bench::Conn;
+use crate::client::Conn;
 
-const USAGE: &str = "usage: ferrite admin heal [--endpoint URL] [--status] [--wait] [--rate-mib N]
-       ferrite admin kms-rewrap [--endpoint URL]
-       ferrite admin tier ls [--endpoint URL]
-       ferrite admin tier add NAME --azure-endpoint URL --account A --container C
-                              [--prefix P] [--access-tier Hot|Cool|Cold]
-                              (--account-key KEY | --sas TOKEN | --identity) [--force]
-                              [--endpoint URL]
-       ferrite admin tier edit NAME (--account-key KEY | --sas TOKEN | --identity) [--endpoint URL]
-       ferrite admin tier rm NAME [--endpoint URL]
-       ferrite admin lifecycle [run] [--endpoint URL]
+const HEAL_PATH: &str = "/ferrite/admin/v1/heal";
+/// How long the cores take to pick a heal request up before `--wait` looks.
+const HEAL_PICKUP_DELAY: Duration = Duration::from_millis(300);
+/// How often `--wait` prints the heal's progress.
+const HEAL_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
-  --endpoint URL   the server (default http://127.0.0.1:9000)
-  --status         only show the status; do not start a heal
-  --wait           follow the heal until it is done, printing progress every second
-  --rate-mib N     read at most N MiB/s per core while healing (0: unlimited)
-
-credentials: FERRITE_ROOT_USER / FERRITE_ROOT_PASSWORD (default ferriteadmin / ferriteadmin).
-heal: prints the status as JSON; exits 1 when blocks were found unrecoverable or a drive
-is offline.
-kms-rewrap: after rotating a key in the KMS, re-seals every SSE-S3/SSE-KMS object key under
-its newest version without rewriting data; prints what it did; exits 1 when some failed.
-tier: remote tiers (Azure Blob containers) that lifecycle rules move objects to (the key or SAS
-may come from FERRITE_TIER_ACCOUNT_KEY / FERRITE_TIER_SAS instead of the command line;
---identity signs in with the server's own Entra ID identity: AKS workload identity, a managed
-identity, or AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET); adding one
-checks it with a test write, read and delete, and refuses a container that holds data unless
---force. lifecycle: what the lifecycle passes did; `run` runs one now.";
-
-const PATH: &str = "/ferrite/admin/v1/heal";
-
-/// Returns false when the heal found unrecoverable blocks.
-pub fn run(args: &[String]) -> Result<bool, String> {
-    match args.first().map(String::as_str) {
-        Some("heal") => heal(&args[1..]),
-        Some("kms-rewrap") => kms_rewrap(&args[1..]),
-        Some("tier") => tier(&args[1..]),
-        Some("lifecycle") => lifecycle(&args[1..]),
-        _ => Err(USAGE.to_owned()),
-    }
+/// The admin API of a running server. Credentials: FERRITE_ROOT_USER / FERRITE_ROOT_PASSWORD
+/// (default ferriteadmin / ferriteadmin).
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// The server (plain HTTP)
+    #[arg(long, global = true, value_name = "URL", default_value = "http://127.0.0.1:9000")]
+    pub endpoint: String,
+    /// The root user's access key
+    #[arg(long, global = true, env = "FERRITE_ROOT_USER", value_name = "K", default_value = "ferriteadmin")]
+    pub access_key: String,
+    /// The root user's secret key
+    #[arg(
+        long,
+        global = true,
+        env = "FERRITE_ROOT_PASSWORD",
+        value_name = "S",
+        default_value = "ferriteadmin",
+        hide_env_values = true
+    )]
+    pub secret_key: String,
+    #[command(subcommand)]
+    pub command: AdminCommand,
 }
 
-/// The endpoint (--endpoint, default local) and a signed connection with the root credentials.
-fn connect(endpoint: &str) -> Result<Conn, String> {
-    if endpoint.starts_with("https://") {
-        return Err("ferrite admin speaks plain HTTP only so far; use the http:// endpoint".into());
-    }
-    let user = std::env::var("FERRITE_ROOT_USER").unwrap_or_else(|_| "ferriteadmin".into());
-    let password = std::env::var("FERRITE_ROOT_PASSWORD").unwrap_or_else(|_| "ferriteadmin".into());
-    Ok(Conn::with_credentials(endpoint, &user, &password))
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Start a heal (rebuild every shard and log copy now) and print its status as JSON;
+    /// exits 1 when blocks were found unrecoverable or a drive is offline
+    Heal(HealArgs),
+    /// After rotating a key in the KMS, re-seal every SSE-S3/SSE-KMS object key under its
+    /// newest version without rewriting data; prints what it did; exits 1 when some failed
+    KmsRewrap,
+    /// Remote tiers (Azure Blob containers) that lifecycle rules move objects to
+    #[command(subcommand)]
+    Tier(TierCommand),
+    /// What the lifecycle passes did
+    Lifecycle {
+        #[command(subcommand)]
+        action: Option<LifecycleCommand>,
+    },
 }
 
-fn kms_rewrap(args: &[String]) -> Result<bool, String> {
-    let endpoint = match args {
-        [] => "http://127.0.0.1:9000".to_owned(),
-        [flag, url] if flag == "--endpoint" => url.clone(),
-        _ => return Err(USAGE.to_owned()),
-    };
-    let mut conn = connect(&endpoint)?;
-    let reply = conn
-        .call("POST", "/ferrite/admin/v1/kms/rewrap", "", &[], &[], true)
-        .map_err(|e| format!("{endpoint}: {e}"))?;
-    let body = String::from_utf8_lossy(&reply.body).into_owned();
-    if reply.status != 200 {
-        return Err(format!("{endpoint}: HTTP {}: {body}", reply.status));
-    }
-    println!("{body}");
-    let report: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{endpoint}: {e}: {body}"))?;
-    Ok(report.get("failed").and_then(serde_json::Value::as_u64) == Some(0))
+#[derive(Args, Debug)]
+pub struct HealArgs {
+    /// Only show the status; do not start a heal
+    #[arg(long)]
+    pub status: bool,
+    /// Follow the heal until it is done, printing progress every second
+    #[arg(long)]
+    pub wait: bool,
+    /// Read at most N MiB/s per core while healing (0: unlimited)
+    #[arg(long, value_name = "N")]
+    pub rate_mib: Option<u64>,
 }
 
-/// Positional words, and flags as (name, value) pairs.
-type Parsed = (Vec<String>, Vec<(String, String)>);
+#[derive(Subcommand, Debug)]
+pub enum TierCommand {
+    /// List the tiers (never their secrets)
+    Ls,
+    /// Add a tier: checked with a test write, read and delete; a container that holds data
+    /// is refused unless --force
+    Add {
+        /// The tier's name, as lifecycle rules give it in StorageClass (upper case)
+        name: String,
+        #[command(flatten)]
+        place: TierPlace,
+        #[command(flatten)]
+        credential: TierCredential,
+        /// Accept a container that already holds data
+        #[arg(long)]
+        force: bool,
+    },
+    /// Change a tier's credential
+    Edit {
+        name: String,
+        #[command(flatten)]
+        credential: TierCredential,
+    },
+    /// Remove a tier
+    Rm { name: String },
+}
 
-/// Splits arguments into words and flags; `--force` takes no value.
-fn flags(args: &[String]) -> Result<Parsed, String> {
-    let (mut words, mut pairs) = (Vec::new(), Vec::new());
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.strip_prefix("--") {
-            Some(flag @ ("force" | "identity")) => pairs.push((flag.to_owned(), "true".to_owned())),
-            Some(name) => {
-                let value = rest.next().ok_or_else(|| format!("--{name} needs a value"))?;
-                pairs.push((name.to_owned(), value.clone()));
-            }
-            None => words.push(arg.clone()),
+/// Where a tier's blobs go.
+#[derive(Args, Debug)]
+pub struct TierPlace {
+    /// The Blob service, e.g. https://ACCOUNT.blob.core.windows.net
+    #[arg(long, value_name = "URL")]
+    pub azure_endpoint: Option<String>,
+    /// The storage account
+    #[arg(long, value_name = "A")]
+    pub account: Option<String>,
+    /// The container
+    #[arg(long, value_name = "C")]
+    pub container: Option<String>,
+    /// A prefix for the blob names
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+    /// Hot (the default), Cool or Cold
+    #[arg(long, value_name = "Hot|Cool|Cold")]
+    pub access_tier: Option<String>,
+}
+
+/// How the server signs in to a tier: one of these.
+#[derive(Args, Debug)]
+pub struct TierCredential {
+    /// The storage account key (from the variable keeps it out of argv and shell history)
+    #[arg(long, env = "FERRITE_TIER_ACCOUNT_KEY", value_name = "KEY", hide_env_values = true)]
+    pub account_key: Option<String>,
+    /// A SAS token
+    #[arg(long, env = "FERRITE_TIER_SAS", value_name = "TOKEN", hide_env_values = true)]
+    pub sas: Option<String>,
+    /// Sign in with the server's own Entra ID identity (AKS workload identity, a managed
+    /// identity, or AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET); stores no secret
+    #[arg(long)]
+    pub identity: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LifecycleCommand {
+    /// Run a lifecycle pass now (otherwise every FERRITE_LIFECYCLE_INTERVAL_SECS)
+    Run,
+}
+
+/// Returns false when the server reports a problem (see `AdminCommand`).
+pub fn run(args: AdminArgs) -> Result<bool, String> {
+    let mut admin = Admin::connect(&args)?;
+    match args.command {
+        AdminCommand::Heal(heal) => admin.heal(&heal),
+        AdminCommand::KmsRewrap => admin.kms_rewrap(),
+        AdminCommand::Tier(tier) => admin.tier(tier),
+        AdminCommand::Lifecycle { action: None } => admin.print("GET", "/ferrite/admin/v1/lifecycle", "", ""),
+        AdminCommand::Lifecycle { action: Some(LifecycleCommand::Run) } => {
+            admin.print("POST", "/ferrite/admin/v1/lifecycle/run", "", "")
         }
     }
-    Ok((words, pairs))
 }
 
-/// One admin call; prints the answer; Err unless it is 2xx.
-fn admin_call(endpoint: &str, method: &str, path: &str, query: &str, body: &str) -> Result<bool, String> {
-    let mut conn = connect(endpoint)?;
-    let reply = conn.call(method, path, query, &[], body.as_bytes(), true).map_err(|e| format!("{endpoint}: {e}"))?;
-    let text = String::from_utf8_lossy(&reply.body).into_owned();
-    if !(200..300).contains(&reply.status) {
-        return Err(format!("{endpoint}: HTTP {}: {text}", reply.status));
-    }
-    if !text.is_empty() {
-        println!("{text}");
-    }
-    Ok(true)
+/// A signed connection to one server's admin API.
+struct Admin {
+    endpoint: String,
+    conn: Conn,
 }
 
-fn tier(args: &[String]) -> Result<bool, String> {
-    let (words, pairs) = flags(args)?;
-    let get = |name: &str| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-    let endpoint = get("endpoint").unwrap_or("http://127.0.0.1:9000");
-    let body = || {
-        // Secrets can come from the environment, out of argv and shell history.
-        let secret = |flag: &str, var: &str| {
-            get(flag).map(str::to_owned).or_else(|| std::env::var(var).ok().filter(|v| !v.is_empty()))
+impl Admin {
+    fn connect(args: &AdminArgs) -> Result<Admin, String> {
+        if args.endpoint.starts_with("https://") {
+            return Err("ferrite admin speaks plain HTTP only so far; use the http:// endpoint".into());
+        }
+        let conn = Conn::new(&args.endpoint, &args.access_key, &args.secret_key);
+        Ok(Admin { endpoint: args.endpoint.clone(), conn })
+    }
+
+    /// One call; its body, or an error unless the status is 2xx.
+    fn call(&mut self, method: &str, path: &str, query: &str, body: &str) -> Result<String, String> {
+        let endpoint = &self.endpoint;
+        let reply =
+            self.conn.call(method, path, query, &[], body.as_bytes(), true).map_err(|e| format!("{endpoint}: {e}"))?;
+        let text = String::from_utf8_lossy(&reply.body).into_owned();
+        if !(200..300).contains(&reply.status) {
+            return Err(format!("{endpoint}: HTTP {}: {text}", reply.status));
+        }
+        Ok(text)
+    }
+
+    /// One call whose answer is printed as it came.
+    fn print(&mut self, method: &str, path: &str, query: &str, body: &str) -> Result<bool, String> {
+        let text = self.call(method, path, query, body)?;
+        if !text.is_empty() {
+            println!("{text}");
+        }
+        Ok(true)
+    }
+
+    fn kms_rewrap(&mut self) -> Result<bool, String> {
+        let body = self.call("POST", "/ferrite/admin/v1/kms/rewrap", "", "")?;
+        println!("{body}");
+        let report: RewrapReport =
+            serde_json::from_str(&body).map_err(|e| format!("{}: {e}: {body}", self.endpoint))?;
+        Ok(report.failed == Some(0))
+    }
+
+    fn tier(&mut self, command: TierCommand) -> Result<bool, String> {
+        let path = |name: &str| format!("/ferrite/admin/v1/tier/{name}");
+        match command {
+            TierCommand::Ls => self.print("GET", "/ferrite/admin/v1/tier", "", ""),
+            TierCommand::Add { name, place, credential, force } => {
+                let query = if force { "force=true" } else { "" };
+                self.print("PUT", &path(&name), query, &tier_spec(place, credential)?)
+            }
+            TierCommand::Edit { name, credential } => {
+                let place =
+                    TierPlace { azure_endpoint: None, account: None, container: None, prefix: None, access_tier: None };
+                self.print("POST", &path(&name), "", &tier_spec(place, credential)?)
+            }
+            TierCommand::Rm { name } => self.print("DELETE", &path(&name), "", ""),
+        }
+    }
+
+    fn heal(&mut self, args: &HealArgs) -> Result<bool, String> {
+        let mut body = if args.status {
+            self.call("GET", HEAL_PATH, "", "")?
+        } else {
+            self.call("POST", HEAL_PATH, &args.rate_mib.map(|r| format!("rate-mib={r}")).unwrap_or_default(), "")?
         };
-        let spec = TierSpec {
-            endpoint: get("azure-endpoint").map(str::to_owned),
-            account: get("account").map(str::to_owned),
-            container: get("container").map(str::to_owned),
-            prefix: get("prefix").map(str::to_owned),
-            access_tier: get("access-tier").map(str::to_owned),
-            account_key: secret("account-key", "FERRITE_TIER_ACCOUNT_KEY"),
-            sas: secret("sas", "FERRITE_TIER_SAS"),
-            identity: get("identity").map(|v| serde_json::Value::String(v.to_owned())),
+        let mut status = self.heal_status(&body)?;
+        if args.wait {
+            std::thread::sleep(HEAL_PICKUP_DELAY);
+            loop {
+                body = self.call("GET", HEAL_PATH, "", "")?;
+                status = self.heal_status(&body)?;
+                if status.heal.state != "running" {
+                    break;
+                }
+                eprintln!("{}", status.progress_line());
+                std::thread::sleep(HEAL_PROGRESS_INTERVAL);
+            }
+        }
+        println!("{body}");
+        let offline = status.drives.iter().filter(|d| !d.online).count();
+        if offline > 0 {
+            eprintln!("ferrite admin heal: {offline} drive(s) offline: the heal could not rebuild them");
+        }
+        Ok(status.heal.pass.blocks_unrecoverable == 0 && offline == 0)
+    }
+
+    fn heal_status(&self, body: &str) -> Result<HealStatusView, String> {
+        serde_json::from_str(body).map_err(|e| format!("{}: not a heal status ({e}): {body}", self.endpoint))
+    }
+}
+
+/// The tier's JSON for the admin API.
+fn tier_spec(place: TierPlace, credential: TierCredential) -> Result<String, String> {
+    let spec = TierSpec {
+        endpoint: place.azure_endpoint,
+        account: place.account,
+        container: place.container,
+        prefix: place.prefix,
+        access_tier: place.access_tier,
+        account_key: credential.account_key,
+        sas: credential.sas,
+        identity: credential.identity.then(|| serde_json::Value::String("true".to_owned())),
+    };
+    serde_json::to_string(&spec).map_err(|e| format!("cannot encode the tier: {e}"))
+}
+
+/// What `kms-rewrap` answers, as far as the exit status needs it.
+#[derive(Deserialize)]
+struct RewrapReport {
+    failed: Option<u64>,
+}
+
+/// The parts of `GET /ferrite/admin/v1/heal` (engine `HealStatus`) the command reads.
+#[derive(Deserialize)]
+struct HealStatusView {
+    heal: HealView,
+    drives: Vec<DriveView>,
+}
+
+#[derive(Deserialize)]
+struct HealView {
+    /// never-run, running or done (engine `HealRun`).
+    state: String,
+    #[serde(flatten)]
+    pass: PassView,
+}
+
+#[derive(Deserialize)]
+struct PassView {
+    objects_done: u64,
+    objects_total: u64,
+    bytes_done: u64,
+    bytes_total: u64,
+    shards_repaired: u64,
+    log_records_repaired: u64,
+    blocks_unrecoverable: u64,
+    eta_secs: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct DriveView {
+    online: bool,
+}
+
+impl HealStatusView {
+    /// "heal: objects 120/400, bytes ..., eta 9.5 s".
+    fn progress_line(&self) -> String {
+        let p = &self.heal.pass;
+        let eta = p.eta_secs.map_or_else(|| "null".to_owned(), |s| s.to_string());
+        format!(
+            "heal: objects {}/{}, bytes {}/{}, {} shards and {} log records repaired, eta {eta} s",
+            p.objects_done, p.objects_total, p.bytes_done, p.bytes_total, p.shards_repaired, p.log_records_repaired,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferrite_engine::heal_state::{DriveReport, HealReport, HealRun, HealStatus, PassReport, ScannerReport};
+
+    use super::*;
+
+    fn pass(eta_secs: Option<Option<f64>>) -> PassReport {
+        PassReport {
+            started_ms: 1,
+            finished_ms: 0,
+            passes: 0,
+            objects_total: 400,
+            objects_done: 120,
+            bytes_total: 3000,
+            bytes_done: 1200,
+            shards_repaired: 14,
+            log_records_repaired: 2,
+            blocks_unrecoverable: 1,
+            leftovers_removed: 0,
+            eta_secs,
+            repaired_keys: Vec::new(),
+            unrecoverable_keys: Vec::new(),
+        }
+    }
+
+    /// The command reads the status exactly as the server writes it (engine `HealStatus`).
+    #[test]
+    fn reads_the_heal_status_the_server_writes() {
+        let status = HealStatus {
+            heal: HealReport {
+                state: HealRun::Running,
+                reason: String::new(),
+                rate_bytes_per_sec_per_core: 0,
+                pass: pass(Some(Some(9.5))),
+            },
+            scanner: ScannerReport { interval_secs: 3600, rate_bytes_per_sec_per_core: 1, pass: pass(None) },
+            drives: vec![DriveReport { path: "/d1".into(), online: false, pending_ops: 0 }],
         };
-        serde_json::to_string(&spec).unwrap_or_default()
-    };
-    let path = |name: &str| format!("/ferrite/admin/v1/tier/{name}");
-    match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["ls"] => admin_call(endpoint, "GET", "/ferrite/admin/v1/tier", "", ""),
-        ["add", name] => {
-            let query = if get("force").is_some() { "force=true" } else { "" };
-            admin_call(endpoint, "PUT", &path(name), query, &body())
-        }
-        ["edit", name] => admin_call(endpoint, "POST", &path(name), "", &body()),
-        ["rm", name] => admin_call(endpoint, "DELETE", &path(name), "", ""),
-        _ => Err(USAGE.to_owned()),
+        let json = serde_json::to_string(&status).unwrap();
+        let view: HealStatusView = serde_json::from_str(&json).unwrap();
+        assert_eq!(view.heal.state, "running");
+        assert_eq!(view.heal.pass.blocks_unrecoverable, 1);
+        assert!(!view.drives[0].online);
+        assert_eq!(
+            view.progress_line(),
+            "heal: objects 120/400, bytes 1200/3000, 14 shards and 2 log records repaired, eta 9.5 s"
+        );
     }
-}
-
-fn lifecycle(args: &[String]) -> Result<bool, String> {
-    let (words, pairs) = flags(args)?;
-    let endpoint = pairs.iter().find(|(n, _)| n == "endpoint").map_or("http://127.0.0.1:9000", |(_, v)| v.as_str());
-    match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => admin_call(endpoint, "GET", "/ferrite/admin/v1/lifecycle", "", ""),
-        ["run"] => admin_call(endpoint, "POST", "/ferrite/admin/v1/lifecycle/run", "", ""),
-        _ => Err(USAGE.to_owned()),
-    }
-}
-
-fn heal(args: &[String]) -> Result<bool, String> {
-    let mut endpoint = "http://127.0.0.1:9000".to_owned();
-    let (mut status_only, mut wait, mut rate) = (false, false, None);
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--endpoint" => endpoint = rest.next().ok_or("--endpoint needs a URL")?.clone(),
-            "--status" => status_only = true,
-            "--wait" => wait = true,
-            "--rate-mib" => {
-                let value = rest.next().ok_or("--rate-mib needs a number")?;
-                rate = Some(value.parse::<u64>().map_err(|_| "--rate-mib must be a number")?);
-            }
-            _ => return Err(USAGE.to_owned()),
-        }
-    }
-    let mut conn = connect(&endpoint)?;
-    let mut call = |method: &str, query: &str| -> Result<String, String> {
-        let reply = conn.call(method, PATH, query, &[], &[], true).map_err(|e| format!("{endpoint}: {e}"))?;
-        let body = String::from_utf8_lossy(&reply.body).into_owned();
-        if reply.status != 200 {
-            return Err(format!("{endpoint}: HTTP {}: {body}", reply.status));
-        }
-        Ok(body)
-    };
-    let mut status = if status_only {
-        call("GET", "")?
-    } else {
-        call("POST", &rate.map(|r| format!("rate-mib={r}")).unwrap_or_default())?
-    };
-    if wait {
-        // The cores pick the request up within a fraction of a second.
-        std::thread::sleep(Duration::from_millis(300));
-        loop {
-            status = call("GET", "")?;
-            if !status.contains("\"state\":\"running\"") {
-                break;
-            }
-            eprintln!("{}", progress_line(&status));
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
-    println!("{status}");
-    let offline = status.matches("\"online\":false").count();
-    if offline > 0 {
-        eprintln!("ferrite admin heal: {offline} drive(s) offline: the heal could not rebuild them");
-    }
-    Ok(heal_field(&status, "blocks_unrecoverable") == "0" && offline == 0)
-}
-
-/// One numeric field of the status's heal section (the JSON is flat and ours).
-fn heal_field(status: &str, name: &str) -> String {
-    let heal = status.split("\"scanner\":").next().unwrap_or(status);
-    let pattern = format!("\"{name}\":");
-    heal.split(&pattern).nth(1).map(|rest| rest.split([',', '}']).next().unwrap_or("").to_owned()).unwrap_or_default()
-}
-
-/// "objects 120/400, 1.2 GiB/3.0 GiB, 14 shards repaired, eta 9.5 s" from the status JSON.
-fn progress_line(status: &str) -> String {
-    let field = |name: &str| heal_field(status, name);
-    format!(
-        "heal: objects {}/{}, bytes {}/{}, {} shards and {} log records repaired, eta {} s",
-        field("objects_done"),
-        field("objects_total"),
-        field("bytes_done"),
-        field("bytes_total"),
-        field("shards_repaired"),
-        field("log_records_repaired"),
-        field("eta_secs")
-    )
 }

@@ -66,22 +66,6 @@ fn apply(model: &mut Model, step: &Step) {
     }
 }
 
-fn client(endpoint: &str) -> aws_sdk_s3::Client {
-    // No retries: a request that fails because the server died must be seen as failed.
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(common::USER, common::PASSWORD, None, None, "t"))
-        .force_path_style(true)
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
-        .timeout_config(
-            aws_sdk_s3::config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_secs(30)).build(),
-        )
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
 async fn run_step(c: &aws_sdk_s3::Client, step: &Step) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Debug| format!("{e:?}");
     match step {
@@ -202,7 +186,7 @@ async fn every_write_and_sync_point_recovers_to_a_prefix_of_acknowledged_operati
         let repro = format!("FERRITE_CRASH_POINTS={point}..{point} cargo nextest run -p ferrite --test crash_points");
         let envs = [("FERRITE_CORES", "1"), ("FERRITE_DRIVE_CHECK_SECS", "0"), ("FERRITE_FAULTS", faults.as_str())];
         let mut server = Server::start_with(4, &[], &envs);
-        let c = client(&server.endpoint);
+        let c = common::client_without_retries(&server.endpoint);
         let mut model = Model::new();
         // The bucket is step zero: a crash there leaves no bucket or an empty one.
         let mut in_flight = None;
@@ -232,7 +216,7 @@ async fn every_write_and_sync_point_recovers_to_a_prefix_of_acknowledged_operati
             "point {point}: a request failed ({in_flight:?}) but the server did not crash; reproduce: {repro}"
         );
         let server = server.restart_with(&[("FERRITE_CORES", "1"), ("FERRITE_DRIVE_CHECK_SECS", "0")]);
-        let c = client(&server.endpoint);
+        let c = common::client_without_retries(&server.endpoint);
         let bucket_exists = c.head_bucket().bucket(BUCKET).send().await.is_ok();
         if matches!(in_flight, Step::Delete("bucket")) && !bucket_exists {
             c.create_bucket().bucket(BUCKET).send().await.unwrap_or_else(|e| panic!("point {point}: {e:?}; {repro}"));
@@ -253,7 +237,7 @@ async fn every_write_and_sync_point_recovers_to_a_prefix_of_acknowledged_operati
         let mut expected = seen.clone();
         apply(&mut expected, &Step::Put("after-recovery", 150_000, point));
         let server = server.restart_with(&[("FERRITE_CORES", "1"), ("FERRITE_DRIVE_CHECK_SECS", "0")]);
-        let again = visible(&client(&server.endpoint))
+        let again = visible(&common::client_without_retries(&server.endpoint))
             .await
             .unwrap_or_else(|e| panic!("point {point}: after a second restart: {e}; {repro}"));
         assert!(again == expected, "point {point}: after a second restart: {}; {repro}", describe(&again));

@@ -20,10 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
-use common::Server;
+use common::{Rng, Server};
 use md5::{Digest, Md5};
 
 const BUCKET: &str = "crash";
@@ -42,26 +41,14 @@ const PART_1_BYTES: usize = 5 << 20;
 const PART_2_BYTES_MAX: u64 = 300_000;
 const DELETE_BATCH_MAX: u64 = 5;
 
-/// splitmix64: a tiny deterministic generator, so that a seed replays the same workload.
-struct Rng(u64);
+/// Object bodies drawn from the seeded generator (common::Rng, splitmix64), so that a seed
+/// replays the same workload.
+trait Bodies {
+    fn body(&mut self, len: u64) -> Arc<Vec<u8>>;
+    fn body_between(&mut self, min: u64, max: u64) -> Arc<Vec<u8>>;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn between(&mut self, min: u64, max: u64) -> u64 {
-        min + self.below(max - min)
-    }
-
+impl Bodies for Rng {
     fn body(&mut self, len: u64) -> Arc<Vec<u8>> {
         Arc::new(common::bytes(len as usize, self.next()))
     }
@@ -316,11 +303,6 @@ async fn worker(
 }
 
 /// A client that never retries: a retry could land after the kill, or on the next server.
-fn client_without_retries(server: &Server) -> aws_sdk_s3::Client {
-    let config = server.client().config().to_builder().retry_config(RetryConfig::disabled()).build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
 async fn get(c: &aws_sdk_s3::Client, key: &str) -> Result<Option<(Vec<u8>, String)>, String> {
     match c.get_object().bucket(BUCKET).key(key).send().await {
         Ok(out) => {
@@ -430,7 +412,7 @@ async fn run_seed(seed: u64) -> String {
     server.client().create_bucket().bucket(BUCKET).send().await.unwrap();
     let model: Arc<Mutex<Model>> = Arc::default();
     let killed = Arc::new(AtomicBool::new(false));
-    let c = client_without_retries(&server);
+    let c = common::client_without_retries(&server.endpoint);
     let workers: Vec<_> =
         (0..WORKERS).map(|w| tokio::spawn(worker(c.clone(), seed, w, model.clone(), killed.clone()))).collect();
     let kill_after_ms = Rng(seed).between(KILL_AFTER_MS_MIN, KILL_AFTER_MS_MAX);
@@ -460,10 +442,7 @@ async fn run_seed(seed: u64) -> String {
     if heal_during && problems.is_empty() {
         // Finish the interrupted heal, then lose the two drives that were never wiped: the
         // rebuilt drive 4 must now hold its share of everything.
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
-            .args(["admin", "heal", "--wait", "--endpoint", &server.endpoint])
-            .output()
-            .expect("run ferrite admin heal");
+        let out = common::admin(&server, &["heal", "--wait"]);
         if !out.status.success() {
             problems.push(format!("heal after the restart failed: {}", String::from_utf8_lossy(&out.stdout)));
         }

@@ -10,10 +10,7 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::ByteStream;
 use common::{bytes, Server};
 
-async fn get(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
-    let out = c.get_object().bucket(bucket).key(key).send().await.ok()?;
-    Some(out.body.collect().await.ok()?.into_bytes().to_vec())
-}
+use common::get_opt as get;
 
 #[tokio::test]
 async fn two_of_four_drives_wiped_while_serving_every_object_reads_back() {
@@ -170,7 +167,7 @@ async fn snapshots_log_tails_and_executor_count_changes_keep_every_object() {
         c.delete_object().bucket("snap").key(format!("r{round}-3")).send().await.unwrap();
         expected.remove(&format!("r{round}-3"));
         server = server.restart_with(&[("FERRITE_CORES", cores), small_snapshots]);
-        assert!(server.index_note().contains(how), "{when}: {:?}", server.startup);
+        assert!(server.index_note().contains(how), "{when}: {:?}", server.startup());
         let c = server.client();
         for (key, body) in &expected {
             assert_eq!(get(&c, "snap", key).await.as_ref(), Some(body), "{key} {when}");

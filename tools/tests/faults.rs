@@ -10,7 +10,6 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::ByteStream;
 use common::{bytes, wipe, Server};
 
 struct Faulty {
@@ -59,24 +58,7 @@ fn rand_suffix() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
-async fn put(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]) -> Result<(), String> {
-    c.put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(body.to_vec()))
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| common::code(Err::<(), _>(e)))
-}
-
-/// The object's bytes, or the S3 error code (never partial bytes: a cut body is an error).
-async fn get(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
-    match c.get_object().bucket(bucket).key(key).send().await {
-        Ok(out) => out.body.collect().await.map(|b| b.into_bytes().to_vec()).map_err(|e| format!("body: {e}")),
-        Err(e) => Err(common::code(Err::<(), _>(e))),
-    }
-}
+use common::{get_or_code as get, put_or_code as put};
 
 const SIZES: [usize; 5] = [10, 90_000, 400_000, 1 << 20, 3_000_000];
 
@@ -143,10 +125,7 @@ async fn io_errors_on_parity_drives_keep_working_and_one_more_fails_cleanly() {
     check_all(&c, "eio", &before, "after the drives recovered").await;
     assert_eq!(get(&c, "eio", "refused").await, Err("NoSuchKey".into()));
     assert_eq!(get(&c, "eio", "refused-small").await, Err("NoSuchKey".into()));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args(["admin", "heal", "--wait", "--endpoint", &f.server.endpoint])
-        .output()
-        .unwrap();
+    let out = common::admin(&f.server, &["heal", "--wait"]);
     assert!(out.status.success(), "heal: {}", String::from_utf8_lossy(&out.stdout));
     wipe(&f.server.drives[2]);
     wipe(&f.server.drives[3]);

@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -17,11 +16,7 @@ use common::{bytes, wipe, Server};
 
 /// Runs `ferrite admin heal ARGS` against the server; returns its JSON status.
 fn admin_heal(server: &Server, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args(["admin", "heal", "--endpoint", &server.endpoint])
-        .args(args)
-        .output()
-        .expect("run ferrite admin");
+    let out = common::admin(server, &[&["heal"], args].concat());
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(stdout.starts_with('{'), "ferrite admin heal {args:?} printed {stdout:?}, stderr {:?}", out.stderr);
     stdout
@@ -51,11 +46,7 @@ fn wait_for(server: &Server, limit: Duration, what: &str, done: impl Fn(&str) ->
     }
 }
 
-fn data_files(drive: &Path) -> Vec<PathBuf> {
-    let mut out = common::files_under(&drive.join("data"));
-    out.sort();
-    out
-}
+use common::data_files_of as data_files;
 
 async fn put_mix(c: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, Vec<u8>)> {
     c.create_bucket().bucket(bucket).send().await.unwrap();

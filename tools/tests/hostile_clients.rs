@@ -6,17 +6,14 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::{bytes, code, sign_head, Server};
-use ferrite_s3::sigv4::UNSIGNED_PAYLOAD;
+use common::{bytes, code, Server};
 
 const BUCKET: &str = "hostile";
 /// Descriptors the server may legitimately hold beyond its baseline once an attack is over:
@@ -103,11 +100,7 @@ async fn assert_recovered(server: &Server, before: Usage, attack: &str) {
 }
 
 fn connect(server: &Server) -> TcpStream {
-    let s = TcpStream::connect(&server.addr).expect("connect to the server");
-    s.set_read_timeout(Some(CLOSE_WAIT)).unwrap();
-    s.set_write_timeout(Some(CLOSE_WAIT)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
+    common::raw::connect(&server.addr, CLOSE_WAIT)
 }
 
 /// Makes the next close of `s` send a reset instead of an orderly FIN.
@@ -147,7 +140,7 @@ fn status_then_close(s: &mut TcpStream) -> Option<u16> {
 
 /// A request head signed with UNSIGNED-PAYLOAD plus `headers`.
 fn signed(server: &Server, method: &str, path: &str, query: &str, headers: &[(&str, String)]) -> String {
-    sign_head(&server.addr, method, path, query, headers, UNSIGNED_PAYLOAD).0
+    common::raw::unsigned_head(&server.addr, method, path, query, headers)
 }
 
 // ----- slowloris -----
@@ -231,17 +224,7 @@ const CUT_DECLARED_BYTES: usize = 8 << 20;
 const CUT_SENT_BYTES: usize = 3 << 20;
 
 /// Every data file on every drive (`data/<partition>/<file id>`).
-fn data_files(server: &Server) -> BTreeSet<PathBuf> {
-    let mut files = BTreeSet::new();
-    for drive in &server.drives {
-        let Ok(partitions) = std::fs::read_dir(drive.join("data")) else { continue };
-        for partition in partitions.flatten() {
-            let Ok(entries) = std::fs::read_dir(partition.path()) else { continue };
-            files.extend(entries.flatten().map(|e| e.path()));
-        }
-    }
-    files
-}
+use common::data_files;
 
 /// Sends the head of an 8 MiB upload and 3 MiB of its body, waits until the server has
 /// created the upload's data files (so it really is mid-write), then drops the connection:

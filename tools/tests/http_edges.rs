@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use common::{code, sign_head, Server};
+use common::raw::sign_head;
+use common::{code, Server};
 use ferrite_s3::sigv4::{self, chunk_signature, sha256_hex, Scope};
 
 fn connect(server: &Server) -> TcpStream {
-    let s = TcpStream::connect(&server.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
+    common::raw::connect(&server.addr, Duration::from_secs(20))
 }
 
 /// Reads one response (head + Content-Length body). Returns (status, head, body).
@@ -198,7 +197,7 @@ fn signed_head(server: &Server, method: &str, path: &str, query: &str, content_l
 }
 
 fn signed_head_for_host(host: &str, method: &str, path: &str, query: &str, content_length: usize) -> String {
-    sign_head(host, method, path, query, &[("content-length", content_length.to_string())], sigv4::UNSIGNED_PAYLOAD).0
+    common::raw::unsigned_head(host, method, path, query, &[("content-length", content_length.to_string())])
 }
 
 /// How to break an aws-chunked upload.

@@ -228,7 +228,7 @@ async fn azure_key_vault_wraps_keys_rotates_without_rewriting_and_fails_closed()
         ("FERRITE_DRIVE_CHECK_SECS", "0"),
     ];
     let server = Server::start_with(4, &[], &envs);
-    assert!(server.startup.iter().any(|l| l.contains("Azure Key Vault")), "{:?}", server.startup);
+    assert!(server.startup().iter().any(|l| l.contains("Azure Key Vault")), "{:?}", server.startup());
     let c = server.client();
     let (small, large) = write_encrypted_pair(&c, "azure", "ferrite").await;
     // Seeds wrapped in this process are cached: these reads asked the vault nothing.

@@ -61,10 +61,7 @@ fn assert_no_plaintext_on_drives(server: &Server) {
     }
 }
 
-async fn get_bytes(c: &aws_sdk_s3::Client, bucket: &str, key: &str, range: Option<String>) -> Vec<u8> {
-    let out = c.get_object().bucket(bucket).key(key).set_range(range).send().await.unwrap();
-    out.body.collect().await.unwrap().into_bytes().to_vec()
-}
+use common::get_range_bytes as get_bytes;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_s3_and_kms_round_trip_with_ranges_multipart_copies_restart_and_drive_loss() {

@@ -28,12 +28,7 @@ use ferrite_tiering::outbound::http::{Client, HttpSettings, Url};
 const KMS_KEYS: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 
 fn admin(server: &Server, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .arg("admin")
-        .args(args)
-        .args(["--endpoint", &server.endpoint])
-        .output()
-        .unwrap();
+    let out = common::admin(server, args);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
@@ -619,10 +614,7 @@ async fn all_moved_once(server: &Server, azurite: &Azurite, objects: &[(String, 
     assert_eq!(blobs.len(), objects.len(), "one blob per object, no orphans: {blobs:?}");
 }
 
-async fn get_from(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
-    let out = c.get_object().bucket(bucket).key(key).send().await.unwrap();
-    out.body.collect().await.unwrap().into_bytes().to_vec()
-}
+use common::get_bytes as get_from;
 
 /// The stand-in instance metadata service's answer to the managed-identity token call
 /// (documented: `GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=R` with

@@ -8,10 +8,7 @@ use super::{code, Server};
 
 /// Reads a whole object, or the S3 error code.
 pub async fn read(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
-    match c.get_object().bucket(bucket).key(key).send().await {
-        Ok(out) => Ok(out.body.collect().await.map_err(|e| e.to_string())?.into_bytes().to_vec()),
-        Err(e) => Err(code(Err::<(), _>(e))),
-    }
+    super::get_or_code(c, bucket, key).await
 }
 
 /// Writes "s3" (SSE-S3, 5,000 bytes) and "kms" (SSE-KMS with key id `key_id`, 1.5 MB) into
@@ -41,10 +38,7 @@ pub async fn write_encrypted_pair(c: &aws_sdk_s3::Client, bucket: &str, key_id: 
 
 /// `ferrite admin kms-rewrap`; returns what it printed.
 pub fn rewrap(server: &Server) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args(["admin", "kms-rewrap", "--endpoint", &server.endpoint])
-        .output()
-        .unwrap();
+    let out = super::admin(server, &["kms-rewrap"]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "kms-rewrap failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
     stdout

@@ -1,119 +1,30 @@
-//! Starts the real `ferrite` binary on fresh drive directories, builds aws-sdk-s3 clients and
-//! signs raw request heads (SigV4) for tests that speak HTTP on a socket.
+//! The integration tests' shared support: the real `ferrite` binary started and stopped
+//! (server.rs), raw-socket requests and SigV4 signing (raw.rs), aws-sdk-s3 clients and
+//! the get/put helpers every suite uses, `ferrite admin` runs, deterministic test data,
+//! drive tampering, and the outbound client for the tests' own requests.
 
 #![allow(dead_code)] // Each test binary uses a different subset of these helpers.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::Duration;
 
+use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use ferrite_s3::sigv4::{self, sha256_hex, signing_key, Scope};
+use aws_sdk_s3::primitives::ByteStream;
 use ferrite_tiering::outbound::http::{Client, HttpSettings, Reply, TransportError, Url};
 
 pub mod azurite;
 pub mod kms;
+pub mod raw;
+mod server;
 pub mod standin;
+
+pub use server::Server;
 
 pub const USER: &str = "ferriteadmin";
 pub const PASSWORD: &str = "ferriteadmin";
-
-pub struct Server {
-    pub child: Child,
-    pub endpoint: String,
-    pub addr: String,
-    pub root: PathBuf,
-    pub drives: Vec<PathBuf>,
-    /// What the server printed before it listened (drives, layout, how the index was built).
-    pub startup: Vec<String>,
-}
-
-fn unique_dir() -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    std::env::temp_dir().join(format!("ferrite-it-{}-{nanos}", std::process::id()))
-}
-
-impl Server {
-    pub fn start(drive_count: usize) -> Server {
-        Self::start_with(drive_count, &[], &[])
-    }
-
-    /// Starts with extra command-line arguments and environment variables.
-    pub fn start_with(drive_count: usize, args: &[&str], envs: &[(&str, &str)]) -> Server {
-        let root = unique_dir();
-        let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.join(format!("d{i}"))).collect();
-        Self::launch(root, drives, args, envs)
-    }
-
-    pub fn start_on(root: PathBuf, drives: Vec<PathBuf>) -> Server {
-        Self::launch(root, drives, &[], &[])
-    }
-
-    fn launch(root: PathBuf, drives: Vec<PathBuf>, args: &[&str], envs: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-            .arg("server")
-            .arg("--address")
-            .arg("127.0.0.1:0")
-            .args(args)
-            .args(&drives)
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ferrite");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut startup = Vec::new();
-        let addr = loop {
-            let line = lines.next().expect("ferrite exited before listening").expect("read stdout");
-            if let Some(rest) = line.strip_prefix("ferrite: listening on http://") {
-                break rest.trim().to_owned();
-            }
-            startup.push(line);
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, endpoint: format!("http://{addr}"), addr, root, drives, startup }
-    }
-
-    pub fn client(&self) -> aws_sdk_s3::Client {
-        client_with(&self.endpoint, USER, PASSWORD)
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Kills the server (SIGKILL) and starts it again on the same drives.
-    pub fn restart(self) -> Server {
-        self.restart_with(&[])
-    }
-
-    /// Kills the server (SIGKILL) and starts it again on the same drives with `envs`.
-    pub fn restart_with(mut self, envs: &[(&str, &str)]) -> Server {
-        self.kill();
-        let root = std::mem::take(&mut self.root);
-        let drives = std::mem::take(&mut self.drives);
-        std::mem::forget(self);
-        Server::launch(root, drives, &[], envs)
-    }
-
-    /// The start-up line that says how the index was built.
-    pub fn index_note(&self) -> &str {
-        self.startup.iter().find(|l| l.contains("index")).map(String::as_str).unwrap_or("")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-        if !self.root.as_os_str().is_empty() {
-            let _ = std::fs::remove_dir_all(&self.root);
-        }
-    }
-}
 
 pub fn client_with(endpoint: &str, user: &str, password: &str) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::Config::builder()
@@ -170,62 +81,6 @@ where
     }
 }
 
-/// Signs a request head in its Authorization header: `headers` (lower-case names) are
-/// signed along with host, x-amz-content-sha256 and x-amz-date. Returns the head and the
-/// scope and seed signature (for aws-chunked chunk signatures).
-pub fn sign_head(
-    host: &str,
-    method: &str,
-    path: &str,
-    query: &str,
-    headers: &[(&str, String)],
-    payload_hash: &str,
-) -> (String, Scope, String) {
-    let (date, amz_date) = now_dates();
-    let scope = Scope {
-        access_key: USER.into(),
-        date: date.clone(),
-        region: "us-east-1".into(),
-        amz_date: amz_date.clone(),
-        key: signing_key(PASSWORD, &date, "us-east-1"),
-    };
-    let mut all: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
-    all.push(("host".into(), host.into()));
-    all.push(("x-amz-content-sha256".into(), payload_hash.into()));
-    all.push(("x-amz-date".into(), amz_date.clone()));
-    all.sort();
-    let canonical_headers: String = all.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
-    let signed_headers = all.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(";");
-    let canonical = format!("{method}\n{path}\n{query}\n{canonical_headers}\n{signed_headers}\n{payload_hash}");
-    let to_sign =
-        format!("AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}", scope.scope_string(), sha256_hex(canonical.as_bytes()));
-    let signature = hmac_hex(&scope.key, to_sign.as_bytes());
-    let mut head = format!("{method} {path}{}{query} HTTP/1.1\r\n", if query.is_empty() { "" } else { "?" });
-    for (n, v) in &all {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    head.push_str(&format!(
-        "Authorization: AWS4-HMAC-SHA256 Credential={}/{}, SignedHeaders={signed_headers}, Signature={signature}\r\n\r\n",
-        USER,
-        scope.scope_string()
-    ));
-    (head, scope, signature)
-}
-
-/// Today's credential date and the current X-Amz-Date.
-pub fn now_dates() -> (String, String) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let amz_date = sigv4::format_amz_date(now);
-    (amz_date[..8].to_owned(), amz_date)
-}
-
-pub fn hmac_hex(key: &[u8], data: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-    mac.update(data);
-    sigv4::hex(&mac.finalize().into_bytes())
-}
-
 /// Swaps a drive for an empty one while the server runs: the directory is renamed aside (one
 /// atomic step, so a server writing into it cannot make the wipe fail half-way) and an
 /// empty one takes its place. Files the server still holds open go on in the renamed
@@ -274,4 +129,94 @@ pub fn metric(server: &Server, name: &str) -> u64 {
     let prefix = format!("{name} ");
     let value = text.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
     value.unwrap_or_else(|| panic!("no {name} in\n{text}")).parse().unwrap()
+}
+
+/// A client that never retries: a request that failed because the server died must be
+/// seen as failed.
+pub fn client_without_retries(endpoint: &str) -> aws_sdk_s3::Client {
+    let config =
+        client_with(endpoint, USER, PASSWORD).config().to_builder().retry_config(RetryConfig::disabled()).build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// A whole object; panics on any error.
+pub async fn get_bytes(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    get_range_bytes(c, bucket, key, None).await
+}
+
+/// A range of an object (or all of it); panics on any error.
+pub async fn get_range_bytes(c: &aws_sdk_s3::Client, bucket: &str, key: &str, range: Option<String>) -> Vec<u8> {
+    let out = c.get_object().bucket(bucket).key(key).set_range(range).send().await.expect("get");
+    out.body.collect().await.expect("body").into_bytes().to_vec()
+}
+
+/// A whole object, or the S3 error code (never partial bytes: a cut body is an error).
+pub async fn get_or_code(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
+    match c.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => out.body.collect().await.map(|b| b.into_bytes().to_vec()).map_err(|e| format!("body: {e}")),
+        Err(e) => Err(code(Err::<(), _>(e))),
+    }
+}
+
+/// A whole object, or None on any error.
+pub async fn get_opt(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    let out = c.get_object().bucket(bucket).key(key).send().await.ok()?;
+    Some(out.body.collect().await.ok()?.into_bytes().to_vec())
+}
+
+/// Writes an object, or returns the S3 error code.
+pub async fn put_or_code(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]) -> Result<(), String> {
+    c.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body.to_vec()))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| code(Err::<(), _>(e)))
+}
+
+/// Runs `ferrite admin ARGS --endpoint ENDPOINT`.
+pub fn admin(server: &Server, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .arg("admin")
+        .args(args)
+        .args(["--endpoint", &server.endpoint])
+        .output()
+        .expect("run ferrite admin")
+}
+
+/// The data files of one drive, sorted.
+pub fn data_files_of(drive: &Path) -> Vec<PathBuf> {
+    let mut out = files_under(&drive.join("data"));
+    out.sort();
+    out
+}
+
+/// The data files of every drive of a server.
+pub fn data_files(server: &Server) -> BTreeSet<PathBuf> {
+    server.drives.iter().flat_map(|d| data_files_of(d)).collect()
+}
+
+/// splitmix64: the seeded generator of the randomized tests (reproducible from the seed a
+/// failure prints).
+pub struct Rng(pub u64);
+
+impl Rng {
+    #[allow(clippy::should_implement_trait)] // not an iterator: it never ends
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn between(&mut self, min: u64, max: u64) -> u64 {
+        min + self.below(max - min)
+    }
 }

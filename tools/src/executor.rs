@@ -1,0 +1,109 @@
+//! One core's executor: a monoio runtime pinned to the core (io_uring, or epoll with a
+//! blocking pool for disk I/O), running the core's metadata service, the tier mover on core
+//! 0, and the accept loop that serves every connection the core takes.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrite_engine::{CoreBoot, Engine};
+use ferrite_s3::kms::Kms;
+use ferrite_s3::md5x::Kernel;
+use ferrite_s3::{serve_connection, Config, Ctx};
+use ferrite_tiering::Mover;
+use tracing::{error, warn};
+
+/// Threads for blocking disk I/O when io_uring is unavailable (per core).
+const BLOCKING_THREADS_PER_CORE: usize = 4;
+/// io_uring submission queue entries per core.
+const URING_ENTRIES: u32 = 1024;
+/// The pause after a failed accept (out of file descriptors, say), so the loop does not spin.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// What every core shares besides the engine and the configuration.
+#[derive(Clone)]
+pub struct Services {
+    pub kms: Option<Arc<Kms>>,
+    pub mover: Mover,
+    pub md5: Kernel,
+}
+
+/// Everything a core is started with, cloned for each.
+#[derive(Clone)]
+pub struct CoreWiring {
+    pub engine: Engine,
+    pub config: Arc<Config>,
+    pub services: Services,
+    /// Whether the runtime drives io_uring (else epoll).
+    pub uring: bool,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The memory budget of all cores together.
+    pub memory_budget_bytes: usize,
+}
+
+/// Runs core `boot.core` until its runtime ends.
+pub fn run_core(wiring: CoreWiring, boot: CoreBoot, listener: std::net::TcpListener) {
+    let core = boot.core;
+    if let Err(e) = monoio::utils::bind_to_cpu_set([core]) {
+        warn!(core, error = ?e, "could not pin executor");
+    }
+    let pool = Box::new(monoio::blocking::DefaultThreadPool::new(BLOCKING_THREADS_PER_CORE));
+    let uring = wiring.uring;
+    let main = serve(wiring, boot, listener);
+    if uring {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .attach_thread_pool(pool)
+            .build()
+        {
+            Ok(mut rt) => rt.block_on(main),
+            Err(e) => error!(core, error = %e, "cannot start io_uring runtime"),
+        }
+    } else {
+        match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().attach_thread_pool(pool).build() {
+            Ok(mut rt) => rt.block_on(main),
+            Err(e) => error!(core, error = %e, "cannot start runtime"),
+        }
+    }
+}
+
+/// The core's tasks: the metadata service, the mover (core 0), and the accept loop.
+async fn serve(wiring: CoreWiring, boot: CoreBoot, listener: std::net::TcpListener) {
+    let core = boot.core;
+    if core == 0 {
+        monoio::spawn(wiring.services.mover.clone().run());
+    }
+    monoio::spawn(ferrite_engine::serve(wiring.engine.clone(), boot));
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            error!(core, error = %e, "cannot use the listener");
+            return;
+        }
+    };
+    let acceptor = wiring.tls.clone().map(|config| Rc::new(ferrite_s3::TlsAcceptor::from(config)));
+    let ctx = Rc::new(context(wiring));
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                monoio::spawn(serve_connection(ctx.clone(), stream, acceptor.clone()));
+            }
+            Err(e) => {
+                warn!(core, error = %e, "accept failed");
+                monoio::time::sleep(ACCEPT_RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+/// The core's request context: its share of the memory budget and its MD5 batcher.
+fn context(wiring: CoreWiring) -> Ctx {
+    let engine = wiring.engine;
+    let layout = engine.layout();
+    let per_stream = ferrite_s3::budget::bytes_per_stream(engine.block_size(), layout.data, layout.parity);
+    let slots = wiring.memory_budget_bytes / engine.cores() / per_stream;
+    let budget = ferrite_s3::budget::Budget::new(slots);
+    let md5 = ferrite_s3::md5x::core_batcher(wiring.services.md5);
+    Ctx { engine, config: wiring.config, budget, kms: wiring.services.kms, mover: wiring.services.mover, md5 }
+}

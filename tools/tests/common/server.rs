@@ -1,0 +1,209 @@
+//! Starting and stopping the real `ferrite` binary on fresh (or given) drive directories.
+//! A server is ready when it answers: the helper picks a free port, starts the server on it
+//! and waits until a signed `GET /ferrite/admin/v1/heal` returns the status of *these*
+//! drives (so another process that took the port meanwhile is not mistaken for it). The
+//! server's log (stdout) is kept for the few tests that read a start-up event.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::raw;
+
+/// How long a server may take to answer after it was started (a crash test's restart
+/// replays logs; debug builds are slow).
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+/// How often start-up looks whether the server answers.
+const START_POLL: Duration = Duration::from_millis(20);
+/// Attempts with a new port when another process took the chosen one first.
+const PORT_ATTEMPTS: usize = 5;
+/// How long `startup()` waits for the log to catch up with a server that already answers.
+const LOG_CATCH_UP: Duration = Duration::from_secs(10);
+
+pub struct Server {
+    pub child: Child,
+    pub endpoint: String,
+    pub addr: String,
+    pub root: PathBuf,
+    pub drives: Vec<PathBuf>,
+    /// Every line the server wrote to stdout (its log), as they arrive.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn unique_dir() -> PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    std::env::temp_dir().join(format!("ferrite-it-{}-{nanos}", std::process::id()))
+}
+
+/// A port no one listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Copies `from` line by line into `log` (and, for stderr, to the test's stderr too).
+fn collect(from: impl Read + Send + 'static, log: Arc<Mutex<Vec<String>>>, echo: bool) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("{line}");
+            }
+            log.lock().unwrap().push(line);
+        }
+    });
+}
+
+impl Server {
+    pub fn start(drive_count: usize) -> Server {
+        Self::start_with(drive_count, &[], &[])
+    }
+
+    /// Starts with extra command-line arguments and environment variables.
+    pub fn start_with(drive_count: usize, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let root = unique_dir();
+        let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.join(format!("d{i}"))).collect();
+        Self::launch(root, drives, args, envs)
+    }
+
+    pub fn start_on(root: PathBuf, drives: Vec<PathBuf>) -> Server {
+        Self::launch(root, drives, &[], &[])
+    }
+
+    fn launch(root: PathBuf, drives: Vec<PathBuf>, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        for _ in 0..PORT_ATTEMPTS {
+            let addr = format!("127.0.0.1:{}", free_port());
+            if let Some(server) = Self::try_launch(&root, &drives, &addr, args, envs) {
+                return server;
+            }
+        }
+        panic!("ferrite could not listen on any of {PORT_ATTEMPTS} free ports");
+    }
+
+    /// Starts the server on `addr`; None when the port was taken before it could bind.
+    fn try_launch(
+        root: &std::path::Path,
+        drives: &[PathBuf],
+        addr: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Option<Server> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+            .args(["server", "--address", addr])
+            .args(args)
+            .args(drives)
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ferrite");
+        let (log, errors) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        collect(child.stdout.take().expect("stdout"), log.clone(), false);
+        collect(child.stderr.take().expect("stderr"), errors.clone(), true);
+        let mut server = Server {
+            child,
+            endpoint: format!("http://{addr}"),
+            addr: addr.to_owned(),
+            root: root.to_owned(),
+            drives: drives.to_vec(),
+            log,
+        };
+        match server.wait_until_serving() {
+            Ok(()) => Some(server),
+            Err(_) if errors.lock().unwrap().iter().any(|l| l.contains("cannot listen")) => {
+                server.forget_drives();
+                None
+            }
+            Err(status) => panic!("ferrite exited ({status}) before serving; log: {:?}", server.log()),
+        }
+    }
+
+    /// Waits until the server answers with the status of its own drives; Err when it exited.
+    fn wait_until_serving(&mut self) -> Result<(), std::process::ExitStatus> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for ferrite") {
+                return Err(status);
+            }
+            if self.serves_these_drives() {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ferrite did not answer within {START_TIMEOUT:?}; log: {:?}",
+                self.log()
+            );
+            std::thread::sleep(START_POLL);
+        }
+    }
+
+    /// Whether the heal status at this address lists exactly this server's drives.
+    fn serves_these_drives(&self) -> bool {
+        let Ok((200, body)) = raw::signed_get(&self.addr, "/ferrite/admin/v1/heal") else { return false };
+        let Ok(status) = serde_json::from_slice::<serde_json::Value>(&body) else { return false };
+        let paths: Vec<&str> =
+            status["drives"].as_array().into_iter().flatten().filter_map(|d| d["path"].as_str()).collect();
+        let ours: Vec<String> = self.drives.iter().map(|d| d.display().to_string()).collect();
+        paths == ours
+    }
+
+    /// Leaves the drive directories to the caller (a failed attempt must not remove them).
+    fn forget_drives(&mut self) {
+        self.kill();
+        self.root = PathBuf::new();
+    }
+
+    /// Every line the server has logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The start-up events: everything the server logged up to where it listens.
+    pub fn startup(&self) -> Vec<String> {
+        let deadline = Instant::now() + LOG_CATCH_UP;
+        loop {
+            let log = self.log();
+            if let Some(end) = log.iter().position(|l| l.contains("listening")) {
+                return log[..=end].to_vec();
+            }
+            assert!(Instant::now() < deadline, "no start-up events logged: {log:?}");
+            std::thread::sleep(START_POLL);
+        }
+    }
+
+    /// The start-up event that says how the index was built.
+    pub fn index_note(&self) -> String {
+        self.startup().into_iter().find(|l| l.contains("index")).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        super::client_with(&self.endpoint, super::USER, super::PASSWORD)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same drives.
+    pub fn restart(self) -> Server {
+        self.restart_with(&[])
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same drives with `envs`.
+    pub fn restart_with(mut self, envs: &[(&str, &str)]) -> Server {
+        self.kill();
+        let root = std::mem::take(&mut self.root);
+        let drives = std::mem::take(&mut self.drives);
+        Server::launch(root, drives, &[], envs)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if !self.root.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
