@@ -424,7 +424,11 @@ impl TieringArgs {
         MoverSettings {
             pass_interval: Duration::from_secs(self.lifecycle_interval_secs),
             upload_bytes_per_sec: (self.lifecycle_mibps > 0).then_some(self.lifecycle_mibps << 20),
-            day_ms: if self.lifecycle_day_secs > 0 { self.lifecycle_day_secs * 1000 } else { defaults.day_ms },
+            day_ms: if self.lifecycle_day_secs > 0 {
+                self.lifecycle_day_secs.saturating_mul(1000)
+            } else {
+                defaults.day_ms
+            },
         }
     }
 }
