@@ -303,6 +303,9 @@ impl Credentials for OneUser {
     fn secret_for(&self, _: &str) -> Option<String> {
         Some("secret-key-of-forty-characters-length-x".into())
     }
+    fn region(&self) -> &str {
+        "us-east-1"
+    }
 }
 
 fn signatures(c: &mut Criterion) {

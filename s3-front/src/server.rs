@@ -160,8 +160,7 @@ async fn dispatch(ctx: &Ctx, req: &Request, raw: &mut Option<RawBody<'_>>, reque
     }
     let query = parse_query(&req.raw_query)?;
     let auth = authenticate(ctx, req, &target.path, &query)?;
-    let presigned = req.header("authorization").is_none();
-    let mode = payload_mode(&auth, presigned)?;
+    let mode = PayloadMode::of(&auth)?;
     let decoded_len = req.header("x-amz-decoded-content-length").and_then(|v| v.parse().ok());
     let endpoint = router::route(req, &target, Query(&query))?;
     // Authorization (IAM) goes here: `endpoint.access()` names every permission it needs.
@@ -187,30 +186,4 @@ fn authenticate(ctx: &Ctx, req: &Request, path: &str, query: &[(String, String)]
     } else {
         Err(S3Error::new(Code::AccessDenied, "Access Denied"))
     }
-}
-
-fn payload_mode(auth: &sigv4::Auth, presigned: bool) -> S3Result<PayloadMode> {
-    if presigned {
-        return Ok(PayloadMode::Plain { sha256: None });
-    }
-    let hash = auth.payload_hash.as_str();
-    Ok(match hash {
-        sigv4::UNSIGNED_PAYLOAD => PayloadMode::Plain { sha256: None },
-        sigv4::STREAMING_SIGNED => {
-            PayloadMode::AwsChunked { signing: Some((auth.scope.clone(), auth.signature.clone())), trailer: false }
-        }
-        sigv4::STREAMING_SIGNED_TRAILER => {
-            PayloadMode::AwsChunked { signing: Some((auth.scope.clone(), auth.signature.clone())), trailer: true }
-        }
-        sigv4::STREAMING_UNSIGNED_TRAILER => PayloadMode::AwsChunked { signing: None, trailer: true },
-        h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            PayloadMode::Plain { sha256: Some(h.to_ascii_lowercase()) }
-        }
-        _ => {
-            return Err(S3Error::new(
-                Code::InvalidArgument,
-                "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-* or a SHA-256 hex digest",
-            ))
-        }
-    })
 }
