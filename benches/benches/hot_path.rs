@@ -392,6 +392,7 @@ fn routing(c: &mut Criterion) {
         ],
         keep_alive: true,
         secure: false,
+        peer: None,
     };
     let mut g = c.benchmark_group("routing");
     for (name, req) in [

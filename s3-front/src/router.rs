@@ -685,6 +685,7 @@ mod tests {
             headers: all,
             keep_alive: true,
             secure: false,
+            peer: None,
         }
     }
 

@@ -35,6 +35,7 @@ fn now_secs() -> i64 {
 /// Serves one accepted connection; with `tls`, after the TLS handshake.
 pub async fn serve_connection(ctx: Rc<Ctx>, stream: TcpStream, tls: Option<Rc<monoio_rustls::TlsAcceptor>>) {
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let stream = match tls {
         None => Stream::Plain(stream),
         Some(acceptor) => match monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -57,6 +58,7 @@ pub async fn serve_connection(ctx: Rc<Ctx>, stream: TcpStream, tls: Option<Rc<mo
             }
         };
         req.secure = secure;
+        req.peer = peer;
         let head_only = req.method == "HEAD";
         let (resp, mut close) = {
             let raw = match RawBody::new(&mut conn, &req) {

@@ -19,6 +19,17 @@ const BUFFER_BYTES: usize = 256 << 10;
 /// Response headers parsed at most.
 const RESPONSE_HEADERS_MAX: usize = 64;
 
+/// Whether every address the endpoint's host resolves to is a loopback one (this machine,
+/// no network in between). A host that does not resolve is not.
+pub fn is_loopback(endpoint: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let mut addrs = match host_port(endpoint).to_socket_addrs() {
+        Ok(addrs) => addrs.peekable(),
+        Err(_) => return false,
+    };
+    addrs.peek().is_some() && addrs.all(|a| a.ip().to_canonical().is_loopback())
+}
+
 /// HOST:PORT of an endpoint URL.
 pub fn host_port(endpoint: &str) -> &str {
     endpoint.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/')
