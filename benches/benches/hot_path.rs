@@ -338,6 +338,9 @@ impl Credentials for OneUser {
     fn secret_for(&self, _: &str) -> Option<String> {
         Some("secret-key-of-forty-characters-length-x".into())
     }
+    fn region(&self) -> &str {
+        "us-east-1"
+    }
 }
 
 fn signatures(c: &mut Criterion) {
@@ -424,6 +427,7 @@ fn routing(c: &mut Criterion) {
         ],
         keep_alive: true,
         secure: false,
+        peer: None,
     };
     let mut g = c.benchmark_group("routing");
     for (name, req) in [

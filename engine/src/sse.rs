@@ -19,6 +19,8 @@
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 use aws_lc_rs::hmac;
 
+use zeroize::{Zeroize, Zeroizing};
+
 use crate::error::{EngineError, Result};
 
 /// Plaintext bytes per sealed package.
@@ -76,10 +78,9 @@ pub struct Key(pub [u8; 32]);
 
 impl Drop for Key {
     fn drop(&mut self) {
-        // black_box keeps the compiler from dropping the wipe as a dead store.
-        for byte in self.0.iter_mut() {
-            *byte = std::hint::black_box(0);
-        }
+        // zeroize's volatile writes and fence keep the wipe from being optimised away as a
+        // dead store (a plain loop may be).
+        self.0.zeroize();
     }
 }
 
@@ -91,17 +92,18 @@ impl std::fmt::Debug for Key {
 
 impl Key {
     pub fn random() -> Result<Key> {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| EngineError::Crypto(format!("no randomness: {e}")))?;
-        Ok(Key(key))
+        let mut key = Key([0u8; 32]);
+        getrandom::fill(&mut key.0).map_err(|e| EngineError::Crypto(format!("no randomness: {e}")))?;
+        Ok(key)
     }
 
     /// The data key of one part of a multipart object.
     pub fn for_part(&self, file_id: u128) -> Key {
         let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &self.0), &file_id.to_be_bytes());
-        let mut key = [0u8; 32];
-        key.copy_from_slice(tag.as_ref());
-        Key(key)
+        // Copied straight into the Key (wiped on drop), not through a stack array.
+        let mut key = Key([0u8; 32]);
+        key.0.copy_from_slice(tag.as_ref());
+        key
     }
 
     fn aead(&self, cipher: Cipher) -> Result<LessSafeKey> {
@@ -314,12 +316,13 @@ pub fn open_key(kek: &Key, sealed: &[u8], context: &[u8]) -> Result<Key> {
     if sealed.len() != 12 + 32 + TAG_BYTES {
         return Err(EngineError::Crypto("sealed key has the wrong length".into()));
     }
-    let mut plain = open_secret(kek, sealed, context)
-        .map_err(|_| EngineError::Crypto("the object key does not open with this key and object name".into()))?;
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&plain);
-    plain.iter_mut().for_each(|b| *b = 0);
-    Ok(Key(key))
+    let plain = Zeroizing::new(
+        open_secret(kek, sealed, context)
+            .map_err(|_| EngineError::Crypto("the object key does not open with this key and object name".into()))?,
+    );
+    let mut key = Key([0u8; 32]);
+    key.0.copy_from_slice(&plain);
+    Ok(key)
 }
 
 /// Seals any short secret (a key, a remote tier's credentials) under `kek`, bound to

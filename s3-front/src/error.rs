@@ -43,6 +43,8 @@ pub enum Code {
     /// Not an AWS code (AWS never fills up); MinIO answers the same condition with 507.
     XFerriteStorageFull,
     AuthorizationHeaderMalformed,
+    /// A presigned URL's X-Amz-* parameters are wrong (AWS's code for them).
+    AuthorizationQueryParametersError,
     XAmzContentSHA256Mismatch,
     InvalidTag,
     MetadataTooLarge,
@@ -119,6 +121,7 @@ impl Code {
             ServiceUnavailable => "ServiceUnavailable",
             XFerriteStorageFull => "XFerriteStorageFull",
             AuthorizationHeaderMalformed => "AuthorizationHeaderMalformed",
+            AuthorizationQueryParametersError => "AuthorizationQueryParametersError",
             XAmzContentSHA256Mismatch => "XAmzContentSHA256Mismatch",
             InvalidTag => "InvalidTag",
             InvalidEncryptionAlgorithmError => "InvalidEncryptionAlgorithmError",

@@ -43,6 +43,8 @@ pub struct Request {
     pub keep_alive: bool,
     /// Arrived over TLS (set by the connection loop).
     pub secure: bool,
+    /// The client's address, when the socket knows it (set by the connection loop).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl Request {
@@ -269,7 +271,7 @@ fn to_request(parsed: &httparse::Request) -> S3Result<Request> {
         Some(0) => connection.as_deref() == Some("keep-alive"),
         _ => connection.as_deref() != Some("close"),
     };
-    Ok(Request { method, raw_path, raw_query, headers, keep_alive, secure: false })
+    Ok(Request { method, raw_path, raw_query, headers, keep_alive, secure: false, peer: None })
 }
 
 /// The request body as sent on the wire (Content-Length or chunked transfer coding).

@@ -20,6 +20,7 @@ pub struct Config {
     pub root_password: String,
     /// Base domain for virtual-host-style addressing (bucket.domain).
     pub domain: Option<String>,
+    /// The region requests must be signed for (FERRITE_REGION) and GetBucketLocation names.
     pub region: String,
     /// How long a silent client is kept (FERRITE_CLIENT_TIMEOUT_SECS shortens it for tests).
     pub client_timeouts: ClientTimeouts,
@@ -34,6 +35,10 @@ pub struct Config {
 impl Credentials for Config {
     fn secret_for(&self, access_key: &str) -> Option<String> {
         (access_key == self.root_user).then(|| self.root_password.clone())
+    }
+
+    fn region(&self) -> &str {
+        &self.region
     }
 }
 

@@ -426,9 +426,10 @@ fn admin_endpoint<'a>(method: &str, key: Option<&'a str>, q: Query<'a>) -> S3Res
 /// `rate-mib`: MiB/s per core, a whole number (0: unlimited).
 fn heal_rate(q: Query) -> S3Result<Option<u64>> {
     match q.get("rate-mib") {
-        Some(v) => match v.parse::<u64>() {
-            Ok(mib) => Ok(Some(mib << 20)),
-            Err(_) => err(Code::InvalidArgument, "rate-mib must be a whole number of MiB/s"),
+        // Checked: a shift would silently drop the high bits of a huge value.
+        Some(v) => match v.parse::<u64>().ok().and_then(|mib| mib.checked_mul(1 << 20)) {
+            Some(rate) => Ok(Some(rate)),
+            None => err(Code::InvalidArgument, "rate-mib must be a whole number of MiB/s"),
         },
         None => Ok(None),
     }
@@ -684,6 +685,7 @@ mod tests {
             headers: all,
             keep_alive: true,
             secure: false,
+            peer: None,
         }
     }
 
@@ -863,7 +865,9 @@ mod tests {
         assert_eq!(refused("PUT", "/bkt/k?partNumber=10001&uploadId=u"), (invalid, part.clone()));
         assert_eq!(refused("HEAD", "/bkt/k?partNumber=-2"), (invalid, part));
         let rate = "rate-mib must be a whole number of MiB/s".to_owned();
-        assert_eq!(refused("POST", "/ferrite/admin/v1/heal?rate-mib=fast"), (invalid, rate));
+        assert_eq!(refused("POST", "/ferrite/admin/v1/heal?rate-mib=fast"), (invalid, rate.clone()));
+        // 2^44 MiB/s would wrap to 0 (unlimited) if shifted unchecked.
+        assert_eq!(refused("POST", "/ferrite/admin/v1/heal?rate-mib=17592186044416"), (invalid, rate));
     }
 
     #[test]

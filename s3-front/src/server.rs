@@ -35,6 +35,7 @@ fn now_secs() -> i64 {
 /// Serves one accepted connection; with `tls`, after the TLS handshake.
 pub async fn serve_connection(ctx: Rc<Ctx>, stream: TcpStream, tls: Option<Rc<monoio_rustls::TlsAcceptor>>) {
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let stream = match tls {
         None => Stream::Plain(stream),
         Some(acceptor) => match monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -57,6 +58,7 @@ pub async fn serve_connection(ctx: Rc<Ctx>, stream: TcpStream, tls: Option<Rc<mo
             }
         };
         req.secure = secure;
+        req.peer = peer;
         let head_only = req.method == "HEAD";
         let (resp, mut close) = {
             let raw = match RawBody::new(&mut conn, &req) {
@@ -160,8 +162,7 @@ async fn dispatch(ctx: &Ctx, req: &Request, raw: &mut Option<RawBody<'_>>, reque
     }
     let query = parse_query(&req.raw_query)?;
     let auth = authenticate(ctx, req, &target.path, &query)?;
-    let presigned = req.header("authorization").is_none();
-    let mode = payload_mode(&auth, presigned)?;
+    let mode = PayloadMode::of(&auth)?;
     let decoded_len = req.header("x-amz-decoded-content-length").and_then(|v| v.parse().ok());
     let endpoint = router::route(req, &target, Query(&query))?;
     // Authorization (IAM) goes here: `endpoint.access()` names every permission it needs.
@@ -187,30 +188,4 @@ fn authenticate(ctx: &Ctx, req: &Request, path: &str, query: &[(String, String)]
     } else {
         Err(S3Error::new(Code::AccessDenied, "Access Denied"))
     }
-}
-
-fn payload_mode(auth: &sigv4::Auth, presigned: bool) -> S3Result<PayloadMode> {
-    if presigned {
-        return Ok(PayloadMode::Plain { sha256: None });
-    }
-    let hash = auth.payload_hash.as_str();
-    Ok(match hash {
-        sigv4::UNSIGNED_PAYLOAD => PayloadMode::Plain { sha256: None },
-        sigv4::STREAMING_SIGNED => {
-            PayloadMode::AwsChunked { signing: Some((auth.scope.clone(), auth.signature.clone())), trailer: false }
-        }
-        sigv4::STREAMING_SIGNED_TRAILER => {
-            PayloadMode::AwsChunked { signing: Some((auth.scope.clone(), auth.signature.clone())), trailer: true }
-        }
-        sigv4::STREAMING_UNSIGNED_TRAILER => PayloadMode::AwsChunked { signing: None, trailer: true },
-        h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            PayloadMode::Plain { sha256: Some(h.to_ascii_lowercase()) }
-        }
-        _ => {
-            return Err(S3Error::new(
-                Code::InvalidArgument,
-                "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-* or a SHA-256 hex digest",
-            ))
-        }
-    })
 }

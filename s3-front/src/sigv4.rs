@@ -136,8 +136,11 @@ fn string_to_sign(scope: &Scope, canonical: &str) -> String {
     format!("AWS4-HMAC-SHA256\n{}\n{}\n{}", scope.amz_date, scope.scope_string(), sha256_hex(canonical.as_bytes()))
 }
 
+/// Compares two MACs (signatures, digests, tokens) in time that depends on their length
+/// only, never on where they first differ: black_box keeps the compiler from turning the fold
+/// into an early exit.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y))) == 0
 }
 
 /// Parses `YYYYMMDDTHHMMSSZ` into seconds since the epoch.
@@ -195,9 +198,39 @@ pub struct Auth {
     pub payload_hash: String,
 }
 
-/// Looks up the secret for an access key.
+/// What a signature is checked against: the secret of an access key, and the region the
+/// server answers for (a credential scope naming another is refused, as AWS does).
 pub trait Credentials {
     fn secret_for(&self, access_key: &str) -> Option<String>;
+    fn region(&self) -> &str;
+}
+
+/// Where a request carried its signature: the error for a wrong region differs (AWS answers
+/// AuthorizationHeaderMalformed for the header, AuthorizationQueryParametersError for a
+/// presigned URL, each naming the region it expects).
+#[derive(Clone, Copy)]
+enum Carrier {
+    Header,
+    Query,
+}
+
+fn check_region(region: &str, creds: &dyn Credentials, carrier: Carrier) -> S3Result<()> {
+    let expected = creds.region();
+    if region == expected {
+        return Ok(());
+    }
+    match carrier {
+        Carrier::Header => err(
+            Code::AuthorizationHeaderMalformed,
+            format!("The authorization header is malformed; the region '{region}' is wrong; expecting '{expected}'"),
+        ),
+        Carrier::Query => err(
+            Code::AuthorizationQueryParametersError,
+            format!(
+                "Error parsing the X-Amz-Credential parameter; the region '{region}' is wrong; expecting '{expected}'"
+            ),
+        ),
+    }
 }
 
 fn parse_credential(cred: &str) -> S3Result<(String, String, String)> {
@@ -250,6 +283,7 @@ pub fn verify_header(req: &SignedRequest, authorization: &str, creds: &dyn Crede
         return err(Code::AuthorizationHeaderMalformed, "the authorization header is malformed");
     };
     let (access_key, date, region) = parse_credential(credential)?;
+    check_region(&region, creds, Carrier::Header)?;
     let amz_date = req.header("x-amz-date").unwrap_or_default();
     let Some(when) = parse_amz_date(amz_date) else {
         return err(Code::AccessDenied, "AWS authentication requires a valid Date or x-amz-date header");
@@ -307,19 +341,42 @@ pub fn verify_presigned(req: &SignedRequest, creds: &dyn Credentials, now: i64) 
         );
     }
     let (access_key, date, region) = parse_credential(credential)?;
+    check_region(&region, creds, Carrier::Query)?;
     let scope = make_scope(creds, access_key, date, region, amz_date, now)?;
-    let payload_hash =
-        q("X-Amz-Content-Sha256").or_else(|| req.header("x-amz-content-sha256")).unwrap_or(UNSIGNED_PAYLOAD).to_owned();
     let signed_headers: Vec<&str> = signed.split(';').collect();
-    let canonical = canonical_request(req, &signed_headers, UNSIGNED_PAYLOAD, true)?;
-    let expected = hex(&hmac(&scope.key, string_to_sign(&scope, &canonical).as_bytes()));
-    if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
+    let claimed = presigned_payload_hash(req, &signed_headers);
+    // AWS's presigned URLs sign UNSIGNED-PAYLOAD in place of the payload's hash; a client that
+    // names the hash (MinIO's clients, in X-Amz-Content-Sha256) may sign that instead. Either
+    // way the claimed hash is covered by the signature (it is in the query or a signed
+    // header), and the body is checked against it (body.rs).
+    let matches = |payload: &str| -> S3Result<bool> {
+        let canonical = canonical_request(req, &signed_headers, payload, true)?;
+        let expected = hex(&hmac(&scope.key, string_to_sign(&scope, &canonical).as_bytes()));
+        Ok(constant_time_eq(expected.as_bytes(), signature.as_bytes()))
+    };
+    let verified = matches(UNSIGNED_PAYLOAD)?
+        || match claimed {
+            Some(hash) if hash != UNSIGNED_PAYLOAD => matches(hash)?,
+            _ => false,
+        };
+    if !verified {
         return err(
             Code::SignatureDoesNotMatch,
             "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
         );
     }
+    let payload_hash = claimed.unwrap_or(UNSIGNED_PAYLOAD).to_owned();
     Ok(Auth { scope, signature: signature.to_owned(), payload_hash })
+}
+
+/// The payload hash a presigned request claims: its X-Amz-Content-Sha256 query parameter, or
+/// its x-amz-content-sha256 header when that header is signed. An unsigned header is ignored:
+/// anyone on the path could have added it.
+fn presigned_payload_hash<'r>(req: &'r SignedRequest, signed_headers: &[&str]) -> Option<&'r str> {
+    let query = req.query.iter().find(|(k, _)| k == "X-Amz-Content-Sha256").map(|(_, v)| v.as_str());
+    let header =
+        || signed_headers.contains(&"x-amz-content-sha256").then(|| req.header("x-amz-content-sha256")).flatten();
+    query.or_else(header)
 }
 
 /// Client side: the signature of a request, for tools that talk to S3 (the load generator).
@@ -362,6 +419,20 @@ mod tests {
     impl Credentials for One {
         fn secret_for(&self, access_key: &str) -> Option<String> {
             (access_key == "AKIAIOSFODNN7EXAMPLE").then(|| "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_owned())
+        }
+        fn region(&self) -> &str {
+            "us-east-1"
+        }
+    }
+
+    /// The same user on a server in another region.
+    struct Elsewhere;
+    impl Credentials for Elsewhere {
+        fn secret_for(&self, access_key: &str) -> Option<String> {
+            One.secret_for(access_key)
+        }
+        fn region(&self) -> &str {
+            "eu-west-1"
         }
     }
 
@@ -448,6 +519,107 @@ mod tests {
         let signed = ["host", "range", "x-amz-content-sha256", "x-amz-date"];
         let sig = sign(&scope, &req, &signed, EMPTY_SHA256).unwrap();
         assert_eq!(sig, "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
+    }
+
+    /// Issue 16, item 9: a signature for another region is refused, naming the right one.
+    #[test]
+    fn a_credential_scope_for_another_region_is_refused() {
+        let h = documented_get_headers();
+        let req = SignedRequest { method: "GET", path: "/test.txt", query: &[], headers: &h };
+        let auth = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41";
+        let now = parse_amz_date("20130524T000100Z").unwrap();
+        let e = verify_header(&req, auth, &Elsewhere, now).err().unwrap();
+        assert_eq!(e.code, Code::AuthorizationHeaderMalformed);
+        assert_eq!(
+            e.message,
+            "The authorization header is malformed; the region 'us-east-1' is wrong; expecting 'eu-west-1'"
+        );
+        let (q, h) = presigned_put(&[], None, UNSIGNED_PAYLOAD);
+        let req = SignedRequest { method: "PUT", path: "/test.txt", query: &q, headers: &h };
+        let e = verify_presigned(&req, &Elsewhere, example_now()).err().unwrap();
+        assert_eq!(e.code, Code::AuthorizationQueryParametersError);
+        assert!(e.message.ends_with("the region 'us-east-1' is wrong; expecting 'eu-west-1'"), "{}", e.message);
+    }
+
+    fn example_scope() -> Scope {
+        Scope {
+            access_key: "AKIAIOSFODNN7EXAMPLE".into(),
+            date: "20130524".into(),
+            region: "us-east-1".into(),
+            amz_date: "20130524T000000Z".into(),
+            key: signing_key("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "20130524", "us-east-1"),
+        }
+    }
+
+    fn example_now() -> i64 {
+        parse_amz_date("20130524T000100Z").unwrap()
+    }
+
+    /// Name-value pairs: a query or headers.
+    type Pairs = Vec<(String, String)>;
+
+    /// A presigned PUT: extra query parameters, an x-amz-content-sha256 header (signed or
+    /// not), and the payload hash its canonical request holds. Returns its query and headers.
+    fn presigned_put(extra: &[(&str, &str)], header: Option<(&str, bool)>, canonical_payload: &str) -> (Pairs, Pairs) {
+        let mut h = headers(&[("host", "examplebucket.s3.amazonaws.com")]);
+        let mut signed = vec!["host"];
+        if let Some((value, is_signed)) = header {
+            h.push(("x-amz-content-sha256".into(), value.into()));
+            if is_signed {
+                signed.push("x-amz-content-sha256");
+            }
+        }
+        let mut q: Vec<(String, String)> = [
+            ("X-Amz-Algorithm", "AWS4-HMAC-SHA256"),
+            ("X-Amz-Credential", "AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request"),
+            ("X-Amz-Date", "20130524T000000Z"),
+            ("X-Amz-Expires", "86400"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        q.push(("X-Amz-SignedHeaders".into(), signed.join(";")));
+        let req = SignedRequest { method: "PUT", path: "/test.txt", query: &q, headers: &h };
+        let sig = sign(&example_scope(), &req, &signed, canonical_payload).unwrap();
+        q.push(("X-Amz-Signature".into(), sig));
+        (q, h)
+    }
+
+    /// Issue 16, item 8: the payload hash a presigned URL signs is what the body is held to.
+    #[test]
+    fn a_presigned_url_reports_the_payload_hash_it_signed() {
+        let hash = sha256_hex(b"the body");
+        let verify = |(q, h): (Pairs, Pairs)| {
+            let req = SignedRequest { method: "PUT", path: "/test.txt", query: &q, headers: &h };
+            verify_presigned(&req, &One, example_now()).map(|a| a.payload_hash)
+        };
+        let in_query = [("X-Amz-Content-Sha256", hash.as_str())];
+        // In the query, signed as AWS signs presigned URLs (UNSIGNED-PAYLOAD) or as MinIO's
+        // clients do (the hash itself): either way the hash is covered and reported.
+        assert_eq!(verify(presigned_put(&in_query, None, UNSIGNED_PAYLOAD)).unwrap(), hash);
+        assert_eq!(verify(presigned_put(&in_query, None, &hash)).unwrap(), hash);
+        // As a signed header, with either canonical payload.
+        assert_eq!(verify(presigned_put(&[], Some((&hash, true)), UNSIGNED_PAYLOAD)).unwrap(), hash);
+        assert_eq!(verify(presigned_put(&[], Some((&hash, true)), &hash)).unwrap(), hash);
+        // An unsigned header is not the signer's: ignored.
+        assert_eq!(verify(presigned_put(&[], Some((&hash, false)), UNSIGNED_PAYLOAD)).unwrap(), UNSIGNED_PAYLOAD);
+        assert_eq!(verify(presigned_put(&[], None, UNSIGNED_PAYLOAD)).unwrap(), UNSIGNED_PAYLOAD);
+        // A hash changed after signing breaks the signature.
+        let (mut q, h) = presigned_put(&in_query, None, UNSIGNED_PAYLOAD);
+        q.iter_mut().filter(|(k, _)| k == "X-Amz-Content-Sha256").for_each(|(_, v)| *v = sha256_hex(b"other"));
+        assert_eq!(verify((q, h)).unwrap_err().code, Code::SignatureDoesNotMatch);
+        // Signed over one hash, claiming another: refused too.
+        let other = sha256_hex(b"other");
+        assert_eq!(verify(presigned_put(&in_query, None, &other)).unwrap_err().code, Code::SignatureDoesNotMatch);
+    }
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! `encryption.rs`; reading it back decrypted, `object_stream.rs`.
 
 use ferrite_engine::sse::{open_key, seal_key, Cipher, Key};
+use zeroize::Zeroizing;
 
 use crate::checksum::{b64, b64_decode};
 use crate::encryption::{kms_sealed, Encryption, Mode, Stored};
 use crate::error::{err, Code, S3Error, S3Result};
 use crate::kms::Kms;
 use crate::request::{Call, Ctx};
+use crate::sigv4::constant_time_eq;
 use crate::xml::{parse, Xml};
 
 /// The bucket configuration item that holds default encryption ("AES256" or "aws:kms:ID").
@@ -42,19 +44,22 @@ fn customer_key(call: &Call, copy_source: bool) -> S3Result<Option<CustomerKey>>
             "Requests specifying Server Side Encryption with Customer provided keys must provide an appropriate secret key and its MD5.",
         );
     };
-    let bytes = b64_decode(key).filter(|k| k.len() == 32).ok_or_else(|| {
-        S3Error::new(Code::InvalidArgument, "The secret key was invalid for the specified algorithm.")
-    })?;
-    let digest = md5::Digest::finalize(<md5::Md5 as md5::Digest>::new_with_prefix(&bytes));
-    if b64(&digest) != md5.trim() {
+    // The decoded key is wiped when this returns, whatever the outcome; from here on it lives
+    // only in `Key`, which wipes itself when dropped (as do the object keys it opens).
+    let bytes = Zeroizing::new(b64_decode(key).unwrap_or_default());
+    if bytes.len() != 32 {
+        return err(Code::InvalidArgument, "The secret key was invalid for the specified algorithm.");
+    }
+    let digest = md5::Digest::finalize(<md5::Md5 as md5::Digest>::new_with_prefix(&bytes[..]));
+    if !constant_time_eq(b64(&digest).as_bytes(), md5.trim().as_bytes()) {
         return err(
             Code::InvalidArgument,
             "The calculated MD5 hash of the key did not match the hash that was provided.",
         );
     }
-    let mut k = [0u8; 32];
-    k.copy_from_slice(&bytes);
-    Ok(Some(CustomerKey { key: Key(k), md5_b64: b64(&digest) }))
+    let mut customer = CustomerKey { key: Key([0u8; 32]), md5_b64: b64(&digest) };
+    customer.key.0.copy_from_slice(&bytes);
+    Ok(Some(customer))
 }
 
 fn require_secure(ctx: &Ctx, call: &Call) -> S3Result<()> {
@@ -196,7 +201,7 @@ pub async fn open_stored(
                 );
             };
             require_secure(ctx, call)?;
-            if customer.md5_b64 != stored.customer_md5 {
+            if !constant_time_eq(customer.md5_b64.as_bytes(), stored.customer_md5.as_bytes()) {
                 return err(Code::AccessDenied, "Access Denied");
             }
             open_key(&customer.key, &stored.sealed, &bind)

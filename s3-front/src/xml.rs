@@ -85,17 +85,15 @@ impl Node {
     }
 }
 
-const XML_DEPTH_MAX: usize = 16;
-const XML_NODES_MAX: usize = 100_000;
+/// Elements may nest this deep at most.
+pub const XML_DEPTH_MAX: usize = 16;
+/// A document may hold at most this many nodes: every element (empty ones too), text,
+/// CDATA section, comment, processing instruction and declaration counts, so no kind of node
+/// escapes the limit. (CompleteMultipartUpload's 10,000 parts take 50,000.)
+pub const XML_NODES_MAX: usize = 100_000;
 
 /// Parses a document into a tree (namespaces dropped). Malformed input is MalformedXML.
 pub fn parse(body: &[u8]) -> S3Result<Node> {
-    let malformed = || {
-        err(
-            Code::MalformedXML,
-            "The XML you provided was not well-formed or did not validate against our published schema.",
-        )
-    };
     let mut reader = Reader::from_reader(body);
     reader.config_mut().trim_text(true);
     let mut stack: Vec<Node> = Vec::new();
@@ -103,40 +101,36 @@ pub fn parse(body: &[u8]) -> S3Result<Node> {
     let mut nodes = 0usize;
     let mut buf = Vec::new();
     loop {
-        let event = match reader.read_event_into(&mut buf) {
-            Ok(event) => event,
-            Err(_) => return malformed(),
-        };
+        let Ok(event) = reader.read_event_into(&mut buf) else { return malformed() };
         match event {
-            Event::Start(e) => {
-                nodes += 1;
-                if stack.len() >= XML_DEPTH_MAX || nodes > XML_NODES_MAX || root.is_some() {
-                    return malformed();
-                }
-                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                stack.push(Node { name, ..Default::default() });
-            }
+            Event::Eof => break,
+            // An end tag closes a node already counted.
+            Event::End(_) => {}
+            _ => nodes += 1,
+        }
+        if nodes > XML_NODES_MAX {
+            return malformed();
+        }
+        match event {
+            // Too deep, or a second root element.
+            Event::Start(_) | Event::Empty(_) if stack.len() >= XML_DEPTH_MAX || root.is_some() => return malformed(),
+            Event::Start(e) => stack.push(Node { name: local_name(&e), ..Default::default() }),
             Event::Empty(e) => {
-                nodes += 1;
-                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                let node = Node { name, ..Default::default() };
+                let node = Node { name: local_name(&e), ..Default::default() };
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(node),
-                    None if root.is_none() => root = Some(node),
-                    None => return malformed(),
+                    None => root = Some(node),
                 }
             }
             Event::Text(t) => {
                 let Ok(text) = t.unescape() else { return malformed() };
-                match stack.last_mut() {
-                    Some(node) => node.text.push_str(&text),
-                    None => return malformed(),
-                }
+                let Some(node) = stack.last_mut() else { return malformed() };
+                node.text.push_str(&text);
             }
-            Event::CData(t) => match stack.last_mut() {
-                Some(node) => node.text.push_str(&String::from_utf8_lossy(&t)),
-                None => return malformed(),
-            },
+            Event::CData(t) => {
+                let Some(node) = stack.last_mut() else { return malformed() };
+                node.text.push_str(&String::from_utf8_lossy(&t));
+            }
             Event::End(_) => {
                 let Some(node) = stack.pop() else { return malformed() };
                 match stack.last_mut() {
@@ -144,7 +138,6 @@ pub fn parse(body: &[u8]) -> S3Result<Node> {
                     None => root = Some(node),
                 }
             }
-            Event::Eof => break,
             _ => {}
         }
         buf.clear();
@@ -153,6 +146,17 @@ pub fn parse(body: &[u8]) -> S3Result<Node> {
         (Some(root), true) => Ok(root),
         _ => malformed(),
     }
+}
+
+fn local_name(e: &quick_xml::events::BytesStart) -> String {
+    String::from_utf8_lossy(e.local_name().as_ref()).into_owned()
+}
+
+fn malformed<T>() -> S3Result<T> {
+    err(
+        Code::MalformedXML,
+        "The XML you provided was not well-formed or did not validate against our published schema.",
+    )
 }
 
 #[cfg(test)]
@@ -172,6 +176,24 @@ mod tests {
         for bad in [&b"<a><b></a>"[..], b"<a>", b"", b"<a></a><b></b>", b"text"] {
             assert_eq!(parse(bad).unwrap_err().code, Code::MalformedXML, "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn every_kind_of_node_counts_toward_the_limit() {
+        let doc = |inner: &str| format!("<Delete>{inner}</Delete>").into_bytes();
+        // Just under the limit parses (the root is a node too).
+        let fits = "<a/>".repeat(XML_NODES_MAX - 1);
+        assert_eq!(parse(&doc(&fits)).unwrap().children.len(), XML_NODES_MAX - 1);
+        for node in ["<a/>", "<a></a>", "<!--c-->", "<?pi x?>", "<![CDATA[x]]><a/>"] {
+            let over = node.repeat(XML_NODES_MAX + 1);
+            assert_eq!(parse(&doc(&over)).unwrap_err().code, Code::MalformedXML, "{node}");
+        }
+        // Empty elements nest no deeper than others.
+        let deep = format!("{}<e/>{}", "<a>".repeat(XML_DEPTH_MAX), "</a>".repeat(XML_DEPTH_MAX));
+        assert_eq!(parse(deep.as_bytes()).unwrap_err().code, Code::MalformedXML);
+        let ok = format!("{}<e/>{}", "<a>".repeat(XML_DEPTH_MAX - 1), "</a>".repeat(XML_DEPTH_MAX - 1));
+        assert!(parse(ok.as_bytes()).is_ok());
+        assert_eq!(parse(b"<a/><b/>").unwrap_err().code, Code::MalformedXML);
     }
 
     #[test]

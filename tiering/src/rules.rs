@@ -274,7 +274,8 @@ pub fn due_ms(when: &When, mtime_ms: i64, day_ms: i64) -> i64 {
     match when {
         When::Date(ms) => *ms,
         When::Days(days) => {
-            let due = mtime_ms + i64::from(*days) * day_ms;
+            // Saturating: Days (up to u32::MAX) times a configured day length must not wrap.
+            let due = mtime_ms.saturating_add(i64::from(*days).saturating_mul(day_ms));
             if day_ms == DAY_MS {
                 due.div_euclid(DAY_MS) * DAY_MS + if due.rem_euclid(DAY_MS) == 0 { 0 } else { DAY_MS }
             } else {
@@ -313,8 +314,10 @@ pub fn action_for(rules: &[Rule], key: &str, meta: &ObjectMeta, now_ms: i64, day
 /// Whether an upload of `key` begun at `initiated_ms` is due to be aborted by a rule.
 pub fn abort_due(rules: &[Rule], key: &str, initiated_ms: i64, now_ms: i64, day_ms: i64) -> bool {
     rules.iter().filter(|r| r.enabled).any(|r| {
-        r.abort_incomplete_days
-            .is_some_and(|days| key.starts_with(&r.filter.prefix) && initiated_ms + i64::from(days) * day_ms <= now_ms)
+        r.abort_incomplete_days.is_some_and(|days| {
+            key.starts_with(&r.filter.prefix)
+                && initiated_ms.saturating_add(i64::from(days).saturating_mul(day_ms)) <= now_ms
+        })
     })
 }
 

@@ -1,7 +1,10 @@
 //! `ferrite admin heal | kms-rewrap | tier | lifecycle`: the admin API
-//! (s3-front/src/admin.rs) from the command line, signed with the root credentials. The
-//! answers are JSON: printed as they come, and read with serde_json where the exit status
-//! depends on them.
+//! (s3-front/src/ops/admin.rs) from the command line, signed with the root credentials,
+//! body included (its SHA-256, never UNSIGNED-PAYLOAD, so no one on the path can change it).
+//! Over https the server's certificate is verified against the system's roots and
+//! `--ca-file`; a tier's account key or SAS is never sent over plain HTTP except to this
+//! machine. The answers are JSON: printed as they come, and read with serde_json where the
+//! exit status depends on them.
 
 use std::time::Duration;
 
@@ -9,7 +12,9 @@ use clap::{Args, Subcommand};
 use ferrite_tiering::tiers::TierSpec;
 use serde::Deserialize;
 
-use crate::client::Conn;
+use std::path::PathBuf;
+
+use crate::client::{host_port, is_loopback, tls_name, Conn, REGION_DEFAULT};
 
 const HEAL_PATH: &str = "/ferrite/admin/v1/heal";
 /// How long the cores take to pick a heal request up before `--wait` looks.
@@ -21,9 +26,19 @@ const HEAL_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// (default ferriteadmin / ferriteadmin).
 #[derive(Args, Debug)]
 pub struct AdminArgs {
-    /// The server (plain HTTP)
+    /// The server: https://HOST:PORT (its certificate is verified), or http://HOST:PORT
     #[arg(long, global = true, value_name = "URL", default_value = "http://127.0.0.1:9000")]
     pub endpoint: String,
+    /// PEM certificates to trust for https, beside the system's roots (a private CA, or a
+    /// self-signed server certificate)
+    #[arg(long, global = true, env = "FERRITE_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// The system's CA bundle, when not at one of the usual paths
+    #[arg(long, global = true, env = "SSL_CERT_FILE", value_name = "FILE")]
+    pub ssl_cert_file: Option<PathBuf>,
+    /// The region the server answers for (its FERRITE_REGION)
+    #[arg(long, global = true, env = "FERRITE_REGION", value_name = "REGION", default_value = REGION_DEFAULT)]
+    pub region: String,
     /// The root user's access key
     #[arg(long, global = true, env = "FERRITE_ROOT_USER", value_name = "K", default_value = "ferriteadmin")]
     pub access_key: String,
@@ -162,11 +177,42 @@ struct Admin {
 
 impl Admin {
     fn connect(args: &AdminArgs) -> Result<Admin, String> {
-        if args.endpoint.starts_with("https://") {
-            return Err("ferrite admin speaks plain HTTP only so far; use the http:// endpoint".into());
+        let endpoint = args.endpoint.trim_end_matches('/').to_owned();
+        let https = endpoint.starts_with("https://");
+        let port = host_port(&endpoint).rsplit_once(':').map(|(_, p)| p);
+        if !(https || endpoint.starts_with("http://")) || port.is_none_or(|p| p.parse::<u16>().is_err()) {
+            return Err(format!("--endpoint {endpoint}: give https://HOST:PORT or http://HOST:PORT"));
         }
-        let conn = Conn::new(&args.endpoint, &args.access_key, &args.secret_key);
-        Ok(Admin { endpoint: args.endpoint.clone(), conn })
+        let tls = match https {
+            true if tls_name(&endpoint).is_none() => {
+                return Err(format!(
+                    "--endpoint {endpoint}: not a name or address a certificate can be checked against"
+                ))
+            }
+            true => Some(ferrite_tiering::outbound::http::client_tls_config(
+                args.ssl_cert_file.as_deref(),
+                args.ca_file.as_deref(),
+            )?),
+            false => None,
+        };
+        let conn = Conn::new(&endpoint, &args.access_key, &args.secret_key)
+            .with_region(&args.region)
+            .sign_payload(true)
+            .with_tls(&endpoint, tls.as_ref());
+        Ok(Admin { endpoint, conn })
+    }
+
+    /// Refuses to put a secret on the wire in clear text to another machine (the server
+    /// refuses it too, but by then it has crossed the network).
+    fn check_secret_may_travel(&self, credential: &TierCredential) -> Result<(), String> {
+        let secret = credential.account_key.is_some() || credential.sas.is_some();
+        if secret && self.endpoint.starts_with("http://") && !is_loopback(&self.endpoint) {
+            return Err(format!(
+                "{}: refusing to send a tier's account key or SAS over plain HTTP to another machine; use https://",
+                self.endpoint
+            ));
+        }
+        Ok(())
     }
 
     /// One call; its body, or an error unless the status is 2xx.
@@ -203,10 +249,12 @@ impl Admin {
         match command {
             TierCommand::Ls => self.print("GET", "/ferrite/admin/v1/tier", "", ""),
             TierCommand::Add { name, place, credential, force } => {
+                self.check_secret_may_travel(&credential)?;
                 let query = if force { "force=true" } else { "" };
                 self.print("PUT", &path(&name), query, &tier_spec(place, credential)?)
             }
             TierCommand::Edit { name, credential } => {
+                self.check_secret_may_travel(&credential)?;
                 let place =
                     TierPlace { azure_endpoint: None, account: None, container: None, prefix: None, access_tier: None };
                 self.print("POST", &path(&name), "", &tier_spec(place, credential)?)

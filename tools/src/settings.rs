@@ -21,6 +21,8 @@ use crate::logging::LogArgs;
 
 /// The drives when none are given: four directories under ./data, so erasure coding is on.
 pub const DRIVES_DEFAULT: &str = "./data/d{1...4}";
+/// The region when none is set: the one AWS SDKs fall back to, so clients work unconfigured.
+pub const REGION_DEFAULT: &str = "us-east-1";
 /// The development credentials; start-up warns while they are in use.
 pub const ROOT_DEFAULT: &str = "ferriteadmin";
 const MEMORY_BUDGET_MIB_DEFAULT: usize = 1024;
@@ -64,6 +66,10 @@ pub struct ListenArgs {
     /// Also accept virtual-host-style requests to BUCKET.DOMAIN
     #[arg(long, env = "FERRITE_DOMAIN")]
     pub domain: Option<String>,
+    /// The region clients sign for: a request signed for another is refused with
+    /// AuthorizationHeaderMalformed naming this one, as AWS does
+    #[arg(long, env = "FERRITE_REGION", value_name = "REGION", default_value = REGION_DEFAULT)]
+    pub region: String,
     /// Serve HTTPS with DIR/public.crt (chain, PEM) and DIR/private.key (PEM)
     #[arg(long, env = "FERRITE_CERTS_DIR", value_name = "DIR")]
     pub certs_dir: Option<PathBuf>,
@@ -286,7 +292,7 @@ impl ServerArgs {
         Ok(Settings {
             engine: self.storage.engine(drives, self.heal.config(), self.testing.faults()),
             kms: self.kms.settings(&entra)?,
-            front: front_config(self.listen.front(), &self.kms, &self.testing),
+            front: front_config(self.listen.front()?, &self.kms, &self.testing),
             http: self.outbound.http(),
             entra,
             mover: self.tiering.mover(),
@@ -304,17 +310,17 @@ fn front_config(base: Config, kms: &KmsArgs, testing: &TestingArgs) -> Config {
 }
 
 impl ListenArgs {
-    fn front(&self) -> Config {
-        Config {
+    fn front(&self) -> Result<Config, String> {
+        Ok(Config {
             root_user: self.root_user.clone(),
             root_password: self.root_password.clone(),
             domain: self.domain.clone(),
-            region: "us-east-1".into(),
+            region: checked_region(&self.region)?,
             client_timeouts: self.client_timeouts(),
             encrypt_everything: false,
             sse_c_allow_http: false,
             metrics_token: self.metrics_token.clone(),
-        }
+        })
     }
 
     /// One value replaces both the idle and the read timeout (the tests shorten them);
@@ -424,7 +430,11 @@ impl TieringArgs {
         MoverSettings {
             pass_interval: Duration::from_secs(self.lifecycle_interval_secs),
             upload_bytes_per_sec: (self.lifecycle_mibps > 0).then_some(self.lifecycle_mibps << 20),
-            day_ms: if self.lifecycle_day_secs > 0 { self.lifecycle_day_secs * 1000 } else { defaults.day_ms },
+            day_ms: if self.lifecycle_day_secs > 0 {
+                self.lifecycle_day_secs.saturating_mul(1000)
+            } else {
+                defaults.day_ms
+            },
         }
     }
 }
@@ -433,6 +443,18 @@ impl TestingArgs {
     /// Honoured by test builds only (the engine's fault-injection feature).
     fn faults(&self) -> FaultConfig {
         FaultConfig { rules: self.faults.clone(), rules_file: self.faults_file.clone() }
+    }
+}
+
+/// A region name as AWS spells them (`us-east-1`, `eu-central-2`; any lower-case letters,
+/// digits and dashes, so private regions work too).
+fn checked_region(region: &str) -> Result<String, String> {
+    let fine = !region.is_empty()
+        && region.len() <= 64
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    match fine {
+        true => Ok(region.to_owned()),
+        false => Err(format!("--region {region:?}: a region is lower-case letters, digits and dashes")),
     }
 }
 
@@ -466,6 +488,14 @@ mod tests {
         assert_eq!(expand("/d{1...3}/x").unwrap(), ["/d1/x", "/d2/x", "/d3/x"]);
         assert_eq!(expand("/plain").unwrap(), ["/plain"]);
         assert!(expand("/d{3...1}").is_err());
+    }
+
+    #[test]
+    fn regions_are_names() {
+        assert_eq!(checked_region("eu-central-2").unwrap(), "eu-central-2");
+        for bad in ["", "US-EAST-1", "us_east_1", "us east", "a/b"] {
+            assert!(checked_region(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

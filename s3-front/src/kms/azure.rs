@@ -150,9 +150,14 @@ impl AzureKms {
     }
 
     async fn unwrap(&self, key_id: &str, version: &str, wrapped: &[u8]) -> S3Result<Key> {
-        let seed = self.vault.unwrap(key_id, version, &self.alg, wrapped).await?;
-        let seed = <[u8; 32]>::try_from(seed).map_err(|_| KmsError::broken("unwrapKey", "not a 256-bit seed"))?;
-        Ok(Key(seed))
+        // The unwrapped seed is wiped when this returns; the Key wipes itself when dropped.
+        let seed = zeroize::Zeroizing::new(self.vault.unwrap(key_id, version, &self.alg, wrapped).await?);
+        if seed.len() != 32 {
+            return Err(KmsError::broken("unwrapKey", "not a 256-bit seed").into());
+        }
+        let mut key = Key([0u8; 32]);
+        key.0.copy_from_slice(&seed);
+        Ok(key)
     }
 
     /// The key's current version, asked again after `VERSION_CACHE_TTL` or when `cached` is

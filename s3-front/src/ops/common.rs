@@ -37,6 +37,15 @@ fn parse_http_date(s: &str) -> Option<i64> {
     httpdate::parse_http_date(s).ok()?.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs() as i64)
 }
 
+/// A decimal byte position (Range, x-amz-copy-source-range): digits only, else None. A value
+/// beyond 64 bits saturates at u64::MAX, never wraps: it lies beyond the end of any object.
+pub fn byte_position(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.bytes().fold(0u64, |n, digit| n.saturating_mul(10).saturating_add(u64::from(digit - b'0'))))
+}
+
 pub fn quoted(etag: &str) -> String {
     format!("\"{etag}\"")
 }
@@ -153,6 +162,17 @@ pub fn check_conditions(call: &Call, meta: &ObjectMeta, prefix: &str) -> S3Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_positions_saturate() {
+        assert_eq!(byte_position("0"), Some(0));
+        assert_eq!(byte_position("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(byte_position("18446744073709551616"), Some(u64::MAX));
+        assert_eq!(byte_position("99999999999999999999999999999"), Some(u64::MAX));
+        for bad in ["", "-1", "+1", "1 ", "0x10", "1e3"] {
+            assert_eq!(byte_position(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn dates() {

@@ -7,6 +7,7 @@ use ferrite_engine::{now_ms, DataLoc, DataWriter, Finished, ObjectMeta, PartMeta
 use crate::checksum::{md5_finish, md5_new};
 use crate::encryption::Encryption;
 use crate::error::{err, Code, S3Result};
+use crate::limits::PUT_BYTES_MAX;
 use crate::object_stream::ObjectStream;
 use crate::request::{Call, Ctx, Response};
 use crate::router::{CopySource, ObjectRef, PartRef};
@@ -14,7 +15,7 @@ use crate::sse;
 use crate::xml::Xml;
 
 use super::common::{
-    check_conditions, iso8601, parse_tag_query, put_condition, quoted, stored_headers, INTERNAL_PREFIX,
+    byte_position, check_conditions, iso8601, parse_tag_query, put_condition, quoted, stored_headers, INTERNAL_PREFIX,
 };
 use super::write::{etag_of, sealer_for, with_sse_headers, SealingWriter};
 
@@ -38,6 +39,7 @@ async fn open_source(ctx: &Ctx, call: &Call<'_>, source: &CopySource) -> S3Resul
 pub async fn copy_object(ctx: &Ctx, call: &Call<'_>, object: ObjectRef<'_>, source: &CopySource) -> S3Result<Response> {
     let ObjectRef { bucket, key } = object;
     let src = open_source(ctx, call, source).await?;
+    check_copy_size(src.meta.size)?;
     let replace = match call.header("x-amz-metadata-directive") {
         None | Some("COPY") => false,
         Some("REPLACE") => true,
@@ -106,7 +108,8 @@ pub async fn upload_part_copy(
     let upload = ctx.engine.get_upload(bucket, key, part.upload_id).await?;
     let encryption = sse::open_stored(ctx, call, bucket, key, &upload.headers, false).await?;
     let src = open_source(ctx, call, source).await?;
-    let range = copy_range(call, src.meta.size)?;
+    let range = copy_range(call.header("x-amz-copy-source-range"), src.meta.size)?;
+    check_copy_size(range.1 - range.0)?;
     let writer = ctx.engine.writer(bucket, key, false)?;
     let sealer = sealer_for(encryption.as_ref(), &writer)?;
     let (md5, data) = copy_into(ctx, &src, range, writer, sealer).await?;
@@ -123,16 +126,43 @@ pub async fn upload_part_copy(
 }
 
 /// `x-amz-copy-source-range: bytes=first-last`, as [start, end); the whole source without.
-fn copy_range(call: &Call, size: u64) -> S3Result<(u64, u64)> {
-    let Some(r) = call.header("x-amz-copy-source-range") else { return Ok((0, size)) };
+/// Stricter than Range, with AWS's errors: a malformed value is InvalidArgument, a first
+/// byte beyond the source InvalidRequest, a last byte beyond it InvalidArgument. Positions
+/// saturate at u64::MAX (never wrap), so a huge one is simply beyond the source.
+fn copy_range(header: Option<&str>, size: u64) -> S3Result<(u64, u64)> {
+    let Some(r) = header else { return Ok((0, size)) };
     let parsed = r
+        .trim()
         .strip_prefix("bytes=")
         .and_then(|s| s.split_once('-'))
-        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+        .and_then(|(a, b)| Some((byte_position(a.trim())?, byte_position(b.trim())?)));
     match parsed {
-        Some((a, b)) if a <= b && b < size => Ok((a, b + 1)),
-        _ => err(Code::InvalidRange, "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"),
+        Some((first, last)) if first <= last => {
+            if first >= size {
+                return err(Code::InvalidRequest, "The specified copy range is invalid for the source object size");
+            }
+            if last >= size {
+                return err(
+                    Code::InvalidArgument,
+                    format!("Range specified is not valid for source object of size: {size}"),
+                );
+            }
+            Ok((first, last + 1))
+        }
+        _ => err(Code::InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"),
     }
+}
+
+/// AWS copies at most 5 GiB in one CopyObject or UploadPartCopy (larger objects are copied
+/// in ranges, part by part).
+fn check_copy_size(bytes: u64) -> S3Result<()> {
+    if bytes > PUT_BYTES_MAX {
+        return err(
+            Code::InvalidRequest,
+            format!("The specified copy source is larger than the maximum allowable size for a copy source: {PUT_BYTES_MAX}"),
+        );
+    }
+    Ok(())
 }
 
 /// Copies the source's plaintext [start, end) into the writer's new data file and finishes
@@ -173,4 +203,38 @@ async fn copy_data(
     }
     out.finish().await?;
     Ok(md5_finish(md5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_ranges_as_aws_answers_them() {
+        assert_eq!(copy_range(None, 10).unwrap(), (0, 10));
+        assert_eq!(copy_range(Some("bytes=0-9"), 10).unwrap(), (0, 10));
+        assert_eq!(copy_range(Some("bytes=3-3"), 10).unwrap(), (3, 4));
+        let max = u64::MAX.to_string();
+        for (range, code) in [
+            ("bytes=0-10", Code::InvalidArgument),
+            (&format!("bytes=5-{max}") as &str, Code::InvalidArgument),
+            ("bytes=5-99999999999999999999999", Code::InvalidArgument),
+            ("bytes=10-12", Code::InvalidRequest),
+            (&format!("bytes={max}-{max}"), Code::InvalidRequest),
+            ("bytes=5-4", Code::InvalidArgument),
+            ("bytes=-5", Code::InvalidArgument),
+            ("bytes=5-", Code::InvalidArgument),
+            ("bytes=0-1,3-4", Code::InvalidArgument),
+            ("items=0-1", Code::InvalidArgument),
+        ] {
+            assert_eq!(copy_range(Some(range), 10).unwrap_err().code, code, "{range}");
+        }
+        assert_eq!(copy_range(Some(&format!("bytes=0-{}", u64::MAX - 1)), u64::MAX).unwrap(), (0, u64::MAX));
+    }
+
+    #[test]
+    fn copies_beyond_five_gib_are_refused() {
+        assert!(check_copy_size(PUT_BYTES_MAX).is_ok());
+        assert_eq!(check_copy_size(PUT_BYTES_MAX + 1).unwrap_err().code, Code::InvalidRequest);
+    }
 }

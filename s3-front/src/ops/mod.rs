@@ -56,6 +56,6 @@ pub async fn run(ctx: &Ctx, call: &Call<'_>, endpoint: Endpoint<'_>, body: &mut 
         CompleteMultipartUpload { object, upload_id } => multipart::complete(ctx, call, object, upload_id, body).await,
         AbortMultipartUpload { object, upload_id } => multipart::abort(ctx, object, upload_id).await,
         ListParts { object, input } => multipart::list_parts(ctx, object, &input).await,
-        Admin(endpoint) => admin::run(ctx, endpoint, body).await,
+        Admin(endpoint) => admin::run(ctx, call, endpoint, body).await,
     }
 }

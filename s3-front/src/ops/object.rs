@@ -15,8 +15,8 @@ use crate::sse;
 use crate::xml::{parse, Xml};
 
 use super::common::{
-    check_conditions, http_date, parse_tag_query, put_condition, quoted, read_small_body, require_bucket,
-    stored_headers_typed, INTERNAL_PREFIX,
+    byte_position, check_conditions, http_date, parse_tag_query, put_condition, quoted, read_small_body,
+    require_bucket, stored_headers_typed, INTERNAL_PREFIX,
 };
 use super::write::{etag_of, sealer_for, stream_body, too_large, with_checksum_header, with_sse_headers};
 
@@ -144,35 +144,32 @@ fn with_object_headers(
     resp
 }
 
-/// Parses a Range header against an object size: Ok(None) = whole object.
+/// Parses a Range header against an object size as AWS does: Ok(None) serves the whole
+/// object (200). `bytes=first-last` with a last byte beyond the object is cut at its end
+/// (RFC 9110); a first byte at or beyond the end, or the suffix `bytes=-0`, is 416
+/// InvalidRange; anything AWS does not read as one range (another unit, several ranges,
+/// last before first, not numbers) is ignored. Positions too large for 64 bits saturate:
+/// they lie beyond any object, which is all they can mean.
 pub fn parse_range(header: &str, size: u64) -> S3Result<Option<(u64, u64)>> {
-    let invalid = || err(Code::InvalidRange, "The requested range is not satisfiable");
+    let unsatisfiable = || err(Code::InvalidRange, "The requested range is not satisfiable");
     let Some(spec) = header.trim().strip_prefix("bytes=") else { return Ok(None) };
-    if spec.contains(',') {
-        return Ok(None);
+    let Some((first, last)) = spec.split_once('-').filter(|_| !spec.contains(',')) else { return Ok(None) };
+    let (first, last) = (first.trim(), last.trim());
+    match (byte_position(first), byte_position(last)) {
+        // The last n bytes; on an empty object there are none, and AWS serves it whole.
+        (None, Some(n)) if first.is_empty() => match n {
+            0 => unsatisfiable(),
+            _ if size == 0 => Ok(None),
+            n => Ok(Some((size - n.min(size), size))),
+        },
+        (Some(start), end) if end.is_some() || last.is_empty() => match end {
+            _ if start >= size => unsatisfiable(),
+            None => Ok(Some((start, size))),
+            Some(end) if end >= start => Ok(Some((start, end.min(size - 1) + 1))),
+            Some(_) => Ok(None),
+        },
+        _ => Ok(None),
     }
-    let Some((a, b)) = spec.split_once('-') else { return Ok(None) };
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        let Ok(n) = b.parse::<u64>() else { return Ok(None) };
-        if n == 0 || size == 0 {
-            return invalid();
-        }
-        return Ok(Some((size.saturating_sub(n), size)));
-    }
-    let Ok(start) = a.parse::<u64>() else { return Ok(None) };
-    let end = if b.is_empty() {
-        size
-    } else {
-        match b.parse::<u64>() {
-            Ok(e) if e >= start => (e + 1).min(size),
-            _ => return Ok(None),
-        }
-    };
-    if start >= size {
-        return invalid();
-    }
-    Ok(Some((start, end)))
 }
 
 /// DeleteObject: through the mover, which also removes the blob of an object that moved
@@ -249,8 +246,43 @@ mod tests {
         assert_eq!(parse_range("bytes=50-1000", 100).unwrap(), Some((50, 100)));
         assert_eq!(parse_range("bytes=100-", 100).unwrap_err().code, Code::InvalidRange);
         assert_eq!(parse_range("bytes=0-0", 0).unwrap_err().code, Code::InvalidRange);
+        assert_eq!(parse_range("bytes=-0", 100).unwrap_err().code, Code::InvalidRange);
+        assert_eq!(parse_range("bytes=-5", 0).unwrap(), None);
         assert_eq!(parse_range("bytes=9-1", 100).unwrap(), None);
+        // First beyond the end wins over last before first, as on AWS.
+        assert_eq!(parse_range("bytes=200-1", 100).unwrap_err().code, Code::InvalidRange);
         assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
         assert_eq!(parse_range("bytes=0-1,3-4", 100).unwrap(), None);
+        assert_eq!(parse_range("bytes=a-b", 100).unwrap(), None);
+        assert_eq!(parse_range("bytes=200-b", 100).unwrap(), None);
+        assert_eq!(parse_range("bytes=+1-2", 100).unwrap(), None);
+        assert_eq!(parse_range("bytes=-", 100).unwrap(), None);
+    }
+
+    /// Issue 16, item 7: positions at and beyond u64::MAX never wrap.
+    #[test]
+    fn huge_positions_saturate_instead_of_wrapping() {
+        let max = u64::MAX.to_string();
+        assert_eq!(parse_range(&format!("bytes=5-{max}"), 10).unwrap(), Some((5, 10)));
+        assert_eq!(parse_range("bytes=5-99999999999999999999999999", 10).unwrap(), Some((5, 10)));
+        assert_eq!(parse_range(&format!("bytes=0-{max}"), u64::MAX).unwrap(), Some((0, u64::MAX)));
+        assert_eq!(parse_range(&format!("bytes={max}-"), 10).unwrap_err().code, Code::InvalidRange);
+        assert_eq!(parse_range(&format!("bytes={max}-{max}"), 10).unwrap_err().code, Code::InvalidRange);
+        assert_eq!(parse_range(&format!("bytes=-{max}"), 10).unwrap(), Some((0, 10)));
+        assert_eq!(parse_range("bytes=-99999999999999999999999999", 10).unwrap(), Some((0, 10)));
+    }
+
+    proptest::proptest! {
+        /// Whatever the header, a range served lies inside the object and is not empty.
+        #[test]
+        fn a_served_range_is_inside_the_object(a in proptest::option::of(proptest::num::u64::ANY),
+                                                b in proptest::option::of(proptest::num::u64::ANY),
+                                                size in proptest::num::u64::ANY) {
+            let text = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+            let header = format!("bytes={}-{}", text(a), text(b));
+            if let Ok(Some((start, end))) = parse_range(&header, size) {
+                proptest::prop_assert!(start < end && end <= size, "{header} on {size}: {start}..{end}");
+            }
+        }
     }
 }

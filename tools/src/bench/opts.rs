@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use ferrite_s3::checksum::Algorithm;
 
-use crate::client::{host_port, tls_name, Conn};
+use crate::client::{host_port, tls_name, Conn, REGION_DEFAULT};
 
 /// The most keys one DeleteObjects request may name (S3's limit).
 const DELETE_BATCH_MAX: usize = 1000;
@@ -28,6 +28,9 @@ pub struct BenchArgs {
     /// The system's CA bundle, when not at one of the usual paths
     #[arg(long, env = "SSL_CERT_FILE", value_name = "FILE")]
     pub ssl_cert_file: Option<PathBuf>,
+    /// The region requests are signed for (a Ferrite server's FERRITE_REGION)
+    #[arg(long, env = "FERRITE_REGION", value_name = "REGION", default_value = REGION_DEFAULT)]
+    pub region: String,
     /// Access key
     #[arg(long, env = "FERRITE_ROOT_USER", value_name = "K", default_value = "ferriteadmin")]
     pub access_key: String,
@@ -122,6 +125,7 @@ pub struct Opts {
     pub op: Op,
     pub endpoints: Vec<String>,
     pub access: String,
+    pub region: String,
     pub secret: String,
     pub bucket: String,
     pub size: u64,
@@ -151,6 +155,7 @@ impl Opts {
             op: args.op,
             endpoints,
             access: args.access_key,
+            region: args.region,
             secret: args.secret_key,
             bucket: args.bucket,
             size: args.size,
@@ -174,6 +179,7 @@ impl Opts {
     pub fn conn(&self, i: usize) -> Conn {
         let endpoint = &self.endpoints[i % self.endpoints.len()];
         Conn::new(endpoint, &self.access, &self.secret)
+            .with_region(&self.region)
             .sign_payload(self.sign_payload)
             .with_tls(endpoint, self.tls.as_ref())
     }

@@ -5,7 +5,7 @@
 //! server's log (stdout) is kept for the few tests that read a start-up event.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,12 +24,31 @@ const LOG_CATCH_UP: Duration = Duration::from_secs(10);
 
 pub struct Server {
     pub child: Child,
+    /// Where clients reach it (127.0.0.1:PORT, whatever address it listens on).
     pub endpoint: String,
     pub addr: String,
     pub root: PathBuf,
     pub drives: Vec<PathBuf>,
     /// Every line the server wrote to stdout (its log), as they arrive.
     log: Arc<Mutex<Vec<String>>>,
+    /// For a server speaking https: the client setup that trusts its certificate.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// The region it answers for (FERRITE_REGION among the variables it was started with).
+    pub region: String,
+}
+
+/// Where a server listens and how it is reached.
+#[derive(Clone)]
+struct Listen {
+    /// The host of `--address` (`0.0.0.0` listens on every interface).
+    host: &'static str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen { host: "127.0.0.1", tls: None }
+    }
 }
 
 fn unique_dir() -> PathBuf {
@@ -70,10 +89,32 @@ impl Server {
         Self::launch(root, drives, &[], &[])
     }
 
+    /// Starts an https server (`--certs-dir`: public.crt, private.key); `ca_file` is what a
+    /// client must trust to verify it. `endpoint` is then https://127.0.0.1:PORT.
+    pub fn start_tls(drive_count: usize, certs_dir: &Path, ca_file: &Path) -> Server {
+        let root = unique_dir();
+        let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.join(format!("d{i}"))).collect();
+        let tls = ferrite_tiering::outbound::http::client_tls_config(None, Some(ca_file)).expect("TLS client setup");
+        let certs = certs_dir.to_str().expect("a UTF-8 path");
+        Self::launch_at(root, drives, &["--certs-dir", certs], &[], Listen { tls: Some(tls), ..Listen::default() })
+    }
+
+    /// Starts a server listening on every interface (`0.0.0.0`), so that clients can reach it
+    /// from an address that is not loopback; `addr` and `endpoint` still name 127.0.0.1.
+    pub fn start_on_every_interface(drive_count: usize, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let root = unique_dir();
+        let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.join(format!("d{i}"))).collect();
+        Self::launch_at(root, drives, args, envs, Listen { host: "0.0.0.0", tls: None })
+    }
+
     fn launch(root: PathBuf, drives: Vec<PathBuf>, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        Self::launch_at(root, drives, args, envs, Listen::default())
+    }
+
+    fn launch_at(root: PathBuf, drives: Vec<PathBuf>, args: &[&str], envs: &[(&str, &str)], at: Listen) -> Server {
         for _ in 0..PORT_ATTEMPTS {
-            let addr = format!("127.0.0.1:{}", free_port());
-            if let Some(server) = Self::try_launch(&root, &drives, &addr, args, envs) {
+            let port = free_port();
+            if let Some(server) = Self::try_launch(&root, &drives, port, args, envs, &at) {
                 return server;
             }
         }
@@ -84,12 +125,14 @@ impl Server {
     fn try_launch(
         root: &std::path::Path,
         drives: &[PathBuf],
-        addr: &str,
+        port: u16,
         args: &[&str],
         envs: &[(&str, &str)],
+        at: &Listen,
     ) -> Option<Server> {
+        let addr = format!("127.0.0.1:{port}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-            .args(["server", "--address", addr])
+            .args(["server", "--address", &format!("{}:{port}", at.host)])
             .args(args)
             .args(drives)
             .envs(envs.iter().copied())
@@ -100,13 +143,16 @@ impl Server {
         let (log, errors) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
         collect(child.stdout.take().expect("stdout"), log.clone(), false);
         collect(child.stderr.take().expect("stderr"), errors.clone(), true);
+        let scheme = if at.tls.is_some() { "https" } else { "http" };
         let mut server = Server {
             child,
-            endpoint: format!("http://{addr}"),
-            addr: addr.to_owned(),
+            endpoint: format!("{scheme}://{addr}"),
+            addr,
             root: root.to_owned(),
             drives: drives.to_vec(),
             log,
+            tls: at.tls.clone(),
+            region: envs.iter().find(|(k, _)| *k == "FERRITE_REGION").map_or(raw::REGION, |(_, v)| v).to_owned(),
         };
         match server.wait_until_serving() {
             Ok(()) => Some(server),
@@ -139,7 +185,11 @@ impl Server {
 
     /// Whether the heal status at this address lists exactly this server's drives.
     fn serves_these_drives(&self) -> bool {
-        let Ok((200, body)) = raw::signed_get(&self.addr, "/ferrite/admin/v1/heal") else { return false };
+        let answer = match &self.tls {
+            None => raw::signed_get_in(&self.region, &self.addr, "/ferrite/admin/v1/heal"),
+            Some(tls) => raw::signed_get_tls(&self.addr, "/ferrite/admin/v1/heal", tls.clone()),
+        };
+        let Ok((200, body)) = answer else { return false };
         let Ok(status) = serde_json::from_slice::<serde_json::Value>(&body) else { return false };
         let paths: Vec<&str> =
             status["drives"].as_array().into_iter().flatten().filter_map(|d| d["path"].as_str()).collect();
