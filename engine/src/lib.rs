@@ -11,6 +11,7 @@
 pub mod aligned;
 mod buckets;
 pub mod cache;
+pub mod calendar;
 pub mod config;
 mod core;
 pub mod data;

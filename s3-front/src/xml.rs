@@ -1,8 +1,5 @@
 //! S3 XML: a small writer for responses and readers for the request documents we accept.
 
-use quick_xml::events::Event;
-use quick_xml::Reader;
-
 use crate::error::{err, Code, S3Result};
 
 pub const XML_DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
@@ -65,91 +62,12 @@ impl Xml {
     }
 }
 
-/// A parsed element tree, enough for the small request documents of S3.
-#[derive(Debug, Default)]
-pub struct Node {
-    pub name: String,
-    pub text: String,
-    pub children: Vec<Node>,
-}
+pub use ferrite_tiering::xml::{Node, XML_DEPTH_MAX, XML_NODES_MAX};
 
-impl Node {
-    pub fn child(&self, name: &str) -> Option<&Node> {
-        self.children.iter().find(|c| c.name == name)
-    }
-    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
-        self.children.iter().filter(move |c| c.name == name)
-    }
-    pub fn text_of(&self, name: &str) -> Option<&str> {
-        self.child(name).map(|c| c.text.as_str())
-    }
-}
-
-/// Elements may nest this deep at most.
-pub const XML_DEPTH_MAX: usize = 16;
-/// A document may hold at most this many nodes: every element (empty ones too), text,
-/// CDATA section, comment, processing instruction and declaration counts, so no kind of node
-/// escapes the limit. (CompleteMultipartUpload's 10,000 parts take 50,000.)
-pub const XML_NODES_MAX: usize = 100_000;
-
-/// Parses a document into a tree (namespaces dropped). Malformed input is MalformedXML.
+/// Parses a request document into a tree (namespaces dropped, depth and node count bounded:
+/// the one parser in `ferrite_tiering::xml`). Malformed input is MalformedXML.
 pub fn parse(body: &[u8]) -> S3Result<Node> {
-    let mut reader = Reader::from_reader(body);
-    reader.config_mut().trim_text(true);
-    let mut stack: Vec<Node> = Vec::new();
-    let mut root = None;
-    let mut nodes = 0usize;
-    let mut buf = Vec::new();
-    loop {
-        let Ok(event) = reader.read_event_into(&mut buf) else { return malformed() };
-        match event {
-            Event::Eof => break,
-            // An end tag closes a node already counted.
-            Event::End(_) => {}
-            _ => nodes += 1,
-        }
-        if nodes > XML_NODES_MAX {
-            return malformed();
-        }
-        match event {
-            // Too deep, or a second root element.
-            Event::Start(_) | Event::Empty(_) if stack.len() >= XML_DEPTH_MAX || root.is_some() => return malformed(),
-            Event::Start(e) => stack.push(Node { name: local_name(&e), ..Default::default() }),
-            Event::Empty(e) => {
-                let node = Node { name: local_name(&e), ..Default::default() };
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(node),
-                    None => root = Some(node),
-                }
-            }
-            Event::Text(t) => {
-                let Ok(text) = t.unescape() else { return malformed() };
-                let Some(node) = stack.last_mut() else { return malformed() };
-                node.text.push_str(&text);
-            }
-            Event::CData(t) => {
-                let Some(node) = stack.last_mut() else { return malformed() };
-                node.text.push_str(&String::from_utf8_lossy(&t));
-            }
-            Event::End(_) => {
-                let Some(node) = stack.pop() else { return malformed() };
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(node),
-                    None => root = Some(node),
-                }
-            }
-            _ => {}
-        }
-        buf.clear();
-    }
-    match (root, stack.is_empty()) {
-        (Some(root), true) => Ok(root),
-        _ => malformed(),
-    }
-}
-
-fn local_name(e: &quick_xml::events::BytesStart) -> String {
-    String::from_utf8_lossy(e.local_name().as_ref()).into_owned()
+    ferrite_tiering::xml::parse(body).map_or_else(malformed, Ok)
 }
 
 fn malformed<T>() -> S3Result<T> {

@@ -9,6 +9,7 @@
 //! Days count from the object's last modification. AWS moves the due time to the next
 //! midnight UTC; so does Ferrite when a day is 86,400 s. A shorter day (tests) is not rounded.
 
+use ferrite_engine::calendar::days_from_civil;
 use ferrite_engine::ObjectMeta;
 
 use crate::error::{Error, Result};
@@ -189,17 +190,6 @@ fn midnight(date: &str) -> Result<i64> {
         return Err(invalid("'Date' must be an ISO 8601 date between 1970 and 9999"));
     }
     Ok(days_from_civil(y, m, d) * DAY_MS)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
 }
 
 fn filter_node(f: &Node, filter: &mut Filter) -> Result<()> {

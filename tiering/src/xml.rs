@@ -1,14 +1,10 @@
 //! A small XML element tree (quick-xml underneath), enough for the lifecycle configuration
-//! documents the mover evaluates. Namespaces are dropped; depth and element count are
+//! documents the mover evaluates and the request documents the S3 front reads (one parser,
+//! so one set of limits). Namespaces are dropped; depth and element count are
 //! bounded, so a hostile document cannot make the tree large.
 
 use quick_xml::events::Event;
 use quick_xml::Reader;
-
-/// Elements nested deeper than this are refused.
-const DEPTH_MAX: usize = 16;
-/// Documents with more elements than this are refused.
-const NODES_MAX: usize = 100_000;
 
 /// One element: its local name, its text and its child elements in order.
 #[derive(Debug, Default)]
@@ -32,7 +28,15 @@ impl Node {
     }
 }
 
-/// The document's root element; None when it is not well-formed XML or too large.
+/// Elements may nest this deep at most.
+pub const XML_DEPTH_MAX: usize = 16;
+/// A document may hold at most this many nodes: every element (empty ones too), text,
+/// CDATA section, comment, processing instruction and declaration counts, so no kind of node
+/// escapes the limit. (CompleteMultipartUpload's 10,000 parts take 50,000.)
+pub const XML_NODES_MAX: usize = 100_000;
+
+/// The document's root element (namespaces dropped); None when it is not well-formed XML,
+/// nests too deep or holds too many nodes.
 pub fn parse(body: &[u8]) -> Option<Node> {
     let mut reader = Reader::from_reader(body);
     reader.config_mut().trim_text(true);
@@ -41,29 +45,36 @@ pub fn parse(body: &[u8]) -> Option<Node> {
     let mut nodes = 0usize;
     let mut buf = Vec::new();
     loop {
-        match reader.read_event_into(&mut buf).ok()? {
-            Event::Start(e) => {
-                nodes += 1;
-                if stack.len() >= DEPTH_MAX || nodes > NODES_MAX || root.is_some() {
-                    return None;
-                }
-                stack.push(Node {
-                    name: String::from_utf8_lossy(e.local_name().as_ref()).into_owned(),
-                    ..Node::default()
-                });
-            }
+        let event = reader.read_event_into(&mut buf).ok()?;
+        match event {
+            Event::Eof => break,
+            // An end tag closes a node already counted.
+            Event::End(_) => {}
+            _ => nodes += 1,
+        }
+        if nodes > XML_NODES_MAX {
+            return None;
+        }
+        match event {
+            // Too deep, or a second root element.
+            Event::Start(_) | Event::Empty(_) if stack.len() >= XML_DEPTH_MAX || root.is_some() => return None,
+            Event::Start(e) => stack.push(Node { name: local_name(&e), ..Default::default() }),
             Event::Empty(e) => {
-                nodes += 1;
-                let node =
-                    Node { name: String::from_utf8_lossy(e.local_name().as_ref()).into_owned(), ..Node::default() };
+                let node = Node { name: local_name(&e), ..Default::default() };
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(node),
-                    None if root.is_none() => root = Some(node),
-                    None => return None,
+                    None => root = Some(node),
                 }
             }
-            Event::Text(t) => stack.last_mut()?.text.push_str(&t.unescape().ok()?),
-            Event::CData(t) => stack.last_mut()?.text.push_str(&String::from_utf8_lossy(&t)),
+            Event::Text(t) => {
+                let text = t.unescape().ok()?;
+                let node = stack.last_mut()?;
+                node.text.push_str(&text);
+            }
+            Event::CData(t) => {
+                let node = stack.last_mut()?;
+                node.text.push_str(&String::from_utf8_lossy(&t));
+            }
             Event::End(_) => {
                 let node = stack.pop()?;
                 match stack.last_mut() {
@@ -71,12 +82,15 @@ pub fn parse(body: &[u8]) -> Option<Node> {
                     None => root = Some(node),
                 }
             }
-            Event::Eof => break,
             _ => {}
         }
         buf.clear();
     }
     root.filter(|_| stack.is_empty())
+}
+
+fn local_name(e: &quick_xml::events::BytesStart) -> String {
+    String::from_utf8_lossy(e.local_name().as_ref()).into_owned()
 }
 
 #[cfg(test)]
@@ -95,7 +109,7 @@ mod tests {
         for bad in [&b"<a><b></a>"[..], b"<a>", b"", b"<a></a><b></b>", b"text"] {
             assert!(parse(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
         }
-        let deep = format!("{}{}", "<a>".repeat(DEPTH_MAX + 1), "</a>".repeat(DEPTH_MAX + 1));
+        let deep = format!("{}{}", "<a>".repeat(XML_DEPTH_MAX + 1), "</a>".repeat(XML_DEPTH_MAX + 1));
         assert!(parse(deep.as_bytes()).is_none());
     }
 }

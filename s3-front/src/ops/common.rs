@@ -24,7 +24,7 @@ pub const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 
 pub fn iso8601(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
-    let (y, m, d) = crate::sigv4::civil_from_days(secs.div_euclid(86400));
+    let (y, m, d) = ferrite_engine::calendar::civil_from_days(secs.div_euclid(86400));
     let rem = secs.rem_euclid(86400);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms.rem_euclid(1000))
 }
