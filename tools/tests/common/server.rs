@@ -37,6 +37,25 @@ fn unique_dir() -> PathBuf {
     std::env::temp_dir().join(format!("ferrite-it-{}-{nanos}", std::process::id()))
 }
 
+/// The binary the tests start: this build's, or the one FERRITE_TEST_BINARY names (to run a
+/// test against another build, e.g. to watch a new test fail on the previous one).
+fn binary() -> String {
+    std::env::var("FERRITE_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferrite").to_owned())
+}
+
+/// `ferrite`, started directly or, with `fd_limit`, through `sh` after `ulimit -n` (soft and
+/// hard: the server cannot raise it back).
+fn command(fd_limit: Option<u64>) -> Command {
+    match fd_limit {
+        None => Command::new(binary()),
+        Some(limit) => {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), &binary()]);
+            sh
+        }
+    }
+}
+
 /// A port no one listens on right now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -70,10 +89,30 @@ impl Server {
         Self::launch(root, drives, &[], &[])
     }
 
+    /// Starts with its descriptor limit (soft and hard) lowered to `fd_limit`.
+    pub fn start_limited(drive_count: usize, envs: &[(&str, &str)], fd_limit: u64) -> Server {
+        let root = unique_dir();
+        let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.join(format!("d{i}"))).collect();
+        for _ in 0..PORT_ATTEMPTS {
+            let addr = format!("127.0.0.1:{}", free_port());
+            if let Some(server) = Self::try_launch(&root, &drives, &addr, &[], envs, Some(fd_limit)) {
+                return server;
+            }
+        }
+        panic!("ferrite could not listen on any of {PORT_ATTEMPTS} free ports");
+    }
+
+    /// Starts on `addr` exactly (a test that holds the port first); panics if it never serves.
+    pub fn start_at(addr: &str, drive_count: usize, envs: &[(&str, &str)]) -> Server {
+        let root = unique_dir();
+        let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.join(format!("d{i}"))).collect();
+        Self::try_launch(&root, &drives, addr, &[], envs, None).expect("ferrite could not listen on its address")
+    }
+
     fn launch(root: PathBuf, drives: Vec<PathBuf>, args: &[&str], envs: &[(&str, &str)]) -> Server {
         for _ in 0..PORT_ATTEMPTS {
             let addr = format!("127.0.0.1:{}", free_port());
-            if let Some(server) = Self::try_launch(&root, &drives, &addr, args, envs) {
+            if let Some(server) = Self::try_launch(&root, &drives, &addr, args, envs, None) {
                 return server;
             }
         }
@@ -87,8 +126,9 @@ impl Server {
         addr: &str,
         args: &[&str],
         envs: &[(&str, &str)],
+        fd_limit: Option<u64>,
     ) -> Option<Server> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        let mut child = command(fd_limit)
             .args(["server", "--address", addr])
             .args(args)
             .args(drives)
