@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use crate::buckets::Buckets;
 use crate::cache;
 use crate::drives::DriveState;
-use crate::error::{EngineError, Result};
+use crate::error::{is_process_error, EngineError, Result};
 use crate::heal::{self, IndexTotals, IndexView};
 use crate::heal_state::HealState;
 use crate::io::{remove_file, DriveFile, OpenMode};
@@ -513,7 +513,7 @@ pub(crate) async fn run(env: CoreEnv, boot: CoreBoot) {
     let snapshot_off = if snapshot_due { u64::MAX } else { snapshot_off };
     let state = Rc::new(RefCell::new(CoreState::new(objects, uploads, seqs, wal_end, snapshot_off)));
     maybe_snapshot(&env, core, &state);
-    let wal_files = Rc::new(open_wal_files(&env.drives, core).await);
+    let wal_files = open_wal_files(&env.drives, core, None).await;
     monoio::spawn(sweep_leftovers(env.clone(), core, state.clone(), SystemTime::now()));
     let (kick_tx, kick_rx) = flume::bounded::<()>(1);
     let view = CoreView { state: state.clone(), kick: kick_tx.clone() };
@@ -609,22 +609,36 @@ impl IndexView for CoreView {
 }
 
 /// This core's log file on every online drive (None: offline or cannot be opened).
-async fn open_wal_files(drives: &DriveState, core: usize) -> Vec<Option<Rc<DriveFile>>> {
+struct WalFiles {
+    files: Rc<Vec<Option<Rc<DriveFile>>>>,
+    /// A file could not be opened for a reason of the process (out of file descriptors):
+    /// the next batch tries again, so the drive is not left out of the log for good.
+    retry: bool,
+}
+
+/// Opens this core's log on every online drive, keeping the files of `keep` that are open.
+async fn open_wal_files(drives: &DriveState, core: usize, keep: Option<&WalFiles>) -> WalFiles {
     let mut files = Vec::new();
+    let mut retry = false;
     for (drive, path) in drives.paths().iter().enumerate() {
         if !drives.online(drive) {
             files.push(None);
             continue;
         }
+        if let Some(file) = keep.and_then(|k| k.files.get(drive).cloned().flatten()) {
+            files.push(Some(file));
+            continue;
+        }
         match DriveFile::open(wal_path(path, core as u16), OpenMode::ReadWriteBuffered).await {
             Ok(file) => files.push(Some(Rc::new(file))),
             Err(err) => {
+                retry |= is_process_error(&err);
                 tracing::warn!(drive = %path.display(), error = %err, "cannot open metadata log; writing without it");
                 files.push(None);
             }
         }
     }
-    files
+    WalFiles { files: Rc::new(files), retry }
 }
 
 /// One log batch: its bytes, where they go in the log, and the writes they carry.
@@ -652,7 +666,7 @@ struct CommitLoop {
 }
 
 impl CommitLoop {
-    async fn run(self, wal_files: Rc<Vec<Option<Rc<DriveFile>>>>, kick: flume::Receiver<()>) {
+    async fn run(self, wal_files: WalFiles, kick: flume::Receiver<()>) {
         let mut wal_files = wal_files;
         let mut epoch = self.env.drives.epoch();
         while kick.recv_async().await.is_ok() {
@@ -660,14 +674,17 @@ impl CommitLoop {
                 if self.env.drives.epoch() != epoch {
                     // A drive was formatted as a replacement: its old log file is gone.
                     epoch = self.env.drives.epoch();
-                    wal_files = Rc::new(open_wal_files(&self.env.drives, self.core).await);
+                    wal_files = open_wal_files(&self.env.drives, self.core, None).await;
+                } else if wal_files.retry {
+                    // A log file could not be opened for want of descriptors: try it again.
+                    wal_files = open_wal_files(&self.env.drives, self.core, Some(&wal_files)).await;
                 }
                 let Some(Batch { bytes, base, entries }) = take_batch(&self.env, self.core, &self.state) else { break };
                 let range = LogRange { base, len: bytes.len() };
                 let result = if bytes.is_empty() {
                     Ok(())
                 } else {
-                    append_durably(&self.env.drives, &wal_files, bytes, base).await
+                    append_durably(&self.env.drives, &wal_files.files, bytes, base).await
                 };
                 let applied = result.is_ok();
                 self.settle(range, entries, result);
@@ -795,7 +812,12 @@ impl CoreState {
 /// Why a batch was not acknowledged.
 enum AppendError {
     Full,
-    Quorum { ok: usize, needed: usize },
+    Quorum {
+        ok: usize,
+        needed: usize,
+    },
+    /// The quorum was missed because the process is short of resources, not the drives.
+    Busy(String),
 }
 
 impl AppendError {
@@ -803,6 +825,7 @@ impl AppendError {
         match self {
             AppendError::Full => EngineError::StorageFull,
             AppendError::Quorum { ok, needed } => EngineError::WriteQuorum { ok: *ok, needed: *needed },
+            AppendError::Busy(why) => EngineError::Busy(why.clone()),
         }
     }
 }
@@ -836,6 +859,8 @@ async fn append_durably(
     }
     if outcome.ok.len() >= needed {
         Ok(())
+    } else if let Some(failure) = outcome.failed.iter().find(|f| is_process_error(&f.error)) {
+        Err(AppendError::Busy(failure.error.to_string()))
     } else if outcome.all_failures_are_enospc() {
         Err(AppendError::Full)
     } else {

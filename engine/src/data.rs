@@ -18,7 +18,7 @@ use crate::aligned::{self, AlignedBuf};
 use crate::cache;
 use crate::drives::DriveState;
 use crate::erasure::{frame_is_valid, Coder, Layout};
-use crate::error::{EngineError, Result};
+use crate::error::{busy, is_process_error, EngineError, Result};
 use crate::io::{remove_file, sync_dir, DriveFile, OpenMode};
 use crate::limits::INLINE_BYTES_MAX;
 use crate::meta::{DataLoc, PartLoc};
@@ -156,6 +156,9 @@ pub struct DataWriter {
     size: u64,
     /// A drive refused a write for lack of space: a lost quorum is reported as a full store.
     out_of_space: bool,
+    /// An operation failed for a reason of the process (out of file descriptors or memory):
+    /// the write fails as `Busy` rather than leave a healthy drive without its shards.
+    process_error: Option<std::io::Error>,
 }
 
 impl DataWriter {
@@ -175,6 +178,7 @@ impl DataWriter {
             blocks_written: 0,
             size: 0,
             out_of_space: false,
+            process_error: None,
         }
     }
 
@@ -271,6 +275,13 @@ impl DataWriter {
     }
 
     fn note_failure(&mut self, drive: usize, what: &str, err: &std::io::Error) {
+        if is_process_error(err) {
+            // Not the drive's fault: the whole write fails and is retried by the client.
+            if self.process_error.is_none() {
+                self.process_error = Some(std::io::Error::new(err.kind(), err.to_string()));
+            }
+            return;
+        }
         let path = self.drives.paths()[drive].display();
         tracing::warn!(drive = %path, op = what, error = %err, "data file operation failed; the drive misses this object");
         self.out_of_space |= err.raw_os_error() == Some(libc::ENOSPC);
@@ -288,6 +299,9 @@ impl DataWriter {
     }
 
     fn check_quorum(&self) -> Result<()> {
+        if let Some(err) = &self.process_error {
+            return Err(busy(err));
+        }
         let ok = self.files.iter().filter(|f| f.is_some()).count();
         let needed = self.drives.write_quorum();
         if ok < needed {
@@ -383,6 +397,9 @@ impl DataWriter {
 pub(crate) struct PartFiles {
     file_id: u128,
     files: Vec<Option<Rc<DriveFile>>>,
+    /// Per drive: the file could not be opened for a reason of the process (out of file
+    /// descriptors, say): its shard is unavailable now, but not damaged.
+    busy: Vec<bool>,
     /// Where the shard file is (or belongs) on each drive, for repairs.
     paths: Vec<PathBuf>,
 }
@@ -390,16 +407,17 @@ pub(crate) struct PartFiles {
 impl PartFiles {
     pub(crate) async fn open(drives: &DriveState, partition: u16, file_id: u128) -> PartFiles {
         let mut files = Vec::new();
+        let mut busy = Vec::new();
         let paths = drives.data_file_paths(partition, file_id);
         for (drive, path) in paths.iter().enumerate() {
-            let file = if drives.online(drive) {
-                DriveFile::open(path.clone(), OpenMode::ReadDirect).await.ok().map(Rc::new)
-            } else {
-                None
+            let opened = match drives.online(drive) {
+                true => Some(DriveFile::open(path.clone(), OpenMode::ReadDirect).await),
+                false => None,
             };
-            files.push(file);
+            busy.push(matches!(&opened, Some(Err(err)) if is_process_error(err)));
+            files.push(opened.and_then(|o| o.ok()).map(Rc::new));
         }
-        PartFiles { file_id, files, paths }
+        PartFiles { file_id, files, busy, paths }
     }
 }
 
@@ -636,16 +654,29 @@ fn note_read_latency(took: Duration) {
 async fn read_block(drives: Arc<DriveState>, files: Rc<PartFiles>, part: PartLoc, block_index: u64) -> Result<Vec<u8>> {
     let layout = drives.layout();
     let geometry = BlockGeometry::of(&drives, &part, block_index);
-    let (shards, mut damaged) = ShardReads::new(&drives, &files, geometry).gather(part.file_id, block_index).await;
+    let gathered = ShardReads::new(&drives, &files, geometry).gather(part.file_id, block_index).await;
+    let Gathered { shards, mut damaged, process_error } = gathered;
     let mut out = Vec::new();
     let decoded = with_coder(layout, |coder| coder.decode(&shards, geometry.len, &mut out));
     shards.into_iter().flatten().for_each(aligned::give);
-    decoded?;
+    match (decoded, process_error) {
+        // Too few shards because the process is short of resources: not a lost read quorum.
+        (Err(_), Some(err)) => return Err(busy(&err)),
+        (decoded, _) => decoded?,
+    }
     damaged.retain(|shard| drives.online(layout.drive_of(*shard, geometry.rotation)));
     if !damaged.is_empty() {
         repair_block(&drives, &files, block_index, &out, damaged);
     }
     Ok(out)
+}
+
+/// What the shard reads of a block found: the shards (None: unavailable), the damaged ones
+/// (to rewrite), and a process error that kept some shard from being read.
+struct Gathered {
+    shards: Vec<Option<AlignedBuf>>,
+    damaged: Vec<usize>,
+    process_error: Option<std::io::Error>,
 }
 
 /// One shard read's result, sent back by its task.
@@ -668,6 +699,8 @@ struct ShardReads<'a> {
     shards: Vec<Option<AlignedBuf>>,
     /// Shards found missing or corrupt.
     damaged: Vec<usize>,
+    /// A shard unavailable for a reason of the process (never counted as damaged).
+    process_error: Option<std::io::Error>,
     outstanding: usize,
     /// No shard is left to ask for.
     exhausted: bool,
@@ -690,6 +723,7 @@ impl<'a> ShardReads<'a> {
             rx,
             shards: (0..layout.total()).map(|_| None).collect(),
             damaged: Vec::new(),
+            process_error: None,
             outstanding: 0,
             exhausted: false,
         }
@@ -702,7 +736,11 @@ impl<'a> ShardReads<'a> {
         for shard in self.order.by_ref() {
             let drive = layout.drive_of(shard, rotation);
             let Some(file) = self.files.files[drive].clone() else {
-                self.damaged.push(shard);
+                if self.files.busy[drive] {
+                    self.process_error.get_or_insert_with(|| std::io::Error::other("cannot open a shard file"));
+                } else {
+                    self.damaged.push(shard);
+                }
                 continue;
             };
             let tx = self.tx.clone();
@@ -722,7 +760,7 @@ impl<'a> ShardReads<'a> {
 
     /// Reads until k valid shards are in, or no read is left to wait for. Returns the shards
     /// (None: missing or corrupt) and the damaged ones.
-    async fn gather(mut self, file_id: u128, block_index: u64) -> (Vec<Option<AlignedBuf>>, Vec<usize>) {
+    async fn gather(mut self, file_id: u128, block_index: u64) -> Gathered {
         let k = self.drives.layout().data;
         while self.outstanding < k && self.launch() {}
         self.exhausted = self.outstanding < k;
@@ -749,7 +787,7 @@ impl<'a> ShardReads<'a> {
                 self.launch();
             }
         }
-        (self.shards, self.damaged)
+        Gathered { shards: self.shards, damaged: self.damaged, process_error: self.process_error }
     }
 
     /// Keeps a shard that verifies (true); notes a missing or corrupt one as damaged.
@@ -767,6 +805,11 @@ impl<'a> ShardReads<'a> {
                     "shard failed its checksum; rebuilt from parity"
                 );
                 aligned::give(frame);
+            }
+            Err(err) if is_process_error(&err) => {
+                // The process, not the drive, failed: unavailable now, not damaged.
+                self.process_error.get_or_insert(err);
+                return false;
             }
             // A missing file, a short read or an I/O error: the shard is unavailable there.
             Err(_) => {}
@@ -879,12 +922,15 @@ pub(crate) async fn heal_block(
 ) -> BlockCheck {
     let layout = drives.layout();
     let geometry = BlockGeometry::of(drives, part, block_index);
+    // A shard file that could not be opened for a reason of the process leaves the block
+    // unknown, not damaged.
+    let mut process_error = files.busy.iter().any(|b| *b);
     let mut reads = Vec::new();
     for shard in 0..layout.total() {
         let file = files.files[layout.drive_of(shard, geometry.rotation)].clone();
         reads.push(monoio::spawn(async move {
             match file {
-                Some(file) => file.read_exact_at(aligned::take(geometry.frame_size), geometry.offset).await.ok(),
+                Some(file) => Some(file.read_exact_at(aligned::take(geometry.frame_size), geometry.offset).await),
                 None => None,
             }
         }));
@@ -893,9 +939,12 @@ pub(crate) async fn heal_block(
     let mut damaged = Vec::new();
     for (shard, read) in reads.into_iter().enumerate() {
         match read.await {
-            Some(frame) if frame_is_valid(frame.as_slice(), geometry.shard_size) => shards.push(Some(frame)),
+            Some(Ok(frame)) if frame_is_valid(frame.as_slice(), geometry.shard_size) => shards.push(Some(frame)),
             other => {
-                other.into_iter().for_each(aligned::give);
+                process_error |= matches!(&other, Some(Err(err)) if is_process_error(err));
+                if let Some(Ok(frame)) = other {
+                    aligned::give(frame);
+                }
                 shards.push(None);
                 if drives.online(layout.drive_of(shard, geometry.rotation)) {
                     damaged.push(shard);
@@ -905,7 +954,12 @@ pub(crate) async fn heal_block(
     }
     let valid = shards.iter().filter(|s| s.is_some()).count();
     let mut check = BlockCheck { len: geometry.len as u64, repaired: 0, lost: false };
-    if !damaged.is_empty() && valid >= layout.data {
+    if process_error {
+        // Some shard could not be read for a reason of the process: nothing is known about
+        // it, so nothing is rewritten or counted lost; the next pass looks again.
+        let file = FileName(part.file_id);
+        tracing::warn!(%file, block = block_index, "block check skipped: the server is short of resources");
+    } else if !damaged.is_empty() && valid >= layout.data {
         let mut block = Vec::new();
         let decoded = with_coder(layout, |coder| coder.decode(&shards, geometry.len, &mut block));
         if decoded.is_ok() && still_current() {
@@ -944,6 +998,7 @@ async fn read_inline_record(drives: &Arc<DriveState>, wal: u16, rec_off: u64, re
         });
     };
     let mut outstanding = 0;
+    let mut process_error = None;
     if let Some(drive) = order.next() {
         launch(drive);
         outstanding += 1;
@@ -962,17 +1017,24 @@ async fn read_inline_record(drives: &Arc<DriveState>, wal: u16, rec_off: u64, re
             }
         };
         outstanding -= 1;
-        if let Ok(record) = result {
-            if verify_record(&record).is_some() {
-                return Ok(record);
+        match result {
+            Ok(record) if verify_record(&record).is_some() => return Ok(record),
+            Ok(_) => {
+                let drive = drives.paths()[drive].display();
+                tracing::warn!(%drive, offset = rec_off, "inline object's metadata record failed its checksum");
             }
-            let drive = drives.paths()[drive].display();
-            tracing::warn!(%drive, offset = rec_off, "inline object's metadata record failed its checksum");
+            Err(err) if is_process_error(&err) => {
+                process_error.get_or_insert(err);
+            }
+            Err(_) => {}
         }
         if let Some(next) = order.next() {
             launch(next);
             outstanding += 1;
         }
     }
-    Err(EngineError::ReadQuorum("no drive has an intact copy of the inline object".into()))
+    match process_error {
+        Some(err) => Err(busy(&err)),
+        None => Err(EngineError::ReadQuorum("no drive has an intact copy of the inline object".into())),
+    }
 }

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::error::{EngineError, Result};
+use crate::error::{is_process_error, EngineError, Result};
 
 pub const FORMAT_FILE_NAME: &str = "format.ferrite";
 pub const FORMAT_VERSION: u32 = 1;
@@ -160,19 +160,25 @@ pub enum DriveCheck {
     /// The format is gone (a wiped or replaced drive): `format_replacement` makes it new.
     Missing,
     Unusable(String),
+    /// The format could not be read for a reason of the process (out of file descriptors
+    /// or memory, interrupted): this look says nothing about the drive.
+    Inconclusive(String),
 }
 
 /// Checks drive number `index` of a running set against the set's format.
 pub fn check_drive(path: &Path, reference: &Format, index: usize) -> DriveCheck {
-    match read_format(path) {
-        Ok(Some(found)) => {
-            if found.deployment_id == reference.deployment_id && found.drive_id == reference.set[index] {
-                DriveCheck::Ok
-            } else {
-                DriveCheck::Unusable("it carries the format of another drive or deployment".into())
-            }
+    let file = path.join(FORMAT_FILE_NAME);
+    let text = match fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return DriveCheck::Missing,
+        Err(err) if is_process_error(&err) => return DriveCheck::Inconclusive(format!("{}: {err}", file.display())),
+        Err(err) => return DriveCheck::Unusable(format!("{}: {err}", file.display())),
+    };
+    match Format::decode(&text, &file) {
+        Ok(found) if found.deployment_id == reference.deployment_id && found.drive_id == reference.set[index] => {
+            DriveCheck::Ok
         }
-        Ok(None) => DriveCheck::Missing,
+        Ok(_) => DriveCheck::Unusable("it carries the format of another drive or deployment".into()),
         Err(err) => DriveCheck::Unusable(err.to_string()),
     }
 }

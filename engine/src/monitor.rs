@@ -1,7 +1,8 @@
 //! The drive monitor: a thread that checks every drive's format file. A drive whose format
 //! vanished (wiped or replaced) is formatted into its slot, its cores reopen their logs (the
 //! drive epoch), and a heal starts; a drive that cannot be read, or belongs elsewhere, is
-//! taken offline; one that comes back is healed.
+//! taken offline; one that comes back is healed. A check the process itself could not make
+//! (out of file descriptors or memory: `error::is_process_error`) changes nothing.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,6 +50,12 @@ pub(crate) fn check_drives(drives: &DriveState, heal: &HealState) {
                     tracing::warn!(drive = %path.display(), reason = %why, "drive is unusable; running without it");
                     drives.set_online(drive, false);
                 }
+                false
+            }
+            DriveCheck::Inconclusive(why) => {
+                // The process, not the drive, failed (EMFILE under a flood of connections,
+                // say): the drive keeps its state and is looked at again next time.
+                tracing::warn!(drive = %path.display(), reason = %why, "cannot check the drive now; its state is kept");
                 false
             }
         };

@@ -180,6 +180,8 @@ impl From<EngineError> for S3Error {
             }
             EngineError::InvalidPart(m) => (Code::InvalidPart, m.clone()),
             EngineError::WriteQuorum { .. } | EngineError::ReadQuorum(_) => (Code::ServiceUnavailable, e.to_string()),
+            // Out of descriptors or memory: the client backs off and retries, as for the budget.
+            EngineError::Busy(_) => (Code::SlowDown, "Please reduce your request rate.".into()),
             EngineError::StorageFull => {
                 (Code::XFerriteStorageFull, "The drives are full: delete objects or add space, then retry.".into())
             }

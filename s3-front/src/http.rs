@@ -1,14 +1,16 @@
 //! A small HTTP/1.1 server layer on httparse: request heads with size and count limits,
-//! Content-Length and chunked bodies, `Expect: 100-continue`, keep-alive and timeouts.
+//! Content-Length and chunked bodies with strict framing (no request smuggling),
+//! `Expect: 100-continue`, keep-alive, timeouts, and a minimum transfer rate for every
+//! request body and every response write.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
-use crate::error::{err, Code, S3Error, S3Result};
+use crate::error::{Code, S3Error, S3Result};
 
 /// The whole request head (request line and headers) must fit in this many bytes.
 pub const HEAD_BYTES_MAX: usize = 64 << 10;
@@ -17,21 +19,76 @@ pub const HEADERS_COUNT_MAX: usize = 128;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A client that sends nothing for this long in the middle of a request gets RequestTimeout.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request body or a response must move at least this many bytes a second of the time
+/// the server waits for the client. 4 KiB/s (32 kbit/s) keeps a poor mobile link alive
+/// and makes holding a connection (and its memory-budget slot) cost an attacker bandwidth:
+/// a body dripped a byte every few seconds is cut within one window.
+pub const RATE_MIN_BYTES_PER_SEC_DEFAULT: u64 = 4 << 10;
 const READ_CHUNK_BYTES: usize = 256 << 10;
+/// A chunk-size line (size and extensions) of an HTTP chunked body, at most.
+const LINE_BYTES_MAX: usize = 8 << 10;
+/// The trailer section of an HTTP chunked body, every byte on the wire (each line and its
+/// CRLF, the final empty line included), at most.
+pub const TRAILER_BYTES_MAX: usize = 16 << 10;
 
-/// How long a client may stay silent: between requests (`idle`) and inside one (`read`).
+/// How long a client may stay silent: between requests (`idle`) and inside one (`read`),
+/// and the least it must move while the server waits for it (`rate_min_bytes_per_sec`).
 #[derive(Clone, Copy, Debug)]
 pub struct ClientTimeouts {
     pub idle: Duration,
     pub read: Duration,
+    /// 0: no minimum rate, only `read` per read or write.
+    pub rate_min_bytes_per_sec: u64,
 }
 
 impl Default for ClientTimeouts {
     fn default() -> Self {
-        Self { idle: IDLE_TIMEOUT, read: READ_TIMEOUT }
+        Self { idle: IDLE_TIMEOUT, read: READ_TIMEOUT, rate_min_bytes_per_sec: RATE_MIN_BYTES_PER_SEC_DEFAULT }
     }
 }
-const LINE_BYTES_MAX: usize = 8 << 10;
+
+impl ClientTimeouts {
+    /// The bytes a window (`read` of waiting for the client) must move.
+    fn window_bytes(&self) -> u64 {
+        (self.rate_min_bytes_per_sec as f64 * self.read.as_secs_f64()) as u64
+    }
+}
+
+/// The minimum transfer rate of one direction of a connection (the request body coming in,
+/// the response going out), as a window of waiting time: the server may wait for the
+/// client `read` in all before the window's bytes (`read` × the minimum rate) have moved;
+/// then a new window starts. Only time spent waiting for the client counts, so a server
+/// busy with its drives never cuts an honest client; credit never exceeds one window, so a
+/// client that sent a burst cannot then drip for hours. A drip (a byte every few seconds)
+/// is cut after one window; a slow but steady link survives any size.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pace {
+    waited: Duration,
+    bytes: u64,
+}
+
+impl Pace {
+    /// How long the next read or write may wait for the client.
+    fn allowance(&self, timeouts: &ClientTimeouts) -> Duration {
+        timeouts.read.saturating_sub(self.waited)
+    }
+
+    fn record(&mut self, timeouts: &ClientTimeouts, waited: Duration, bytes: usize) {
+        self.waited += waited;
+        self.bytes += bytes as u64;
+        if self.bytes >= timeouts.window_bytes() {
+            *self = Pace::default();
+        }
+    }
+}
+
+/// How a request's body is framed (RFC 9112 section 6), from its headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
 
 pub struct Request {
     pub method: String,
@@ -67,12 +124,11 @@ impl Stream {
         }
     }
 
-    async fn write_all<B: monoio::buf::IoBuf + 'static>(&mut self, buf: B) -> io::Result<()> {
-        let res = match self {
-            Stream::Plain(s) => s.write_all(buf).await.0,
-            Stream::Tls(s) => s.write_all(buf).await.0,
-        };
-        res.map(drop)
+    async fn write<B: IoBuf + 'static>(&mut self, buf: B) -> monoio::BufResult<usize, B> {
+        match self {
+            Stream::Plain(s) => s.write(buf).await,
+            Stream::Tls(s) => s.write(buf).await,
+        }
     }
 }
 
@@ -81,6 +137,13 @@ pub struct Conn {
     buf: Vec<u8>,
     pos: usize,
     timeouts: ClientTimeouts,
+    /// The pace of the request body coming in (reset at each request head).
+    read_pace: Pace,
+    /// The pace of the responses going out (reset at each response).
+    write_pace: Pace,
+    /// Bytes of request bodies taken off the wire, framing included (chunk-size lines,
+    /// trailers): what a drain counts.
+    body_wire_bytes: u64,
 }
 
 enum RawState {
@@ -96,7 +159,9 @@ impl Conn {
     }
 
     pub fn with_timeouts(stream: Stream, timeouts: ClientTimeouts) -> Self {
-        Self { stream, buf: Vec::with_capacity(READ_CHUNK_BYTES), pos: 0, timeouts }
+        let (read_pace, write_pace) = (Pace::default(), Pace::default());
+        let buf = Vec::with_capacity(READ_CHUNK_BYTES);
+        Self { stream, buf, pos: 0, timeouts, read_pace, write_pace, body_wire_bytes: 0 }
     }
 
     fn available(&self) -> &[u8] {
@@ -128,6 +193,16 @@ impl Conn {
         }
     }
 
+    /// Reads more of a request body, waiting no longer than the body's pace allows.
+    async fn fill_body(&mut self) -> io::Result<usize> {
+        let start = Instant::now();
+        let read = self.fill(self.read_pace.allowance(&self.timeouts)).await;
+        if let Ok(n) = read {
+            self.read_pace.record(&self.timeouts, start.elapsed(), n);
+        }
+        read
+    }
+
     /// Reads the next request head. Ok(None) when the client closed an idle connection.
     /// Once its first byte arrived, the whole head must arrive within the read timeout: a
     /// client dripping a byte at a time cannot hold the connection open (slowloris).
@@ -147,6 +222,8 @@ impl Conn {
                 if complete || self.available().len() >= HEAD_BYTES_MAX || searched >= parsed_at * 2 {
                     parsed_at = searched;
                     if let Some(req) = self.parse_head()? {
+                        // The body (if any) starts its own pace.
+                        self.read_pace = Pace::default();
                         return Ok(Some(req));
                     }
                 }
@@ -187,12 +264,47 @@ impl Conn {
             Err(httparse::Error::TooManyHeaders) => {
                 Err(S3Error::new(Code::RequestHeaderSectionTooLarge, "too many request headers").closing())
             }
+            // httparse refuses every control character but tab (CR, LF, NUL, DEL ...) in a
+            // header value: none can reach stored metadata or a response header.
+            Err(httparse::Error::HeaderValue) => Err(S3Error::new(
+                Code::InvalidArgument,
+                "a header value contains a control character (CR, LF, NUL, DEL ...)",
+            )
+            .closing()),
             Err(e) => Err(S3Error::new(Code::InvalidRequest, format!("malformed HTTP request: {e}")).closing()),
         }
     }
 
-    pub async fn write_all<B: monoio::buf::IoBuf + 'static>(&mut self, data: B) -> io::Result<()> {
-        self.stream.write_all(data).await
+    /// Starts a response: it gets a fresh pace.
+    pub fn start_response(&mut self) {
+        self.write_pace = Pace::default();
+    }
+
+    /// Writes all of `data`, each write waiting no longer than the response's pace allows:
+    /// a client that stops reading (pipelining requests it never reads the answers of, say)
+    /// loses its connection once it falls below the minimum rate, and with it whatever the
+    /// response held (a memory-budget slot).
+    pub async fn write_all<B: IoBuf + 'static>(&mut self, data: B) -> io::Result<()> {
+        let len = data.bytes_init();
+        let mut data = data;
+        let mut written = 0;
+        while written < len {
+            let start = Instant::now();
+            let allowance = self.write_pace.allowance(&self.timeouts);
+            let write = monoio::time::timeout(allowance, self.stream.write(data.slice(written..))).await;
+            let Ok((result, slice)) = write else {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the client does not read the response"));
+            };
+            data = slice.into_inner();
+            match result? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => {
+                    written += n;
+                    self.write_pace.record(&self.timeouts, start.elapsed(), n);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Up to `max` bytes already received or read now; Err on EOF.
@@ -201,23 +313,31 @@ impl Conn {
             let take = self.available().len().min(max);
             let out = self.available()[..take].to_vec();
             self.pos += take;
+            self.body_wire_bytes += take as u64;
             return Ok(out);
         }
         // Nothing buffered: the socket reads straight into the piece handed out, so body bytes
         // are not copied out of the connection's buffer (a copy of every byte of a large PUT).
         // At most `max` bytes: what follows the body stays in the socket.
         let piece = Vec::with_capacity(max);
-        let read = monoio::time::timeout(self.timeouts.read, self.stream.read(piece)).await;
+        let start = Instant::now();
+        let read = monoio::time::timeout(self.read_pace.allowance(&self.timeouts), self.stream.read(piece)).await;
         match read {
-            Ok((Ok(0), _)) => Err(S3Error::new(Code::IncompleteBody, "You did not provide the number of bytes specified by the Content-Length HTTP header.").closing()),
-            Ok((Ok(_), mut piece)) => {
+            Ok((Ok(0), _)) => Err(S3Error::new(
+                Code::IncompleteBody,
+                "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+            )
+            .closing()),
+            Ok((Ok(n), mut piece)) => {
+                self.read_pace.record(&self.timeouts, start.elapsed(), n);
+                self.body_wire_bytes += n as u64;
                 // A short read would leave the rest of the allocation held while the piece
                 // waits for its MD5 batch. glibc shrinks a block in place, without a copy.
                 piece.shrink_to_fit();
                 Ok(piece)
             }
-            Ok((Err(e), _)) => Err(S3Error::new(Code::RequestTimeout, format!("Your socket connection to the server was not read from or written to within the timeout period: {e}")).closing()),
-            Err(_) => Err(S3Error::new(Code::RequestTimeout, "Your socket connection to the server was not read from or written to within the timeout period: read timed out").closing()),
+            Ok((Err(e), _)) => Err(request_timeout(&e.to_string())),
+            Err(_) => Err(request_timeout("the body arrives slower than the minimum rate")),
         }
     }
 
@@ -229,22 +349,40 @@ impl Conn {
                 }
                 let line = String::from_utf8_lossy(&self.available()[..end]).into_owned();
                 self.pos += end + 2;
+                self.body_wire_bytes += end as u64 + 2;
                 return Ok(line);
             }
             if self.available().len() > LINE_BYTES_MAX {
                 return Err(S3Error::new(Code::InvalidRequest, "chunk header line too long").closing());
             }
-            match self.fill(self.timeouts.read).await {
+            match self.fill_body().await {
                 Ok(0) => {
                     return Err(S3Error::new(Code::IncompleteBody, "connection closed inside a chunked body").closing())
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    return Err(S3Error::new(Code::RequestTimeout, format!("reading chunked body: {e}")).closing())
-                }
+                Err(e) => return Err(request_timeout(&format!("reading a chunked body: {e}"))),
             }
         }
     }
+}
+
+/// Whether a header value can go into a response head as it is: no control character but
+/// tab (a CR or LF would end the header early and let the value inject headers, or a whole
+/// response; NUL and the other C0 controls and DEL have no place there either). Written to
+/// vectorize (no early exit): it runs on every header of every response.
+pub fn header_value_is_safe(value: &str) -> bool {
+    !value.bytes().fold(false, |bad, b| bad | ((b < 0x20) & (b != b'\t')) | (b == 0x7f))
+}
+
+/// AWS's answer to a client too slow or silent inside a request.
+fn request_timeout(detail: &str) -> S3Error {
+    S3Error::new(
+        Code::RequestTimeout,
+        format!(
+            "Your socket connection to the server was not read from or written to within the timeout period: {detail}"
+        ),
+    )
+    .closing()
 }
 
 fn head_too_large() -> S3Error {
@@ -283,20 +421,10 @@ pub struct RawBody<'c> {
 
 impl<'c> RawBody<'c> {
     pub fn new(conn: &'c mut Conn, req: &Request) -> S3Result<Self> {
-        let chunked = req.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-        let state = if chunked {
-            RawState::Chunked(None)
-        } else {
-            match req.header("content-length") {
-                Some(v) => match v.parse::<u64>() {
-                    Ok(n) if n > 0 => RawState::Length(n),
-                    Ok(_) => RawState::Done,
-                    Err(_) => {
-                        return err(Code::InvalidArgument, "Content-Length is not a number").map_err(S3Error::closing)
-                    }
-                },
-                None => RawState::Done,
-            }
+        let state = match framing(req)? {
+            Framing::Chunked => RawState::Chunked(None),
+            Framing::Length(n) if n > 0 => RawState::Length(n),
+            Framing::Length(_) | Framing::None => RawState::Done,
         };
         // Answer `Expect: 100-continue` even for empty bodies: some clients (botocore before
         // 1.43.77, bundled in awscli 1.46) misread the next response on the connection if the
@@ -334,8 +462,7 @@ impl<'c> RawBody<'c> {
                         return Err(S3Error::new(Code::InvalidRequest, "malformed chunk size").closing());
                     };
                     if size == 0 {
-                        // Trailer section: lines until an empty one.
-                        while !self.conn.line().await?.is_empty() {}
+                        self.skip_trailers().await?;
                         self.state = RawState::Done;
                     } else {
                         self.state = RawState::Chunked(Some(size));
@@ -358,7 +485,24 @@ impl<'c> RawBody<'c> {
         }
     }
 
-    /// Reads and drops the rest of the body if it is small; false if the connection must close.
+    /// Reads the trailer section (lines until an empty one), every byte counted.
+    async fn skip_trailers(&mut self) -> S3Result<()> {
+        let mut wire = 0;
+        loop {
+            let line = self.conn.line().await?;
+            wire += line.len() + 2;
+            if wire > TRAILER_BYTES_MAX {
+                let message = format!("the trailer section exceeds {TRAILER_BYTES_MAX} bytes");
+                return Err(S3Error::new(Code::RequestHeaderSectionTooLarge, message).closing());
+            }
+            if line.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads and drops the rest of the body if it is small; false if the connection must
+    /// close. Every byte on the wire counts toward `limit`, chunk-size lines and trailers too.
     pub async fn drain(&mut self, limit: u64) -> bool {
         if self.continue_pending {
             // The client is waiting for permission and has sent nothing: keep the connection
@@ -369,20 +513,57 @@ impl<'c> RawBody<'c> {
             // Too much left to read for a connection worth keeping: answer and close.
             return false;
         }
-        let mut seen = 0u64;
+        let start = self.conn.body_wire_bytes;
         while !self.is_done() {
             match self.next().await {
-                Ok(Some(bytes)) => {
-                    seen += bytes.len() as u64;
-                    if seen > limit {
-                        return false;
-                    }
-                }
+                Ok(Some(_)) if self.conn.body_wire_bytes - start > limit => return false,
+                Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(_) => return false,
             }
         }
         true
+    }
+}
+
+/// The body's framing, refusing whatever two parties could read differently (request
+/// smuggling behind a proxy or load balancer): a Transfer-Encoding other than exactly
+/// `chunked` (501 NotImplemented, as AWS answers it), Transfer-Encoding together with
+/// Content-Length, more than one Content-Length (even if equal: a proxy in front may have
+/// picked the other one) or one that is not all digits (400). Each closes the connection.
+pub fn framing(req: &Request) -> S3Result<Framing> {
+    let (mut length, mut lengths, mut codings) = (None, 0, 0);
+    let mut chunked = false;
+    for (name, value) in &req.headers {
+        if name == "content-length" {
+            lengths += 1;
+            length = Some(value.as_str());
+        } else if name == "transfer-encoding" {
+            codings += 1;
+            chunked = value.eq_ignore_ascii_case("chunked");
+        }
+    }
+    let bad = |message: &str| Err(S3Error::new(Code::InvalidRequest, message).closing());
+    if codings > 0 && lengths > 0 {
+        return bad("Transfer-Encoding and Content-Length together");
+    }
+    if codings > 1 || (codings == 1 && !chunked) {
+        let message = "A header you provided implies functionality that is not implemented: Transfer-Encoding";
+        return Err(S3Error::new(Code::NotImplemented, message).closing());
+    }
+    if chunked {
+        return Ok(Framing::Chunked);
+    }
+    if lengths > 1 {
+        return bad("more than one Content-Length header");
+    }
+    match length {
+        None => Ok(Framing::None),
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => match v.parse::<u64>() {
+            Ok(n) => Ok(Framing::Length(n)),
+            Err(_) => bad("Content-Length is too large"),
+        },
+        Some(_) => bad("Content-Length is not a number"),
     }
 }
 

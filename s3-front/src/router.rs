@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use crate::access::{Access, Action, Resource};
 use crate::checksum::b64_decode;
 use crate::error::{err, Code, S3Error, S3Result};
-use crate::http::Request;
+use crate::http::{header_value_is_safe, Request};
 use crate::limits::{
     BUCKET_NAME_BYTES_MAX, KEY_BYTES_MAX, LIST_KEYS_MAX, LIST_PARTS_MAX, LIST_UPLOADS_MAX, PART_NUMBER_MAX,
 };
@@ -541,7 +541,15 @@ fn get_object_input(q: Query) -> S3Result<GetObjectInput> {
         Some(v) => Some(part_number(Some(v))?),
         None => None,
     };
-    Ok(GetObjectInput { part_number, overrides: RESPONSE_OVERRIDES.map(|(param, _)| q.get(param)) })
+    let overrides = RESPONSE_OVERRIDES.map(|(param, _)| q.get(param));
+    // A value decoded from the query becomes a response header: a CR or LF in it would
+    // inject headers (`attachment%0D%0ASet-Cookie:...`).
+    for ((param, _), value) in RESPONSE_OVERRIDES.iter().zip(overrides) {
+        if value.is_some_and(|v| !header_value_is_safe(v)) {
+            return Err(S3Error::new(Code::InvalidArgument, format!("{param} contains a control character")));
+        }
+    }
+    Ok(GetObjectInput { part_number, overrides })
 }
 
 /// `x-amz-copy-source`: `[/]bucket/key[?versionId=...]`, percent-encoded.

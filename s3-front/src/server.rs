@@ -10,7 +10,7 @@ use monoio::net::TcpStream;
 
 use crate::body::{Body, PayloadMode};
 use crate::error::{Code, S3Error, S3Result};
-use crate::http::{reason, Conn, RawBody, Request, Stream};
+use crate::http::{header_value_is_safe, reason, Conn, RawBody, Request, Stream};
 use crate::ops;
 use crate::request::{Call, Ctx, RespBody, Response};
 use crate::router::{self, parse_query, Endpoint, Query, Target};
@@ -108,26 +108,51 @@ pub fn error_response(e: &S3Error, resource: &str, request_id: &str, head_only: 
     resp
 }
 
-async fn write_response(conn: &mut Conn, resp: Response, request_id: &str, close: bool) -> std::io::Result<()> {
-    crate::metrics::response(resp.status);
-    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
+/// The response head. A header whose name is not a token or whose value holds a control
+/// character (CR, LF, NUL, DEL ... anything below 0x20 but tab) is never written: it could
+/// end the head early and inject headers or a second response. Values that carry request
+/// data are checked where they enter (400); this is the last line, a bug if it ever fires.
+fn response_head(resp: &Response, request_id: &str, close: bool) -> String {
+    use std::fmt::Write as _;
+    let mut head = String::with_capacity(256);
+    let _ = write!(head, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     let body_len = match &resp.body {
         RespBody::Bytes(b) => b.len() as u64,
         _ => 0,
     };
     let length = resp.content_length.unwrap_or(body_len);
     if resp.status != 304 && resp.status != 204 {
-        head.push_str(&format!("Content-Length: {length}\r\n"));
+        let _ = write!(head, "Content-Length: {length}\r\n");
     }
     for (name, value) in &resp.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        if !header_is_safe(name, value) {
+            debug_assert!(false, "response header {name:?} with a control character: {value:?}");
+            tracing::error!(header = %name.escape_debug(), "response header with a control character not written");
+            continue;
+        }
+        let _ = write!(head, "{name}: {value}\r\n");
     }
-    head.push_str(&format!("x-amz-request-id: {request_id}\r\nServer: Ferrite\r\n"));
-    head.push_str(&format!("Date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now())));
+    let _ = write!(head, "x-amz-request-id: {request_id}\r\nServer: Ferrite\r\n");
+    let _ = write!(head, "Date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now()));
     if close {
         head.push_str("Connection: close\r\n");
     }
     head.push_str("\r\n");
+    head
+}
+
+/// A header that can be written as it is: a non-empty token for a name (RFC 9110 section
+/// 5.1) and a value with no control character but tab.
+fn header_is_safe(name: &str, value: &str) -> bool {
+    let name_ok =
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    name_ok && header_value_is_safe(value)
+}
+
+async fn write_response(conn: &mut Conn, resp: Response, request_id: &str, close: bool) -> std::io::Result<()> {
+    crate::metrics::response(resp.status);
+    conn.start_response();
+    let head = response_head(&resp, request_id, close);
     match resp.body {
         RespBody::Empty => conn.write_all(head.into_bytes()).await,
         RespBody::Bytes(body) => {

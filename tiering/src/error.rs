@@ -67,7 +67,7 @@ impl Error {
             self,
             Error::Blob(BlobError::Unavailable(_))
                 | Error::TierUnreachable
-                | Error::Engine(EngineError::ReadQuorum(_) | EngineError::WriteQuorum { .. })
+                | Error::Engine(EngineError::ReadQuorum(_) | EngineError::WriteQuorum { .. } | EngineError::Busy(_))
         )
     }
 }

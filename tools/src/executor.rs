@@ -1,9 +1,13 @@
 //! One core's executor: a monoio runtime pinned to the core (io_uring, or epoll with a
 //! blocking pool for disk I/O), running the core's metadata service, the tier mover on core
-//! 0, and the accept loop that serves every connection the core takes.
+//! 0, and the accept loop that serves every connection the core takes, up to the core's
+//! connection cap.
 
+use std::cell::Cell;
+use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use ferrite_engine::{CoreBoot, Engine};
@@ -17,8 +21,10 @@ use tracing::{error, warn};
 const BLOCKING_THREADS_PER_CORE: usize = 4;
 /// io_uring submission queue entries per core.
 const URING_ENTRIES: u32 = 1024;
-/// The pause after a failed accept (out of file descriptors, say), so the loop does not spin.
-const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
+/// After a failed accept (out of file descriptors, say) the loop waits for a connection of
+/// its own to close, or this long at most, so it never spins; the kernel's backlog keeps
+/// the clients waiting meanwhile.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// What every core shares besides the engine and the configuration.
 #[derive(Clone)]
@@ -39,6 +45,66 @@ pub struct CoreWiring {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The memory budget of all cores together.
     pub memory_budget_bytes: usize,
+    /// Open connections this core keeps at most.
+    pub connections_per_core: usize,
+}
+
+/// A core's cap on open connections. The accept loop takes a permit before it accepts;
+/// a connection gives it back when it ends and wakes the loop. At the cap the loop does
+/// not accept, so new clients wait in the kernel's backlog instead of being accepted and
+/// closed. Per-core state, no locks; one waiter (the accept loop).
+struct ConnectionGate {
+    open: Cell<usize>,
+    max: usize,
+    /// Connections ended so far (the accept loop waits for this to move).
+    closed: Cell<u64>,
+    waiter: Cell<Option<Waker>>,
+}
+
+/// One open connection's place under the cap; given back on drop.
+struct Permit(Rc<ConnectionGate>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let gate = &self.0;
+        gate.open.set(gate.open.get() - 1);
+        gate.closed.set(gate.closed.get() + 1);
+        if let Some(waker) = gate.waiter.take() {
+            waker.wake();
+        }
+    }
+}
+
+impl ConnectionGate {
+    fn new(max: usize) -> Rc<Self> {
+        Rc::new(Self { open: Cell::new(0), max: max.max(1), closed: Cell::new(0), waiter: Cell::new(None) })
+    }
+
+    /// A permit, once the core is under its cap.
+    async fn permit(self: &Rc<Self>) -> Permit {
+        poll_fn(|cx| {
+            if self.open.get() < self.max {
+                self.open.set(self.open.get() + 1);
+                return Poll::Ready(Permit(self.clone()));
+            }
+            self.waiter.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Resolves when one of the core's connections has ended.
+    async fn one_closed(&self) {
+        let seen = self.closed.get();
+        poll_fn(|cx| {
+            if self.closed.get() != seen {
+                return Poll::Ready(());
+            }
+            self.waiter.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 /// Runs core `boot.core` until its runtime ends.
@@ -83,15 +149,28 @@ async fn serve(wiring: CoreWiring, boot: CoreBoot, listener: std::net::TcpListen
         }
     };
     let acceptor = wiring.tls.clone().map(|config| Rc::new(ferrite_s3::TlsAcceptor::from(config)));
+    let gate = ConnectionGate::new(wiring.connections_per_core);
     let ctx = Rc::new(context(wiring));
+    // Whether the last accept failed: one warning per run of failures, not one per retry.
+    let mut failing = false;
     loop {
+        let permit = gate.permit().await;
         match listener.accept().await {
             Ok((stream, _)) => {
-                monoio::spawn(serve_connection(ctx.clone(), stream, acceptor.clone()));
+                failing = false;
+                let connection = serve_connection(ctx.clone(), stream, acceptor.clone());
+                monoio::spawn(async move {
+                    connection.await;
+                    drop(permit);
+                });
             }
             Err(e) => {
-                warn!(core, error = %e, "accept failed");
-                monoio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                drop(permit);
+                if !failing {
+                    warn!(core, error = %e, open = gate.open.get(), "accept failed; waiting for a connection to close");
+                    failing = true;
+                }
+                let _ = monoio::time::timeout(ACCEPT_RETRY_DELAY, gate.one_closed()).await;
             }
         }
     }

@@ -6,6 +6,7 @@ mod admin;
 mod bench;
 mod client;
 mod executor;
+mod fds;
 mod logging;
 mod server;
 mod settings;

@@ -1,9 +1,12 @@
-//! `ferrite server`: opens the engine, starts the services every core shares (outbound
-//! client, tier mover, KMS, MD5 kernel), binds the listening socket, logs what it runs with,
-//! then starts one executor per core (executor.rs) and waits for them.
+//! `ferrite server`: refuses the default credentials on a reachable address, raises the
+//! descriptor limit and derives the connection cap from it, opens the engine, starts the
+//! services every core shares (outbound client, tier mover, KMS, MD5 kernel), binds the
+//! listening socket (retrying while a crashed predecessor's socket lingers), logs what it
+//! runs with, then starts one executor per core (executor.rs) and waits for them.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ferrite_engine::{CoreBoot, Engine};
 use ferrite_s3::kms::Kms;
@@ -14,15 +17,22 @@ use ferrite_tiering::Mover;
 use tracing::{info, warn};
 
 use crate::executor::{self, CoreWiring, Services};
+use crate::fds::{self, FdNeeds};
 use crate::settings::{IoMode, ListenSettings, Settings, ROOT_DEFAULT};
+
+/// While the address is taken, a bind is tried again this often.
+const BIND_RETRY_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Runs the server until its executors end (they normally never do).
 pub fn run(settings: Settings) -> Result<(), String> {
+    check_default_credentials(&settings.front.root_password, &settings.listen)?;
+    let fd_limit = fds::raise_limit()?;
     let uring = choose_io(settings.io);
     let (cache_bytes, cores) = (settings.engine.cache_bytes, settings.engine.cores);
     let (engine, boots) = Engine::open(settings.engine).map_err(|e| e.to_string())?;
     engine.start_drive_monitor();
     log_drives(&engine, cores);
+    let connections_per_core = connection_cap(&engine, &settings.listen, &fd_limit, settings.memory_budget_bytes);
     let config = Arc::new(settings.front);
     warn_default_credentials(&config);
     // One outbound client for the KMS, Entra ID and the tiers: one connection pool.
@@ -39,6 +49,7 @@ pub fn run(settings: Settings) -> Result<(), String> {
         uring,
         tls,
         memory_budget_bytes: settings.memory_budget_bytes,
+        connections_per_core,
     };
     run_cores(wiring, boots, &listener)
 }
@@ -83,6 +94,52 @@ fn log_drives(engine: &Engine, cores: usize) {
     );
 }
 
+/// Refuses to serve a non-loopback address with the public default root password unless
+/// `--allow-default-credentials` says so: anyone who reaches the address would be root.
+fn check_default_credentials(root_password: &str, listen: &ListenSettings) -> Result<(), String> {
+    if root_password != ROOT_DEFAULT || listen.allow_default_credentials {
+        return Ok(());
+    }
+    // An address that does not resolve fails at bind, with its own message.
+    let Ok(addrs) = listen.address.to_socket_addrs() else { return Ok(()) };
+    let addrs: Vec<SocketAddr> = addrs.collect();
+    if addrs.iter().all(|a| a.ip().is_loopback()) {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to listen on {} with the default root password ({ROOT_DEFAULT}): anyone who can reach \
+         the address would have every right. Set FERRITE_ROOT_USER and FERRITE_ROOT_PASSWORD \
+         (--root-user, --root-password), or pass --allow-default-credentials \
+         (FERRITE_ALLOW_DEFAULT_CREDENTIALS=on) to run so anyway",
+        listen.address
+    ))
+}
+
+/// Each core's connection cap: `--connections-max` split between the cores, or derived
+/// from the descriptor limit (fds.rs). Logs the limit and the cap.
+fn connection_cap(engine: &Engine, listen: &ListenSettings, limit: &fds::FdLimit, memory_budget_bytes: usize) -> usize {
+    let layout = engine.layout();
+    let per_stream = ferrite_s3::budget::bytes_per_stream(engine.block_size(), layout.data, layout.parity);
+    let needs = FdNeeds {
+        cores: engine.cores(),
+        drives: engine.drives().paths.len(),
+        streams: memory_budget_bytes / per_stream,
+    };
+    let derived = fds::connections_max(limit.soft, &needs) as usize;
+    info!(soft_before = limit.soft_before, soft = limit.soft, hard = limit.hard, "file-descriptor limit");
+    let total = match listen.connections_max {
+        Some(n) if n > derived => {
+            warn!(connections_max = n, derived, "more connections allowed than the descriptor limit leaves room for");
+            n
+        }
+        Some(n) => n,
+        None => derived,
+    };
+    let per_core = (total / engine.cores()).max(1);
+    info!(total = per_core * engine.cores(), per_core, "connection cap");
+    per_core
+}
+
 fn warn_default_credentials(config: &Config) {
     if config.root_user == ROOT_DEFAULT && config.root_password == ROOT_DEFAULT {
         warn!(
@@ -117,11 +174,36 @@ fn listen(settings: &ListenSettings) -> Result<(TcpListener, Tls), String> {
         Some(dir) => Some(ferrite_s3::tls::load_server_config(dir)?),
         None => None,
     };
-    let listener =
-        TcpListener::bind(&settings.address).map_err(|e| format!("cannot listen on {}: {e}", settings.address))?;
+    let listener = bind(&settings.address, settings.bind_retry)?;
     // The epoll driver needs a non-blocking socket (io_uring does not care).
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     Ok((listener, tls))
+}
+
+/// Binds `address`, retrying for up to `retry` while it is in use. After `kill -9` the
+/// old process's listening socket can outlive it: its io_uring still holds an accept on
+/// the socket until the kernel tears the ring down, which waits for the ring's in-flight
+/// work (see ARCHITECTURE.md). A supervisor restarting the server at once must not fail.
+fn bind(address: &str, retry: Duration) -> Result<TcpListener, String> {
+    let deadline = Instant::now() + retry;
+    let mut logged = false;
+    loop {
+        match TcpListener::bind(address) {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                if !logged {
+                    warn!(
+                        address,
+                        retry_secs = retry.as_secs(),
+                        "address in use (a previous process's socket?); retrying"
+                    );
+                    logged = true;
+                }
+                std::thread::sleep(BIND_RETRY_INTERVAL);
+            }
+            Err(e) => return Err(format!("cannot listen on {address}: {e}")),
+        }
+    }
 }
 
 /// The last start-up events: the MD5 kernel, the block cache, the memory budget, and where
@@ -173,4 +255,27 @@ fn run_cores(wiring: CoreWiring, boots: Vec<CoreBoot>, listener: &TcpListener) -
         let _ = thread.join();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen(address: &str, allow_default_credentials: bool) -> ListenSettings {
+        let (certs_dir, bind_retry, connections_max) = (None, Duration::ZERO, None);
+        ListenSettings { address: address.into(), certs_dir, bind_retry, connections_max, allow_default_credentials }
+    }
+
+    #[test]
+    fn default_credentials_only_on_loopback_unless_allowed() {
+        for address in ["127.0.0.1:9000", "[::1]:9000", "localhost:9000", "127.0.0.2:9000"] {
+            assert!(check_default_credentials(ROOT_DEFAULT, &listen(address, false)).is_ok(), "{address}");
+        }
+        for address in ["0.0.0.0:9000", "[::]:9000", "10.1.2.3:9000"] {
+            let refused = check_default_credentials(ROOT_DEFAULT, &listen(address, false));
+            assert!(refused.is_err_and(|e| e.contains("--allow-default-credentials")), "{address}");
+            assert!(check_default_credentials(ROOT_DEFAULT, &listen(address, true)).is_ok(), "{address}");
+            assert!(check_default_credentials("a-real-secret", &listen(address, false)).is_ok(), "{address}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use ferrite_engine::{EngineConfig, FaultConfig, HealConfig, SNAPSHOT_EVERY_BYTES_DEFAULT};
-use ferrite_s3::http::ClientTimeouts;
+use ferrite_s3::http::{ClientTimeouts, RATE_MIN_BYTES_PER_SEC_DEFAULT};
 use ferrite_s3::kms::KmsSettings;
 use ferrite_s3::md5x::KernelChoice;
 use ferrite_s3::Config;
@@ -27,6 +27,9 @@ pub const REGION_DEFAULT: &str = "us-east-1";
 pub const ROOT_DEFAULT: &str = "ferriteadmin";
 const MEMORY_BUDGET_MIB_DEFAULT: usize = 1024;
 const CACHE_MIB_DEFAULT: usize = 512;
+/// How long start-up keeps trying to bind a listening address that is still taken (a
+/// crashed predecessor's socket, released by the kernel only after its io_uring is torn down).
+const BIND_RETRY_SECS_DEFAULT: u64 = 30;
 /// The most drives one `{a...b}` range may name (a typo like `{1...10000}` is refused).
 const DRIVE_RANGE_MAX: u32 = 1024;
 
@@ -79,9 +82,26 @@ pub struct ListenArgs {
     /// The root user's secret key
     #[arg(long, env = "FERRITE_ROOT_PASSWORD", default_value = ROOT_DEFAULT, hide_env_values = true)]
     pub root_password: String,
+    /// Listen on a non-loopback address although the root password is the public default
+    #[arg(long, env = "FERRITE_ALLOW_DEFAULT_CREDENTIALS", value_name = "on|off", num_args = 0..=1,
+          default_value = "off", default_missing_value = "on", value_parser = switch)]
+    pub allow_default_credentials: bool,
+    /// Keep trying this long to bind an address that is still taken (0: fail at once)
+    #[arg(long, env = "FERRITE_BIND_RETRY_SECS", value_name = "SECS", default_value_t = BIND_RETRY_SECS_DEFAULT)]
+    pub bind_retry_secs: u64,
+    /// Open client connections, all cores together; beyond it new ones wait in the kernel's
+    /// backlog [default: from the file-descriptor limit, see ARCHITECTURE.md]
+    #[arg(long, env = "FERRITE_CONNECTIONS_MAX", value_name = "N")]
+    pub connections_max: Option<usize>,
     /// Close connections silent this long, idle or mid-request [default: 60 idle, 30 inside a request]
     #[arg(long, env = "FERRITE_CLIENT_TIMEOUT_SECS", value_name = "SECS")]
     pub client_timeout_secs: Option<u64>,
+    /// A request body or response must move at least this many bytes a second, measured
+    /// over each stretch of the in-request timeout the server spends waiting for the client
+    /// (0: only the timeout)
+    #[arg(long, env = "FERRITE_CLIENT_RATE_MIN_BYTES_PER_SEC", value_name = "BYTES",
+          default_value_t = RATE_MIN_BYTES_PER_SEC_DEFAULT)]
+    pub client_rate_min_bytes_per_sec: u64,
     /// Object data in flight, all cores together; beyond it requests wait, then get 503 SlowDown
     #[arg(long, env = "FERRITE_MEMORY_BUDGET_MIB", value_name = "MIB", default_value_t = MEMORY_BUDGET_MIB_DEFAULT)]
     pub memory_budget_mib: usize,
@@ -264,10 +284,16 @@ fn switch(value: &str) -> Result<bool, String> {
     }
 }
 
-/// Where the server listens.
+/// Where the server listens, and how many connections it keeps.
 pub struct ListenSettings {
     pub address: String,
     pub certs_dir: Option<PathBuf>,
+    /// How long a taken address is retried before start-up fails.
+    pub bind_retry: Duration,
+    /// Open connections, all cores together (None: derived from the descriptor limit).
+    pub connections_max: Option<usize>,
+    /// Serve on a non-loopback address even with the default root password.
+    pub allow_default_credentials: bool,
 }
 
 /// Everything the server runs with, built once from the command line and environment.
@@ -299,7 +325,13 @@ impl ServerArgs {
             md5: self.listen.md5_kernel(),
             io: self.storage.io,
             memory_budget_bytes: self.listen.memory_budget_mib << 20,
-            listen: ListenSettings { address: self.listen.address, certs_dir: self.listen.certs_dir },
+            listen: ListenSettings {
+                address: self.listen.address,
+                certs_dir: self.listen.certs_dir,
+                bind_retry: Duration::from_secs(self.listen.bind_retry_secs),
+                connections_max: self.listen.connections_max.filter(|n| *n > 0),
+                allow_default_credentials: self.listen.allow_default_credentials,
+            },
         })
     }
 }
@@ -326,12 +358,13 @@ impl ListenArgs {
     /// One value replaces both the idle and the read timeout (the tests shorten them);
     /// unset or 0: the defaults of http.rs.
     fn client_timeouts(&self) -> ClientTimeouts {
+        let rate_min_bytes_per_sec = self.client_rate_min_bytes_per_sec;
         match self.client_timeout_secs {
             Some(secs) if secs > 0 => {
                 let timeout = Duration::from_secs(secs);
-                ClientTimeouts { idle: timeout, read: timeout }
+                ClientTimeouts { idle: timeout, read: timeout, rate_min_bytes_per_sec }
             }
-            _ => ClientTimeouts::default(),
+            _ => ClientTimeouts { rate_min_bytes_per_sec, ..ClientTimeouts::default() },
         }
     }
 

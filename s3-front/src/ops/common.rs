@@ -80,6 +80,12 @@ pub fn stored_headers(call: &Call) -> S3Result<Vec<(String, String)>> {
             if name.starts_with("x-amz-meta-") {
                 user_bytes += name.len() - "x-amz-meta-".len() + value.len();
             }
+            // Stored values are written back as response headers on every GET and HEAD. The
+            // head parser already refuses control characters; this keeps the store clean
+            // whatever the way in.
+            if !crate::http::header_value_is_safe(value) {
+                return err(Code::InvalidArgument, format!("header {name} contains a control character"));
+            }
             out.push((name.clone(), value.clone()));
         }
     }

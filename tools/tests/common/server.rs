@@ -43,11 +43,13 @@ struct Listen {
     /// The host of `--address` (`0.0.0.0` listens on every interface).
     host: &'static str,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The descriptor limit (soft and hard) it starts with, if lowered.
+    fd_limit: Option<u64>,
 }
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen { host: "127.0.0.1", tls: None }
+        Listen { host: "127.0.0.1", tls: None, fd_limit: None }
     }
 }
 
@@ -59,6 +61,25 @@ fn unique_dir() -> PathBuf {
 /// A port no one listens on right now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The binary the tests start: this build's, or the one FERRITE_TEST_BINARY names (to run a
+/// test against another build, e.g. to watch a new test fail on the previous one).
+fn binary() -> String {
+    std::env::var("FERRITE_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferrite").to_owned())
+}
+
+/// `ferrite`, started directly or, with `fd_limit`, through `sh` after `ulimit -n` (soft and
+/// hard: the server cannot raise it back).
+fn command(fd_limit: Option<u64>) -> Command {
+    match fd_limit {
+        None => Command::new(binary()),
+        Some(limit) => {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), &binary()]);
+            sh
+        }
+    }
 }
 
 /// Copies `from` line by line into `log` (and, for stderr, to the test's stderr too).
@@ -104,7 +125,23 @@ impl Server {
     pub fn start_on_every_interface(drive_count: usize, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let root = unique_dir();
         let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.join(format!("d{i}"))).collect();
-        Self::launch_at(root, drives, args, envs, Listen { host: "0.0.0.0", tls: None })
+        Self::launch_at(root, drives, args, envs, Listen { host: "0.0.0.0", ..Listen::default() })
+    }
+
+    /// Starts with its descriptor limit (soft and hard) lowered to `fd_limit`.
+    pub fn start_limited(drive_count: usize, envs: &[(&str, &str)], fd_limit: u64) -> Server {
+        let root = unique_dir();
+        let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.join(format!("d{i}"))).collect();
+        Self::launch_at(root, drives, &[], envs, Listen { fd_limit: Some(fd_limit), ..Listen::default() })
+    }
+
+    /// Starts on 127.0.0.1:`port` exactly (a test that holds the port first); panics if it
+    /// never serves.
+    pub fn start_at(port: u16, drive_count: usize, envs: &[(&str, &str)]) -> Server {
+        let root = unique_dir();
+        let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.join(format!("d{i}"))).collect();
+        Self::try_launch(&root, &drives, port, &[], envs, &Listen::default())
+            .expect("ferrite could not listen on its address")
     }
 
     fn launch(root: PathBuf, drives: Vec<PathBuf>, args: &[&str], envs: &[(&str, &str)]) -> Server {
@@ -131,7 +168,7 @@ impl Server {
         at: &Listen,
     ) -> Option<Server> {
         let addr = format!("127.0.0.1:{port}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        let mut child = command(at.fd_limit)
             .args(["server", "--address", &format!("{}:{port}", at.host)])
             .args(args)
             .args(drives)
