@@ -444,7 +444,7 @@ async fn tier_secrets_in_clear_text_are_refused_from_another_machine() {
         eprintln!("no non-loopback address on this machine: only the unit test covers the decision");
         return;
     };
-    let server = Server::start_on_every_interface(1, &["--allow-default-credentials"], &[]);
+    let server = Server::start_on_every_interface(1, &["--allow-default-credentials", "on"], &[]);
     let port = server.addr.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
     let host = format!("{ip}:{port}");
     let tier = "/ferrite/admin/v1/tier/COLD";
