@@ -124,7 +124,14 @@ pub async fn upload_part_copy(
 
 /// `x-amz-copy-source-range: bytes=first-last`, as [start, end); the whole source without.
 fn copy_range(call: &Call, size: u64) -> S3Result<(u64, u64)> {
-    let Some(r) = call.header("x-amz-copy-source-range") else { return Ok((0, size)) };
+    match call.header("x-amz-copy-source-range") {
+        Some(r) => parse_copy_range(r, size),
+        None => Ok((0, size)),
+    }
+}
+
+/// An `x-amz-copy-source-range` value against the source's size, as [start, end).
+pub fn parse_copy_range(r: &str, size: u64) -> S3Result<(u64, u64)> {
     let parsed = r
         .strip_prefix("bytes=")
         .and_then(|s| s.split_once('-'))
