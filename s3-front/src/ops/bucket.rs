@@ -23,11 +23,17 @@ pub fn list_buckets(ctx: &Ctx) -> S3Result<Response> {
 /// CreateBucket (the name is valid: the router checked it).
 pub async fn create(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3Result<Response> {
     let doc = read_small_body(body, XML_BODY_BYTES_MAX).await?;
-    if !doc.iter().all(u8::is_ascii_whitespace) && parse(&doc)?.name != "CreateBucketConfiguration" {
-        return malformed_xml();
-    }
+    check_create_bucket_configuration(&doc)?;
     ctx.engine.create_bucket(bucket).await?;
     Ok(Response::new(200).header("Location", format!("/{bucket}")))
+}
+
+/// CreateBucket's body: none, or a CreateBucketConfiguration document.
+pub fn check_create_bucket_configuration(doc: &[u8]) -> S3Result<()> {
+    if !doc.iter().all(u8::is_ascii_whitespace) && parse(doc)?.name != "CreateBucketConfiguration" {
+        return malformed_xml();
+    }
+    Ok(())
 }
 
 pub fn head(ctx: &Ctx, bucket: &str) -> S3Result<Response> {

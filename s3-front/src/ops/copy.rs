@@ -129,7 +129,7 @@ pub async fn upload_part_copy(
 /// Stricter than Range, with AWS's errors: a malformed value is InvalidArgument, a first
 /// byte beyond the source InvalidRequest, a last byte beyond it InvalidArgument. Positions
 /// saturate at u64::MAX (never wrap), so a huge one is simply beyond the source.
-fn copy_range(header: Option<&str>, size: u64) -> S3Result<(u64, u64)> {
+pub fn copy_range(header: Option<&str>, size: u64) -> S3Result<(u64, u64)> {
     let Some(r) = header else { return Ok((0, size)) };
     let parsed = r
         .trim()

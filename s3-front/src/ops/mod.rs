@@ -6,14 +6,14 @@
 //! the engine) of their siblings; `write` imports nothing of them, `common` nothing at all.
 
 pub mod admin;
-mod bucket;
+pub mod bucket;
 mod bucket_config;
 pub mod common;
-mod copy;
+pub mod copy;
 mod list;
-mod multipart;
+pub mod multipart;
 pub mod object;
-mod tagging;
+pub mod tagging;
 mod write;
 
 use crate::body::Body;

@@ -115,7 +115,7 @@ pub async fn complete(
 }
 
 /// The parts a CompleteMultipartUpload document lists: (number, ETag), in ascending order.
-fn listed_parts(doc: &[u8]) -> S3Result<Vec<(u32, String)>> {
+pub fn listed_parts(doc: &[u8]) -> S3Result<Vec<(u32, String)>> {
     let root = parse(doc)?;
     if root.name != "CompleteMultipartUpload" {
         return malformed_xml();

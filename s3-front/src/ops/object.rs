@@ -182,15 +182,7 @@ pub async fn delete(ctx: &Ctx, object: ObjectRef<'_>) -> S3Result<Response> {
 pub async fn delete_objects(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3Result<Response> {
     require_bucket(ctx, bucket)?;
     let doc = read_small_body(body, XML_BODY_BYTES_MAX).await?;
-    let root = parse(&doc)?;
-    if root.name != "Delete" {
-        return malformed_xml();
-    }
-    let quiet = root.text_of("Quiet").is_some_and(|q| q.trim() == "true");
-    let keys: Vec<&str> = root.all("Object").filter_map(|o| o.text_of("Key")).collect();
-    if keys.is_empty() || keys.len() > DELETE_OBJECTS_MAX || keys.len() != root.all("Object").count() {
-        return malformed_xml();
-    }
+    let (quiet, keys) = parse_delete(&doc)?;
     let mut x = Xml::new("DeleteResult");
     // Start every delete before awaiting any, so the owning cores commit them together
     // (one log write and fdatasync per core per batch instead of one per key); where tiers
@@ -198,7 +190,7 @@ pub async fn delete_objects(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3R
     let tasks: Vec<_> = keys
         .iter()
         .map(|key| {
-            let (mover, bucket, key) = (ctx.mover.clone(), bucket.to_owned(), (*key).to_owned());
+            let (mover, bucket, key) = (ctx.mover.clone(), bucket.to_owned(), key.clone());
             monoio::spawn(async move { mover.delete_object(&bucket, &key).await })
         })
         .collect();
@@ -217,20 +209,39 @@ pub async fn delete_objects(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3R
     Ok(Response::xml(x.finish()))
 }
 
+/// A DeleteObjects document: whether the answer is quiet, and the keys (1 to 1,000).
+pub fn parse_delete(doc: &[u8]) -> S3Result<(bool, Vec<String>)> {
+    let root = parse(doc)?;
+    if root.name != "Delete" {
+        return malformed_xml();
+    }
+    let quiet = root.text_of("Quiet").is_some_and(|q| q.trim() == "true");
+    let keys: Vec<String> = root.all("Object").filter_map(|o| o.text_of("Key")).map(str::to_owned).collect();
+    if keys.is_empty() || keys.len() > DELETE_OBJECTS_MAX || keys.len() != root.all("Object").count() {
+        return malformed_xml();
+    }
+    Ok((quiet, keys))
+}
+
 /// RestoreObject: brings a transitioned object's bytes back for `Days` (202 when a restore
 /// starts, 200 when a restored copy exists and only its expiry moves).
 pub async fn restore(ctx: &Ctx, object: ObjectRef<'_>, body: &mut Body<'_>) -> S3Result<Response> {
     let doc = read_small_body(body, XML_BODY_BYTES_MAX).await?;
-    let root = parse(&doc)?;
+    let days = parse_restore_days(&doc)?;
+    let started = ctx.mover.restore(object.bucket, object.key, days).await?;
+    Ok(Response::new(if started { 202 } else { 200 }))
+}
+
+/// A RestoreRequest document's Days (a positive integer).
+pub fn parse_restore_days(doc: &[u8]) -> S3Result<u32> {
+    let root = parse(doc)?;
     if root.name != "RestoreRequest" {
         return malformed_xml();
     }
-    let days = match root.text_of("Days").map(|d| d.trim().parse::<u32>()) {
-        Some(Ok(days)) if days > 0 => days,
-        _ => return err(Code::InvalidArgument, "Days must be a positive integer"),
-    };
-    let started = ctx.mover.restore(object.bucket, object.key, days).await?;
-    Ok(Response::new(if started { 202 } else { 200 }))
+    match root.text_of("Days").map(|d| d.trim().parse::<u32>()) {
+        Some(Ok(days)) if days > 0 => Ok(days),
+        _ => err(Code::InvalidArgument, "Days must be a positive integer"),
+    }
 }
 
 #[cfg(test)]
@@ -284,5 +295,15 @@ mod tests {
                 proptest::prop_assert!(start < end && end <= size, "{header} on {size}: {start}..{end}");
             }
         }
+    }
+
+    /// Found by the `range` fuzz target: the last byte position u64::MAX overflowed (a panic
+    /// in debug builds; in release, 206 with a Content-Length of 2^64 - 5 and `bytes 5-0/10`).
+    #[test]
+    fn a_last_byte_of_u64_max_is_the_end_of_the_object() {
+        assert_eq!(parse_range("bytes=5-18446744073709551615", 10).unwrap(), Some((5, 10)));
+        assert_eq!(parse_range("bytes=840-18446744073709551615", 1000).unwrap(), Some((840, 1000)));
+        assert_eq!(parse_range("bytes=0-18446744073709551615", u64::MAX).unwrap(), Some((0, u64::MAX)));
+        assert_eq!(parse_range("bytes=10-18446744073709551615", 10).unwrap_err().code, Code::InvalidRange);
     }
 }

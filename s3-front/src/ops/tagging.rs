@@ -12,7 +12,14 @@ use super::common::{read_small_body, validate_tags};
 
 pub async fn put(ctx: &Ctx, object: ObjectRef<'_>, body: &mut Body<'_>) -> S3Result<Response> {
     let doc = read_small_body(body, XML_BODY_BYTES_MAX).await?;
-    let root = parse(&doc)?;
+    let tags = parse_tagging(&doc)?;
+    ctx.engine.set_tags(object.bucket, object.key, tags).await?;
+    Ok(Response::new(200))
+}
+
+/// The tags of a PutObjectTagging document, validated.
+pub fn parse_tagging(doc: &[u8]) -> S3Result<Vec<(String, String)>> {
+    let root = parse(doc)?;
     if root.name != "Tagging" {
         return malformed_xml();
     }
@@ -26,8 +33,7 @@ pub async fn put(ctx: &Ctx, object: ObjectRef<'_>, body: &mut Body<'_>) -> S3Res
         }
     }
     validate_tags(&tags)?;
-    ctx.engine.set_tags(object.bucket, object.key, tags).await?;
-    Ok(Response::new(200))
+    Ok(tags)
 }
 
 pub async fn get(ctx: &Ctx, object: ObjectRef<'_>) -> S3Result<Response> {
