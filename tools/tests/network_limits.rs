@@ -458,14 +458,25 @@ fn default_credentials_are_refused_on_a_reachable_address() {
     let dir = std::env::temp_dir().join(format!("ferrite-defcred-{}", std::process::id()));
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("0.0.0.0:{port}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+    // FERRITE_TEST_BINARY: as in common/server.rs, to run this against another build.
+    let binary = std::env::var("FERRITE_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferrite").to_owned());
+    let mut child = std::process::Command::new(binary)
         .args(["server", "--address", &addr])
         .arg(dir.join("d1"))
         .env_remove("FERRITE_ROOT_USER")
         .env_remove("FERRITE_ROOT_PASSWORD")
         .env_remove("FERRITE_ALLOW_DEFAULT_CREDENTIALS")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // A server that starts anyway would run for ever: give it a while, then stop it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     let touched = dir.join("d1").exists();
     let _ = std::fs::remove_dir_all(&dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
