@@ -98,16 +98,19 @@ fn heal_status(server: &Server) -> (Vec<bool>, String, u64) {
     (online, v["heal"]["state"].as_str().unwrap_or("").to_owned(), v["heal"]["passes"].as_u64().unwrap_or(0))
 }
 
-/// Opens up to `count` idle connections (it stops at the third that the kernel's backlog
-/// cannot take any more), holds them for three drive checks, then closes them. Returns how
+/// Opens up to `count` idle connections (it stops after ten in a row that the kernel's
+/// backlog cannot take any more), holds them for three drive checks, then closes them. Returns how
 /// many were open.
 fn flood_with_idle_connections(server: &Server, count: usize) -> usize {
     let addr: std::net::SocketAddr = server.addr.parse().unwrap();
     let mut held = Vec::new();
     let mut refused = 0;
-    while held.len() < count && refused < 3 {
+    while held.len() < count && refused < 10 {
         match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(s) => held.push(s),
+            Ok(s) => {
+                held.push(s);
+                refused = 0;
+            }
             Err(_) => refused += 1,
         }
     }
@@ -458,14 +461,25 @@ fn default_credentials_are_refused_on_a_reachable_address() {
     let dir = std::env::temp_dir().join(format!("ferrite-defcred-{}", std::process::id()));
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("0.0.0.0:{port}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+    // FERRITE_TEST_BINARY: as in common/server.rs, to run this against another build.
+    let binary = std::env::var("FERRITE_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferrite").to_owned());
+    let mut child = std::process::Command::new(binary)
         .args(["server", "--address", &addr])
         .arg(dir.join("d1"))
         .env_remove("FERRITE_ROOT_USER")
         .env_remove("FERRITE_ROOT_PASSWORD")
         .env_remove("FERRITE_ALLOW_DEFAULT_CREDENTIALS")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // A server that starts anyway would run for ever: give it a while, then stop it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     let touched = dir.join("d1").exists();
     let _ = std::fs::remove_dir_all(&dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -476,8 +490,9 @@ fn default_credentials_are_refused_on_a_reachable_address() {
 
 // ----- item 7: a taken port at start-up -----
 
-/// The port is held by another socket for a second (as a crashed predecessor's lingering
-/// socket would hold it): the server retries the bind, then serves.
+/// The port is held by another socket for a few seconds (as a crashed predecessor's
+/// lingering socket would hold it; long enough for a debug build on a loaded machine to
+/// reach its bind first): the server retries the bind, then serves.
 #[test]
 fn a_taken_port_is_retried_at_start_up() {
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -485,13 +500,13 @@ fn a_taken_port_is_retried_at_start_up() {
     holder.set_nonblocking(true).unwrap();
     let release = std::thread::spawn(move || {
         // Turn away whatever connects meanwhile (the helper's readiness checks), then let go.
-        let until = Instant::now() + Duration::from_secs(1);
+        let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
             drop(holder.accept());
             std::thread::sleep(Duration::from_millis(10));
         }
     });
-    let server = Server::start_at(port, 1, &[("FERRITE_BIND_RETRY_SECS", "20")]);
+    let server = Server::start_at(port, 1, &[("FERRITE_BIND_RETRY_SECS", "30")]);
     release.join().unwrap();
     assert!(server.log().iter().any(|l| l.contains("address in use")), "{:?}", server.log());
     let (status, _) = common::raw::signed_get(&server.addr, "/ferrite/admin/v1/heal").unwrap();
