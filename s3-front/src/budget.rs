@@ -24,6 +24,7 @@ pub struct Slot(Rc<Budget>);
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.in_use.set(self.0.in_use.get() - 1);
+        crate::metrics::stream_in_use(false);
     }
 }
 
@@ -41,6 +42,7 @@ impl Budget {
         loop {
             if self.in_use.get() < self.slots {
                 self.in_use.set(self.in_use.get() + 1);
+                crate::metrics::stream_in_use(true);
                 return Ok(Slot(self.clone()));
             }
             if Instant::now() >= deadline {

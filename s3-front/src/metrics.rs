@@ -12,6 +12,12 @@ use ferrite_tiering::Mover;
 use crate::error::{Code, S3Error};
 
 static RESPONSES: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+/// Client connections open now (every core's), and data streams holding a memory-budget
+/// slot now. Gauges kept by a pair of calls, one when the thing starts and one when it ends:
+/// a connection or a data stream, not a request, so the shared atomic costs nothing that
+/// shows.
+static CONNECTIONS_OPEN: AtomicU64 = AtomicU64::new(0);
+static STREAMS_IN_USE: AtomicU64 = AtomicU64::new(0);
 
 /// What a KMS call was for.
 #[derive(Clone, Copy)]
@@ -31,6 +37,23 @@ pub fn response(status: u16) {
     if let Some(slot) = RESPONSES.get((status / 100).saturating_sub(1) as usize) {
         slot.fetch_add(1, Relaxed);
     }
+}
+
+/// A client connection was accepted (`closed` when it ends).
+pub fn connection_opened() {
+    CONNECTIONS_OPEN.fetch_add(1, Relaxed);
+}
+
+pub fn connection_closed() {
+    CONNECTIONS_OPEN.fetch_sub(1, Relaxed);
+}
+
+/// A data stream took a memory-budget slot (`false` when it gives it back).
+pub fn stream_in_use(taken: bool) {
+    match taken {
+        true => STREAMS_IN_USE.fetch_add(1, Relaxed),
+        false => STREAMS_IN_USE.fetch_sub(1, Relaxed),
+    };
 }
 
 /// Counts one KMS call by its outcome.
@@ -61,6 +84,14 @@ pub fn render(kms_backend: &str, mover: &Mover, engine: &Engine) -> String {
             out.sample(&[("backend", kms_backend), ("op", op), ("outcome", outcome)], slot.load(Relaxed));
         }
     }
+    out.family("ferrite_connections_open", "gauge", "Client connections open now, on every core.");
+    out.sample(&[], CONNECTIONS_OPEN.load(Relaxed));
+    out.family(
+        "ferrite_data_streams_in_use",
+        "gauge",
+        "Requests moving object data that hold a memory-budget slot now, on every core.",
+    );
+    out.sample(&[], STREAMS_IN_USE.load(Relaxed));
     render_mover(&mut out, mover);
     render_engine(&mut out, engine);
     out.text

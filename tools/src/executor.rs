@@ -158,9 +158,11 @@ async fn serve(wiring: CoreWiring, boot: CoreBoot, listener: std::net::TcpListen
         match listener.accept().await {
             Ok((stream, _)) => {
                 failing = false;
+                ferrite_s3::metrics::connection_opened();
                 let connection = serve_connection(ctx.clone(), stream, acceptor.clone());
                 monoio::spawn(async move {
                     connection.await;
+                    ferrite_s3::metrics::connection_closed();
                     drop(permit);
                 });
             }
