@@ -27,6 +27,10 @@ impl Credentials for Root {
     fn secret_for(&self, access_key: &str) -> Option<String> {
         (access_key == ferrite_fuzz::chunked::ACCESS_KEY).then(|| ferrite_fuzz::chunked::SECRET_KEY.to_owned())
     }
+
+    fn region(&self) -> &str {
+        ferrite_fuzz::chunked::REGION
+    }
 }
 
 /// `dispatch` without the operation: every step that reads the head.

@@ -62,6 +62,7 @@ fuzz_target!(|input: Input| {
         headers,
         keep_alive: true,
         secure: false,
+        peer: None,
     };
     if let Some(tagging) = input.tagging {
         let _ = parse_tag_query(tagging);

@@ -39,6 +39,10 @@ impl Credentials for Root {
     fn secret_for(&self, access_key: &str) -> Option<String> {
         (access_key == ACCESS_KEY).then(|| SECRET_KEY.to_owned())
     }
+
+    fn region(&self) -> &str {
+        REGION
+    }
 }
 
 /// A header name a client can sign: its Authorization header lists it between `;`.
