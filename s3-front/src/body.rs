@@ -446,6 +446,27 @@ mod tests {
         (out, mode)
     }
 
+    /// A client thread that sends `wire` to `addr` in pieces of `write_size` (each its own
+    /// segment), then shuts its sending side; the server may give up early on a corrupted
+    /// request.
+    fn send_in_pieces(
+        addr: std::net::SocketAddr,
+        wire: Vec<u8>,
+        write_size: usize,
+    ) -> std::thread::JoinHandle<std::net::TcpStream> {
+        std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_nodelay(true).unwrap();
+            for piece in wire.chunks(write_size.max(1)) {
+                if s.write_all(piece).is_err() {
+                    break;
+                }
+            }
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            s
+        })
+    }
+
     /// The payload and the trailers the server decoded.
     type Decoded = (Vec<u8>, Vec<(String, String)>);
 
@@ -456,17 +477,7 @@ mod tests {
         rt.block_on(async move {
             let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
-            let client = std::thread::spawn(move || {
-                let mut s = std::net::TcpStream::connect(addr).unwrap();
-                for piece in wire.chunks(write_size.max(1)) {
-                    // The server may give up early on a corrupted request.
-                    if s.write_all(piece).is_err() {
-                        break;
-                    }
-                }
-                let _ = s.shutdown(std::net::Shutdown::Write);
-                s
-            });
+            let client = send_in_pieces(addr, wire, write_size);
             let (stream, _) = listener.accept().await.unwrap();
             let mut conn = Conn::new(Stream::Plain(stream));
             let req = conn.read_head().await?.expect("a request");
@@ -494,17 +505,7 @@ mod tests {
         rt.block_on(async move {
             let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
-            let client = std::thread::spawn(move || {
-                let mut s = std::net::TcpStream::connect(addr).unwrap();
-                s.set_nodelay(true).unwrap();
-                for piece in wire.chunks(write_size.max(1)) {
-                    if s.write_all(piece).is_err() {
-                        break;
-                    }
-                }
-                let _ = s.shutdown(std::net::Shutdown::Write);
-                s
-            });
+            let client = send_in_pieces(addr, wire, write_size);
             let (stream, _) = listener.accept().await.unwrap();
             let mut conn = Conn::new(Stream::Plain(stream));
             let req = conn.read_head().await?.expect("a request");

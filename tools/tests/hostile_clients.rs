@@ -67,17 +67,7 @@ async fn started(envs: &[(&str, &str)]) -> Server {
 
 /// A normal client PUTs an object large enough for data files and reads it back.
 async fn assert_serves(server: &Server, key: &str) {
-    let c = server.client();
-    let body = bytes(300_000, key.len() as u64);
-    c.put_object()
-        .bucket(BUCKET)
-        .key(key)
-        .body(ByteStream::from(body.clone()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{key}: a normal PUT failed: {e:?}"));
-    let got = c.get_object().bucket(BUCKET).key(key).send().await.unwrap_or_else(|e| panic!("{key}: GET: {e:?}"));
-    assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), body.as_slice(), "{key}");
+    common::assert_serves(&server.client(), BUCKET, key).await;
 }
 
 /// Waits until the server has released what an attack held, then checks that it serves.

@@ -42,16 +42,7 @@ fn envs<'a>(pairs: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)>
 
 /// A normal client PUTs an object large enough for data files and reads it back.
 async fn assert_serves(server: &Server, key: &str) {
-    let c = common::client_without_retries(&server.endpoint);
-    let body = bytes(300_000, key.len() as u64);
-    c.put_object()
-        .bucket(BUCKET)
-        .key(key)
-        .body(ByteStream::from(body.clone()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{key}: a normal PUT failed: {e:?}"));
-    assert_eq!(common::get_bytes(&c, BUCKET, key).await, body, "{key}");
+    common::assert_serves(&common::client_without_retries(&server.endpoint), BUCKET, key).await;
 }
 
 fn connect(server: &Server) -> TcpStream {

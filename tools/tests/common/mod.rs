@@ -131,6 +131,15 @@ pub fn metric(server: &Server, name: &str) -> u64 {
     value.unwrap_or_else(|| panic!("no {name} in\n{text}")).parse().unwrap()
 }
 
+/// A normal client PUTs an object large enough for data files (300,000 bytes) and reads
+/// it back: the server still serves after whatever a test did to it.
+pub async fn assert_serves(c: &aws_sdk_s3::Client, bucket: &str, key: &str) {
+    let body = bytes(300_000, key.len() as u64);
+    let put = c.put_object().bucket(bucket).key(key).body(aws_sdk_s3::primitives::ByteStream::from(body.clone()));
+    put.send().await.unwrap_or_else(|e| panic!("{key}: a normal PUT failed: {e:?}"));
+    assert_eq!(get_bytes(c, bucket, key).await, body, "{key}");
+}
+
 /// A client that never retries: a request that failed because the server died must be
 /// seen as failed.
 pub fn client_without_retries(endpoint: &str) -> aws_sdk_s3::Client {
