@@ -12,12 +12,9 @@ use ferrite_tiering::Mover;
 use crate::error::{Code, S3Error};
 
 static RESPONSES: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
-/// Client connections open now (every core's), and data streams holding a memory-budget
-/// slot now. Gauges kept by a pair of calls, one when the thing starts and one when it ends:
-/// a connection or a data stream, not a request, so the shared atomic costs nothing that
-/// shows.
+/// Client connections open now, on every core: kept by a pair of calls per connection (not
+/// per request). Data streams in use are the budget's own per-core counts.
 static CONNECTIONS_OPEN: AtomicU64 = AtomicU64::new(0);
-static STREAMS_IN_USE: AtomicU64 = AtomicU64::new(0);
 
 /// What a KMS call was for.
 #[derive(Clone, Copy)]
@@ -46,14 +43,6 @@ pub fn connection_opened() {
 
 pub fn connection_closed() {
     CONNECTIONS_OPEN.fetch_sub(1, Relaxed);
-}
-
-/// A data stream took a memory-budget slot (`false` when it gives it back).
-pub fn stream_in_use(taken: bool) {
-    match taken {
-        true => STREAMS_IN_USE.fetch_add(1, Relaxed),
-        false => STREAMS_IN_USE.fetch_sub(1, Relaxed),
-    };
 }
 
 /// Counts one KMS call by its outcome.
@@ -91,7 +80,7 @@ pub fn render(kms_backend: &str, mover: &Mover, engine: &Engine) -> String {
         "gauge",
         "Requests moving object data that hold a memory-budget slot now, on every core.",
     );
-    out.sample(&[], STREAMS_IN_USE.load(Relaxed));
+    out.sample(&[], crate::budget::in_use_everywhere() as u64);
     render_mover(&mut out, mover);
     render_engine(&mut out, engine);
     out.text

@@ -150,7 +150,7 @@ async fn serve(wiring: CoreWiring, boot: CoreBoot, listener: std::net::TcpListen
     };
     let acceptor = wiring.tls.clone().map(|config| Rc::new(ferrite_s3::TlsAcceptor::from(config)));
     let gate = ConnectionGate::new(wiring.connections_per_core);
-    let ctx = Rc::new(context(wiring));
+    let ctx = Rc::new(context(core, wiring));
     // Whether the last accept failed: one warning per run of failures, not one per retry.
     let mut failing = false;
     loop {
@@ -179,12 +179,12 @@ async fn serve(wiring: CoreWiring, boot: CoreBoot, listener: std::net::TcpListen
 }
 
 /// The core's request context: its share of the memory budget and its MD5 batcher.
-fn context(wiring: CoreWiring) -> Ctx {
+fn context(core: usize, wiring: CoreWiring) -> Ctx {
     let engine = wiring.engine;
     let layout = engine.layout();
     let per_stream = ferrite_s3::budget::bytes_per_stream(engine.block_size(), layout.data, layout.parity);
     let slots = wiring.memory_budget_bytes / engine.cores() / per_stream;
-    let budget = ferrite_s3::budget::Budget::new(slots);
+    let budget = ferrite_s3::budget::Budget::new(core, slots);
     let md5 = ferrite_s3::md5x::core_batcher(wiring.services.md5);
     Ctx { engine, config: wiring.config, budget, kms: wiring.services.kms, mover: wiring.services.mover, md5 }
 }
