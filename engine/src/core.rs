@@ -7,8 +7,7 @@
 //! (drive state, bucket map, heal state, settings), and its requests are request.rs's.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ops::Bound;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,8 +17,9 @@ use crate::buckets::Buckets;
 use crate::cache;
 use crate::drives::DriveState;
 use crate::error::{is_process_error, EngineError, Result};
-use crate::heal::{self, IndexTotals, IndexView};
+use crate::heal::{self, IndexView};
 use crate::heal_state::HealState;
+use crate::index::{Index, IndexTotals};
 use crate::io::{remove_file, DriveFile, OpenMode};
 use crate::limits::BATCH_BYTES_MAX;
 use crate::meta::{DataLoc, ObjectMeta, PartLoc, PartMeta, UploadMeta};
@@ -27,7 +27,7 @@ use crate::partition::{debug_assert_key_owner, debug_assert_owner, enter_core, B
 use crate::quorum;
 use crate::request::{MetaReq, ReadReq, Reply, WriteOp};
 use crate::snapshot;
-use crate::types::{ListItem, ListPage, ListedObject, ObjectKey, PutCondition, UploadKey, UploadSummary};
+use crate::types::{ObjectKey, PutCondition, UploadKey};
 use crate::wal::{self, encode_record, wal_path, Record};
 
 /// Data files replaced or deleted are removed after this delay, so that readers that already
@@ -78,8 +78,7 @@ struct LogRange {
 }
 
 struct CoreState {
-    objects: BTreeMap<ObjectKey, ObjectMeta>,
-    uploads: BTreeMap<UploadKey, UploadMeta>,
+    index: Index,
     seqs: HashMap<u16, u64>,
     wal_end: u64,
     pending: Vec<PendingWrite>,
@@ -140,8 +139,7 @@ impl CoreState {
         snapshot_off: u64,
     ) -> CoreState {
         CoreState {
-            objects,
-            uploads,
+            index: Index::new(objects, uploads),
             seqs,
             wal_end,
             pending: Vec::new(),
@@ -157,13 +155,13 @@ impl CoreState {
     fn object(&self, overlay: &Overlay, key: &ObjectKey) -> Option<ObjectMeta> {
         match overlay.objects.get(key) {
             Some(v) => v.clone(),
-            None => self.objects.get(key).cloned(),
+            None => self.index.object(key).cloned(),
         }
     }
     fn upload(&self, overlay: &Overlay, key: &UploadKey) -> Option<UploadMeta> {
         match overlay.uploads.get(key) {
             Some(v) => v.clone(),
-            None => self.uploads.get(key).cloned(),
+            None => self.index.upload(key).cloned(),
         }
     }
 
@@ -359,116 +357,17 @@ impl CoreState {
     fn apply(&mut self, buckets: &Buckets, effect: Effect) {
         match effect {
             Effect::None => {}
-            Effect::SetObject(k, m) => {
-                self.objects.insert(k, m);
-            }
-            Effect::RemoveObject(k) => {
-                self.objects.remove(&k);
-            }
-            Effect::SetUpload(k, u) => {
-                self.uploads.insert(k, u);
-            }
-            Effect::RemoveUpload(k) => {
-                self.uploads.remove(&k);
-            }
+            Effect::SetObject(k, m) => self.index.set_object(k, m),
+            Effect::RemoveObject(k) => self.index.remove_object(&k),
+            Effect::SetUpload(k, u) => self.index.set_upload(k, u),
+            Effect::RemoveUpload(k) => self.index.remove_upload(&k),
             Effect::CompleteUpload { upload, object, meta } => {
-                self.uploads.remove(&upload);
-                self.objects.insert(object, meta);
+                self.index.remove_upload(&upload);
+                self.index.set_object(object, meta);
             }
             Effect::Bucket { name, created_ms } => buckets.set(name, created_ms),
             Effect::BucketConfig { name, item, value } => buckets.set_config(&name, item, value),
         }
-    }
-
-    /// Keys and common prefixes of `bucket` in key order after `start_after`, at most
-    /// `limit`. Each object reports the value of `report_header`, if asked and present.
-    fn list(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        delimiter: Option<&str>,
-        start_after: &str,
-        limit: usize,
-        report_header: Option<&str>,
-    ) -> ListPage {
-        let mut items = Vec::new();
-        let mut start: String = if start_after > prefix { start_after.to_owned() } else { prefix.to_owned() };
-        let mut inclusive = start_after < prefix;
-        // A marker that is itself a rolled-up prefix skips every key under it.
-        if let Some(d) = delimiter {
-            if !start_after.is_empty()
-                && start_after.ends_with(d)
-                && start_after.starts_with(prefix)
-                && start_after.len() > prefix.len()
-            {
-                start = format!("{start_after}\u{10FFFF}");
-                inclusive = false;
-            }
-        }
-        loop {
-            let lower = ObjectKey::new(bucket, start.clone());
-            let lower = if inclusive { Bound::Included(lower) } else { Bound::Excluded(lower) };
-            let mut jumped = false;
-            for (okey, meta) in self.objects.range((lower, Bound::Unbounded)) {
-                if okey.bucket != bucket || !okey.key.starts_with(prefix) {
-                    return ListPage { items, truncated: false };
-                }
-                if items.len() == limit {
-                    return ListPage { items, truncated: true };
-                }
-                let rest = &okey.key[prefix.len()..];
-                if let Some(pos) = delimiter.filter(|d| !d.is_empty()).and_then(|d| rest.find(d).map(|p| p + d.len())) {
-                    let common = okey.key[..prefix.len() + pos].to_owned();
-                    start = format!("{common}\u{10FFFF}");
-                    inclusive = false;
-                    items.push(ListItem::Prefix(common));
-                    jumped = true;
-                    break;
-                }
-                items.push(ListItem::Object(listed(&okey.key, meta, report_header)));
-            }
-            if !jumped {
-                return ListPage { items, truncated: false };
-            }
-        }
-    }
-
-    /// Uploads of `bucket` under `prefix` after the markers, in (key, upload id) order.
-    fn list_uploads(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        key_marker: &str,
-        upload_id_marker: &str,
-        limit: usize,
-    ) -> Vec<UploadSummary> {
-        let lower = UploadKey::new(bucket, key_marker, upload_id_marker);
-        self.uploads
-            .range((Bound::Excluded(lower), Bound::Unbounded))
-            .take_while(|(k, _)| k.bucket == bucket)
-            .filter(|(k, _)| k.key.starts_with(prefix))
-            .take(limit)
-            .map(|(k, u)| UploadSummary {
-                key: k.key.clone(),
-                upload_id: k.upload_id.clone(),
-                initiated_ms: u.initiated_ms,
-            })
-            .collect()
-    }
-
-    /// Whether this core holds an object or an upload in progress of `bucket`.
-    fn has_data(&self, bucket: &str) -> bool {
-        let objects = self.objects.range(ObjectKey::new(bucket, "")..).next().is_some_and(|(k, _)| k.bucket == bucket);
-        let uploads =
-            self.uploads.range(UploadKey::new(bucket, "", "")..).next().is_some_and(|(k, _)| k.bucket == bucket);
-        objects || uploads
-    }
-
-    /// Every data file an object or an upload of this core references.
-    fn referenced_files(&self) -> HashSet<u128> {
-        let objects = self.objects.values().flat_map(|m| m.file_ids());
-        let parts = self.uploads.values().flat_map(|u| u.parts.values().map(|p| p.file_id));
-        objects.chain(parts).collect()
     }
 }
 
@@ -478,18 +377,6 @@ struct HeaderChange {
     headers_before: Vec<(String, String)>,
     headers: Vec<(String, String)>,
     new_data: Option<DataLoc>,
-}
-
-fn listed(key: &str, meta: &ObjectMeta, report_header: Option<&str>) -> ListedObject {
-    let reported_header =
-        report_header.and_then(|name| meta.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()));
-    ListedObject {
-        key: key.to_owned(),
-        size: meta.size,
-        etag: meta.etag.clone(),
-        mtime_ms: meta.mtime_ms,
-        reported_header,
-    }
 }
 
 fn check_condition(cond: Option<&PutCondition>, current: Option<&ObjectMeta>) -> Result<()> {
@@ -536,21 +423,21 @@ fn answer(env: &CoreEnv, st: &CoreState, req: ReadReq) {
     match req {
         ReadReq::Get { bucket, key, reply } => {
             debug_assert_key_owner(&bucket, &key, env.drives.partition_count(), env.cores);
-            let _ = reply.send(Ok(st.objects.get(&ObjectKey { bucket, key }).cloned()));
+            let _ = reply.send(Ok(st.index.object(&ObjectKey { bucket, key }).cloned()));
         }
         ReadReq::GetUpload { bucket, key, upload_id, reply } => {
             debug_assert_key_owner(&bucket, &key, env.drives.partition_count(), env.cores);
-            let _ = reply.send(Ok(st.uploads.get(&UploadKey { bucket, key, upload_id }).cloned()));
+            let _ = reply.send(Ok(st.index.upload(&UploadKey { bucket, key, upload_id }).cloned()));
         }
         ReadReq::List { bucket, prefix, delimiter, start_after, limit, report_header, reply } => {
-            let page = st.list(&bucket, &prefix, delimiter.as_deref(), &start_after, limit, report_header);
+            let page = st.index.list(&bucket, &prefix, delimiter.as_deref(), &start_after, limit, report_header);
             let _ = reply.send(Ok(page));
         }
         ReadReq::ListUploads { bucket, prefix, key_marker, upload_id_marker, limit, reply } => {
-            let _ = reply.send(Ok(st.list_uploads(&bucket, &prefix, &key_marker, &upload_id_marker, limit)));
+            let _ = reply.send(Ok(st.index.list_uploads(&bucket, &prefix, &key_marker, &upload_id_marker, limit)));
         }
         ReadReq::HasData { bucket, reply } => {
-            let _ = reply.send(Ok(st.has_data(&bucket)));
+            let _ = reply.send(Ok(st.index.has_data(&bucket)));
         }
     }
 }
@@ -563,32 +450,23 @@ struct CoreView {
 
 impl IndexView for CoreView {
     fn objects_after(&self, after: Option<&ObjectKey>, limit: usize) -> Vec<(ObjectKey, ObjectMeta)> {
-        let st = self.state.borrow();
-        let lower = match after {
-            Some(key) => Bound::Excluded(key.clone()),
-            None => Bound::Unbounded,
-        };
-        st.objects.range((lower, Bound::Unbounded)).take(limit).map(|(k, m)| (k.clone(), m.clone())).collect()
+        self.state.borrow().index.objects_after(after, limit)
     }
 
     fn upload_parts(&self) -> Vec<(ObjectKey, PartLoc)> {
         let st = self.state.borrow();
-        let mut out = Vec::new();
-        for (ukey, upload) in &st.uploads {
-            for part in upload.parts.values() {
-                out.push((ukey.object(), PartLoc { file_id: part.file_id, size: part.size }));
-            }
-        }
-        out
+        let parts = st.index.uploads().flat_map(|(key, upload)| {
+            upload.parts.values().map(move |p| (key.clone(), PartLoc { file_id: p.file_id, size: p.size }))
+        });
+        parts.collect()
     }
 
     fn object(&self, key: &ObjectKey) -> Option<ObjectMeta> {
-        self.state.borrow().objects.get(key).cloned()
+        self.state.borrow().index.object(key).cloned()
     }
 
     fn totals(&self) -> IndexTotals {
-        let st = self.state.borrow();
-        IndexTotals { objects: st.objects.len() as u64, bytes: st.objects.values().map(|m| m.size).sum() }
+        self.state.borrow().index.totals()
     }
 
     fn settled_wal_end(&self) -> u64 {
@@ -603,8 +481,8 @@ impl IndexView for CoreView {
         let _ = self.kick.try_send(());
     }
 
-    fn referenced_files(&self) -> HashSet<u128> {
-        self.state.borrow().referenced_files()
+    fn is_referenced(&self, file_id: u128) -> bool {
+        self.state.borrow().index.is_referenced(file_id)
     }
 }
 
@@ -892,8 +770,7 @@ async fn sweep_leftovers(env: Rc<CoreEnv>, core: usize, state: Rc<RefCell<CoreSt
     monoio::time::sleep(SWEEP_DELAY).await;
     let drives = &env.drives;
     let mut removed = 0usize;
-    // Files referenced now or later: later ones are newer than `started`, so never swept.
-    let referenced = state.borrow().referenced_files();
+    // Files referenced later are newer than `started`, so never swept.
     for partition in (0..drives.partition_count()).filter(|p| *p as usize % env.cores == core) {
         for drive in 0..drives.paths().len() {
             if !drives.online(drive) {
@@ -905,7 +782,8 @@ async fn sweep_leftovers(env: Rc<CoreEnv>, core: usize, state: Rc<RefCell<CoreSt
                     continue;
                 };
                 let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < started);
-                if old && !referenced.contains(&id) && remove_file(entry.path()).await.is_ok() {
+                let referenced = state.borrow().index.is_referenced(id);
+                if old && !referenced && remove_file(entry.path()).await.is_ok() {
                     removed += 1;
                 }
             }
@@ -927,6 +805,9 @@ fn maybe_snapshot(env: &CoreEnv, core: usize, state: &Rc<RefCell<CoreState>>) {
     if !due || st.snapshot_writing {
         return;
     }
+    // The snapshot walks the whole index anyway: check its counts against a recount.
+    #[cfg(debug_assertions)]
+    st.index.debug_check();
     let online: Vec<PathBuf> = env.drives.online_paths();
     let wals = wal::list_wals(&online);
     let view = snapshot::SnapshotView {
@@ -936,8 +817,8 @@ fn maybe_snapshot(env: &CoreEnv, core: usize, state: &Rc<RefCell<CoreState>>) {
         wal_lens: snapshot::wal_lengths(&online, &wals),
         seqs: &st.seqs,
         buckets: if core == 0 { env.buckets.infos() } else { Vec::new() },
-        objects: &st.objects,
-        uploads: &st.uploads,
+        objects: st.index.maps().0,
+        uploads: st.index.maps().1,
     };
     let bytes = snapshot::encode(&view);
     st.snapshot_off = st.wal_end;
@@ -956,9 +837,9 @@ fn maybe_snapshot(env: &CoreEnv, core: usize, state: &Rc<RefCell<CoreState>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
-    fn state_with(keys: &[String]) -> CoreState {
+    #[test]
+    fn conditions() {
         let meta = ObjectMeta {
             size: 1,
             etag: "e".into(),
@@ -969,90 +850,11 @@ mod tests {
             part_sizes: vec![],
             data: DataLoc::Parts(vec![]),
         };
-        let mut objects = BTreeMap::new();
-        for k in keys {
-            objects.insert(ObjectKey::new("b", k.clone()), meta.clone());
-        }
-        // A neighbouring bucket must never leak into listings of "b".
-        objects.insert(ObjectKey::new("c", "a"), meta.clone());
-        CoreState::new(objects, BTreeMap::new(), HashMap::new(), 0, 0)
-    }
-
-    /// The S3 listing semantics, written the obvious way.
-    fn model(keys: &[String], prefix: &str, delimiter: Option<&str>, start_after: &str) -> Vec<String> {
-        let mut sorted: Vec<&String> = keys.iter().collect();
-        sorted.sort();
-        sorted.dedup();
-        let mut out: Vec<String> = Vec::new();
-        for key in sorted {
-            if !key.starts_with(prefix) {
-                continue;
-            }
-            let name = match delimiter.and_then(|d| key[prefix.len()..].find(d).map(|i| (i, d))) {
-                Some((i, d)) => key[..prefix.len() + i + d.len()].to_owned(),
-                None => key.clone(),
-            };
-            if name.as_str() <= start_after || out.last() == Some(&name) {
-                continue;
-            }
-            out.push(name);
-        }
-        out
-    }
-
-    fn names(page: &ListPage) -> Vec<String> {
-        page.items.iter().map(|i| i.name().to_owned()).collect()
-    }
-
-    proptest! {
-        #[test]
-        fn listing_pages_match_the_model(
-            keys in proptest::collection::vec("[ab/]{1,5}", 0..40),
-            prefix in "[ab/]{0,2}",
-            use_delimiter in any::<bool>(),
-            limit in 1usize..6,
-        ) {
-            let delimiter = use_delimiter.then_some("/");
-            let state = state_with(&keys);
-            let expected = model(&keys, &prefix, delimiter, "");
-            // Page through with the last name as the marker, as the S3 layer does.
-            let mut got = Vec::new();
-            let mut marker = String::new();
-            for _ in 0..100 {
-                let page = state.list("b", &prefix, delimiter, &marker, limit, None);
-                prop_assert!(page.items.len() <= limit);
-                got.extend(names(&page));
-                if !page.truncated {
-                    break;
-                }
-                marker = got.last().cloned().unwrap_or_default();
-            }
-            prop_assert_eq!(got, expected);
-        }
-    }
-
-    #[test]
-    fn listings_report_the_header_they_are_asked_for() {
-        let mut state = state_with(&["k".into()]);
-        if let Some(meta) = state.objects.values_mut().next() {
-            meta.headers.push(("x-class".into(), "COLD".into()));
-        }
-        let reported = |header| match &state.list("b", "", None, "", 10, header).items[0] {
-            ListItem::Object(object) => object.reported_header.clone(),
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(reported(Some("x-class")), Some("COLD".into()));
-        assert_eq!(reported(Some("x-other")), None);
-        assert_eq!(reported(None), None);
-    }
-
-    #[test]
-    fn conditions() {
-        let meta = state_with(&["k".into()]).objects.values().next().cloned();
+        let meta = Some(&meta);
         assert!(check_condition(Some(&PutCondition::IfNoneMatchAny), None).is_ok());
-        assert!(check_condition(Some(&PutCondition::IfNoneMatchAny), meta.as_ref()).is_err());
-        assert!(check_condition(Some(&PutCondition::IfMatch("e".into())), meta.as_ref()).is_ok());
-        assert!(check_condition(Some(&PutCondition::IfMatch("x".into())), meta.as_ref()).is_err());
+        assert!(check_condition(Some(&PutCondition::IfNoneMatchAny), meta).is_err());
+        assert!(check_condition(Some(&PutCondition::IfMatch("e".into())), meta).is_ok());
+        assert!(check_condition(Some(&PutCondition::IfMatch("x".into())), meta).is_err());
         assert!(matches!(check_condition(Some(&PutCondition::IfMatch("e".into())), None), Err(EngineError::NoSuchKey)));
     }
 }

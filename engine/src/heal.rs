@@ -22,14 +22,9 @@ use crate::data::{heal_block, PartFiles};
 use crate::drives::DriveState;
 use crate::format::HEAL_PENDING_FILE;
 use crate::heal_state::{HealState, PassKind, PassStats};
+use crate::index::IndexTotals;
 use crate::meta::{DataLoc, ObjectMeta, PartLoc};
 use crate::types::{now_ms, ObjectKey};
-
-/// How many objects and bytes a core's index holds.
-pub(crate) struct IndexTotals {
-    pub objects: u64,
-    pub bytes: u64,
-}
 
 /// What a pass needs from its core's index (implemented by core.rs over the core's state).
 pub(crate) trait IndexView {
@@ -46,7 +41,8 @@ pub(crate) trait IndexView {
     fn void_pending(&self) -> bool;
     /// Asks the commit loop to write the pending void now.
     fn retry_void(&self);
-    fn referenced_files(&self) -> HashSet<u128>;
+    /// Whether an object or an upload part references data file `file_id`.
+    fn is_referenced(&self, file_id: u128) -> bool;
 }
 
 /// How long a pass waits for a failed log batch to be voided before it goes on without.
@@ -261,7 +257,7 @@ impl Pass<'_> {
             }
             // A part replaced or completed meanwhile is left alone (its files may be going).
             let partition = self.drives.partition_of(&key.bucket, &key.key);
-            let referenced = || self.view.referenced_files().contains(&part.file_id);
+            let referenced = || self.view.is_referenced(part.file_id);
             let found = self.heal_part(partition, &part, &referenced, pacer).await;
             PassStats::add(&self.stats().shards_repaired, found.repaired);
             if found.repaired > 0 {
@@ -309,7 +305,6 @@ async fn reclaim_leftovers(
 ) -> u64 {
     let age = state.config.leftover_age;
     let mut removed = 0;
-    let referenced = view.referenced_files();
     for partition in (0..drives.partition_count()).filter(|p| *p as usize % cores == core) {
         let before = candidates.remove(&partition).unwrap_or_default();
         let mut now_found = HashSet::new();
@@ -325,7 +320,7 @@ async fn reclaim_leftovers(
                     .ok()
                     .and_then(|t| SystemTime::now().duration_since(t).ok())
                     .is_some_and(|d| d >= age);
-                if !idle || referenced.contains(&id) {
+                if !idle || view.is_referenced(id) {
                     continue;
                 }
                 if !before.contains(&id) {

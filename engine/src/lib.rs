@@ -24,6 +24,7 @@ pub mod fault;
 pub mod format;
 mod heal;
 pub mod heal_state;
+mod index;
 pub mod io;
 pub mod limits;
 pub mod meta;
