@@ -17,11 +17,17 @@ use ferrite_tiering::outbound::http::{Client, HttpSettings, Reply, TransportErro
 
 pub mod azurite;
 pub mod kms;
+pub mod netns;
 pub mod raw;
 mod server;
 pub mod standin;
 
 pub use server::Server;
+
+/// The `ferrite` binary under test: this build's, or the one FERRITE_TEST_BINARY names.
+pub fn binary() -> String {
+    server::binary()
+}
 
 pub const USER: &str = "ferriteadmin";
 pub const PASSWORD: &str = "ferriteadmin";

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::netns::NetNs;
 use super::raw;
 
 /// How long a server may take to answer after it was started (a crash test's restart
@@ -45,11 +46,13 @@ struct Listen {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// The descriptor limit (soft and hard) it starts with, if lowered.
     fd_limit: Option<u64>,
+    /// The network namespace it runs in (its name), reached at that address from here.
+    netns: Option<(String, std::net::Ipv4Addr)>,
 }
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen { host: "127.0.0.1", tls: None, fd_limit: None }
+        Listen { host: "127.0.0.1", tls: None, fd_limit: None, netns: None }
     }
 }
 
@@ -65,20 +68,26 @@ fn free_port() -> u16 {
 
 /// The binary the tests start: this build's, or the one FERRITE_TEST_BINARY names (to run a
 /// test against another build, e.g. to watch a new test fail on the previous one).
-fn binary() -> String {
+pub(super) fn binary() -> String {
     std::env::var("FERRITE_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferrite").to_owned())
 }
 
-/// `ferrite`, started directly or, with `fd_limit`, through `sh` after `ulimit -n` (soft and
-/// hard: the server cannot raise it back).
-fn command(fd_limit: Option<u64>) -> Command {
-    match fd_limit {
-        None => Command::new(binary()),
-        Some(limit) => {
+/// `ferrite`, started directly, or in a network namespace (`ip netns exec`), or with
+/// `fd_limit` through `sh` after `ulimit -n` (soft and hard: the server cannot raise it back).
+fn command(at: &Listen) -> Command {
+    match (at.fd_limit, &at.netns) {
+        (None, None) => Command::new(binary()),
+        (None, Some((name, _))) => {
+            let mut ip = Command::new("ip");
+            ip.args(["netns", "exec", name, &binary()]);
+            ip
+        }
+        (Some(limit), None) => {
             let mut sh = Command::new("sh");
             sh.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), &binary()]);
             sh
         }
+        (Some(_), Some(_)) => unimplemented!("a lowered descriptor limit inside a namespace"),
     }
 }
 
@@ -110,6 +119,12 @@ impl Server {
         Self::launch(root, drives, &[], &[])
     }
 
+    /// Starts on the given drive directories with environment variables (drives the test
+    /// brought, e.g. a committed fixture's, and the settings they need to be read).
+    pub fn start_on_with(root: PathBuf, drives: Vec<PathBuf>, envs: &[(&str, &str)]) -> Server {
+        Self::launch(root, drives, &[], envs)
+    }
+
     /// Starts an https server (`--certs-dir`: public.crt, private.key); `ca_file` is what a
     /// client must trust to verify it. `endpoint` is then https://127.0.0.1:PORT.
     pub fn start_tls(drive_count: usize, certs_dir: &Path, ca_file: &Path) -> Server {
@@ -120,12 +135,14 @@ impl Server {
         Self::launch_at(root, drives, &["--certs-dir", certs], &[], Listen { tls: Some(tls), ..Listen::default() })
     }
 
-    /// Starts a server listening on every interface (`0.0.0.0`), so that clients can reach it
-    /// from an address that is not loopback; `addr` and `endpoint` still name 127.0.0.1.
-    pub fn start_on_every_interface(drive_count: usize, args: &[&str], envs: &[(&str, &str)]) -> Server {
+    /// Starts a server in the network namespace `ns`, listening on every interface there:
+    /// `addr` and `endpoint` name the namespace's address, which clients here reach from an
+    /// address that is not loopback (`ns.host_ip`).
+    pub fn start_in(ns: &NetNs, drive_count: usize, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let root = unique_dir();
         let drives: Vec<PathBuf> = (1..=drive_count).map(|i| root.join(format!("d{i}"))).collect();
-        Self::launch_at(root, drives, args, envs, Listen { host: "0.0.0.0", ..Listen::default() })
+        let netns = Some((ns.name.clone(), ns.inner_ip));
+        Self::launch_at(root, drives, args, envs, Listen { host: "0.0.0.0", netns, ..Listen::default() })
     }
 
     /// Starts with its descriptor limit (soft and hard) lowered to `fd_limit`.
@@ -167,8 +184,11 @@ impl Server {
         envs: &[(&str, &str)],
         at: &Listen,
     ) -> Option<Server> {
-        let addr = format!("127.0.0.1:{port}");
-        let mut child = command(at.fd_limit)
+        let addr = match &at.netns {
+            None => format!("127.0.0.1:{port}"),
+            Some((_, ip)) => format!("{ip}:{port}"),
+        };
+        let mut child = command(at)
             .args(["server", "--address", &format!("{}:{port}", at.host)])
             .args(args)
             .args(drives)
