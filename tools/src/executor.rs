@@ -8,7 +8,7 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrite_engine::{CoreBoot, Engine};
 use ferrite_s3::kms::Kms;
@@ -25,6 +25,29 @@ const URING_ENTRIES: u32 = 1024;
 /// its own to close, or this long at most, so it never spins; the kernel's backlog keeps
 /// the clients waiting meanwhile.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// At most one accept warning per core this often. At the descriptor limit with clients
+/// coming and going, accepts fail and succeed in turn; a warning per failing run would be
+/// a line per flip.
+const ACCEPT_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The accept loop's warnings: the first failure, then at most one per interval, each
+/// saying how many failures it stands for.
+#[derive(Default)]
+struct AcceptWarnings {
+    last: Option<Instant>,
+    failures: u64,
+}
+
+impl AcceptWarnings {
+    fn failed(&mut self, core: usize, error: &std::io::Error, open: usize) {
+        self.failures += 1;
+        if self.last.is_none_or(|t| t.elapsed() >= ACCEPT_WARN_INTERVAL) {
+            let failures = self.failures;
+            warn!(core, %error, open, failures, "accept failed; waiting for a connection to close");
+            (self.last, self.failures) = (Some(Instant::now()), 0);
+        }
+    }
+}
 
 /// What every core shares besides the engine and the configuration.
 #[derive(Clone)]
@@ -151,13 +174,11 @@ async fn serve(wiring: CoreWiring, boot: CoreBoot, listener: std::net::TcpListen
     let acceptor = wiring.tls.clone().map(|config| Rc::new(ferrite_s3::TlsAcceptor::from(config)));
     let gate = ConnectionGate::new(wiring.connections_per_core);
     let ctx = Rc::new(context(core, wiring));
-    // Whether the last accept failed: one warning per run of failures, not one per retry.
-    let mut failing = false;
+    let mut warnings = AcceptWarnings::default();
     loop {
         let permit = gate.permit().await;
         match listener.accept().await {
             Ok((stream, _)) => {
-                failing = false;
                 ferrite_s3::metrics::connection_opened();
                 let connection = serve_connection(ctx.clone(), stream, acceptor.clone());
                 monoio::spawn(async move {
@@ -168,10 +189,7 @@ async fn serve(wiring: CoreWiring, boot: CoreBoot, listener: std::net::TcpListen
             }
             Err(e) => {
                 drop(permit);
-                if !failing {
-                    warn!(core, error = %e, open = gate.open.get(), "accept failed; waiting for a connection to close");
-                    failing = true;
-                }
+                warnings.failed(core, &e, gate.open.get());
                 let _ = monoio::time::timeout(ACCEPT_RETRY_DELAY, gate.one_closed()).await;
             }
         }
