@@ -27,6 +27,7 @@ pub mod heal_state;
 mod index;
 pub mod io;
 pub mod limits;
+pub mod log;
 pub mod meta;
 mod monitor;
 mod partition;
