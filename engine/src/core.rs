@@ -840,16 +840,7 @@ mod tests {
 
     #[test]
     fn conditions() {
-        let meta = ObjectMeta {
-            size: 1,
-            etag: "e".into(),
-            mtime_ms: 0,
-            headers: vec![],
-            checksum: None,
-            tags: vec![],
-            part_sizes: vec![],
-            data: DataLoc::Parts(vec![]),
-        };
+        let meta = ObjectMeta::for_tests(1);
         let meta = Some(&meta);
         assert!(check_condition(Some(&PutCondition::IfNoneMatchAny), None).is_ok());
         assert!(check_condition(Some(&PutCondition::IfNoneMatchAny), meta).is_err());

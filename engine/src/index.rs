@@ -246,16 +246,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn index_with(keys: &[String]) -> Index {
-        let meta = ObjectMeta {
-            size: 1,
-            etag: "e".into(),
-            mtime_ms: 0,
-            headers: vec![],
-            checksum: None,
-            tags: vec![],
-            part_sizes: vec![],
-            data: DataLoc::Parts(vec![]),
-        };
+        let meta = ObjectMeta::for_tests(1);
         let mut objects = BTreeMap::new();
         for k in keys {
             objects.insert(ObjectKey::new("b", k.clone()), meta.clone());
@@ -341,7 +332,7 @@ mod tests {
         } else {
             DataLoc::Parts(parts)
         };
-        ObjectMeta { size, data, ..index_with(&[]).objects.values().next().cloned().unwrap() }
+        ObjectMeta { data, ..ObjectMeta::for_tests(size) }
     }
 
     fn upload_of(ids: &[u128]) -> UploadMeta {

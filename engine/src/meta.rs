@@ -192,6 +192,21 @@ const LOC_INLINE_REF: u8 = 1;
 const LOC_PARTS: u8 = 2;
 
 impl ObjectMeta {
+    /// An object of `size` bytes in no data file, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(size: u64) -> ObjectMeta {
+        ObjectMeta {
+            size,
+            etag: "e".into(),
+            mtime_ms: 0,
+            headers: vec![],
+            checksum: None,
+            tags: vec![],
+            part_sizes: vec![],
+            data: DataLoc::Parts(vec![]),
+        }
+    }
+
     /// Encodes the metadata. For `inline_here` the caller appends the data bytes right after
     /// (as `Enc::bytes`) and the location is filled in when the record's place is known.
     pub fn encode(&self, enc: &mut Enc, inline_here: bool) {

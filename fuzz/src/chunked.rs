@@ -33,13 +33,7 @@ pub struct Name(pub String);
 
 impl<'a> Arbitrary<'a> for Name {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789-";
-        let len = u.int_in_range(1..=24)?;
-        let mut s = String::with_capacity(len);
-        for _ in 0..len {
-            s.push(char::from(*u.choose(ALPHABET)?));
-        }
-        Ok(Name(s))
+        Ok(Name(string_of(u, b"abcdefghijklmnopqrstuvwxyz0123456789-", 1..=24)?))
     }
 }
 
@@ -49,14 +43,19 @@ pub struct Value(pub String);
 
 impl<'a> Arbitrary<'a> for Value {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=.:_-";
-        let len = u.int_in_range(0..=64)?;
-        let mut s = String::with_capacity(len);
-        for _ in 0..len {
-            s.push(char::from(*u.choose(ALPHABET)?));
-        }
-        Ok(Value(s))
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=.:_-";
+        Ok(Value(string_of(u, alphabet, 0..=64)?))
     }
+}
+
+/// A string of `lengths` characters drawn from `alphabet`.
+fn string_of(
+    u: &mut Unstructured<'_>,
+    alphabet: &[u8],
+    lengths: std::ops::RangeInclusive<usize>,
+) -> arbitrary::Result<String> {
+    let len = u.int_in_range(lengths)?;
+    (0..len).map(|_| u.choose(alphabet).map(|b| char::from(*b))).collect()
 }
 
 /// Damage done to an encoded body; positions are taken modulo its length.

@@ -3,6 +3,7 @@
 //! streams at once. A request that finds no free slot waits a little (back-pressure), then
 //! gets 503 SlowDown. Per-core state, no locks.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -13,8 +14,8 @@ use crate::error::{Code, S3Error, S3Result};
 const SLOT_WAIT_MAX: Duration = Duration::from_secs(2);
 const SLOT_POLL_INTERVAL: Duration = Duration::from_millis(5);
 
-/// Cores whose slots in use are counted apart (a core beyond shares a counter; the sum
-/// stays right, only the cache line is shared).
+/// Cores whose slots in use are counted apart for the gauge (a core beyond shares a counter:
+/// the sum stays right, only the cache line is shared; each core's budget is its own).
 const CORES_COUNTED_MAX: usize = 256;
 
 /// One core's count of slots in use, on its own cache line: written only by its core (no
@@ -30,7 +31,10 @@ pub fn in_use_everywhere() -> usize {
 }
 
 pub struct Budget {
-    in_use: &'static AtomicUsize,
+    /// This core's slots in use: what the budget decides by.
+    in_use: Cell<usize>,
+    /// The same count, for the gauge (shared with other cores only beyond CORES_COUNTED_MAX).
+    gauge: &'static AtomicUsize,
     slots: usize,
 }
 
@@ -39,25 +43,24 @@ pub struct Slot(Rc<Budget>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.in_use.fetch_sub(1, Relaxed);
+        self.0.in_use.set(self.0.in_use.get() - 1);
+        self.0.gauge.fetch_sub(1, Relaxed);
     }
 }
 
 impl Budget {
     /// Core `core`'s budget of `slots` data streams.
     pub fn new(core: usize, slots: usize) -> Rc<Budget> {
-        Rc::new(Budget { in_use: &IN_USE[core % CORES_COUNTED_MAX].0, slots: slots.max(1) })
-    }
-
-    pub fn in_use(&self) -> usize {
-        self.in_use.load(Relaxed)
+        let gauge = &IN_USE[core % CORES_COUNTED_MAX].0;
+        Rc::new(Budget { in_use: Cell::new(0), gauge, slots: slots.max(1) })
     }
 
     pub async fn acquire(self: &Rc<Self>) -> S3Result<Slot> {
         let deadline = Instant::now() + SLOT_WAIT_MAX;
         loop {
-            if self.in_use.load(Relaxed) < self.slots {
-                self.in_use.fetch_add(1, Relaxed);
+            if self.in_use.get() < self.slots {
+                self.in_use.set(self.in_use.get() + 1);
+                self.gauge.fetch_add(1, Relaxed);
                 return Ok(Slot(self.clone()));
             }
             if Instant::now() >= deadline {

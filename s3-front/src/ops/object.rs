@@ -188,14 +188,19 @@ pub async fn delete_objects(ctx: &Ctx, bucket: &str, body: &mut Body<'_>) -> S3R
     // (one log write and fdatasync per core per batch instead of one per key); where tiers
     // exist each first looks the object up, to remove the blob of one that moved to a tier.
     let tasks: Vec<_> = keys
-        .iter()
+        .into_iter()
         .map(|key| {
-            let (mover, bucket, key) = (ctx.mover.clone(), bucket.to_owned(), key.clone());
-            monoio::spawn(async move { mover.delete_object(&bucket, &key).await })
+            let (mover, bucket) = (ctx.mover.clone(), bucket.to_owned());
+            monoio::spawn(async move {
+                let result = mover.delete_object(&bucket, &key).await;
+                (key, result)
+            })
         })
         .collect();
-    for (key, task) in keys.iter().zip(tasks) {
-        match task.await {
+    for task in tasks {
+        let (key, result) = task.await;
+        let key = key.as_str();
+        match result {
             Ok(()) if quiet => {}
             Ok(()) => {
                 x.start("Deleted").elem("Key", key).end();
